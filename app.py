@@ -1,0 +1,3 @@
+from counts import create_app
+
+app = create_app()

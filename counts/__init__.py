@@ -1,0 +1,54 @@
+"""counts: unread-message counts that answer "nothing changed" from Redis, not Postgres."""
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from counts import markers
+from counts.auth import TokenVerifier
+from counts.config import load_config
+from counts.db import Database
+
+
+class Resources:
+    """What the views need: Postgres, Redis, the token verifier and the settings they use.
+
+    Nothing here opens a socket at construction: connections are made in the worker process
+    that first uses them, after gunicorn has forked.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
+        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+        self.tokens = TokenVerifier(config["JWT_SECRET"])
+        self.marker_ttl: int = config["MARKER_TTL"]
+        self.poll_interval = str(config["POLL_INTERVAL"])
+        self.retry_after: int = config["RETRY_AFTER"]
+        self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
+
+    def start_drainer(self):
+        """Start this process's outbox drainer thread (call once per worker, after fork)."""
+        from counts.outbox import Drainer
+
+        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval)
+        drainer.start()
+        return drainer
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Application factory: settings from the environment, overridden by `config`."""
+    app = Flask(__name__, static_folder=None)
+    app.config.update(load_config(overrides=config))
+    logging.basicConfig(level=logging.INFO)
+    app.extensions["counts"] = Resources(app.config)
+
+    from counts import cli, errors
+    from counts.views import health, reads, writes
+
+    errors.register_error_handlers(app)
+    for blueprint in (reads.bp, writes.bp, health.bp):
+        app.register_blueprint(blueprint)
+    cli.register(app)
+    return app
+

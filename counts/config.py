@@ -1,0 +1,49 @@
+"""Configuration from the environment, with defaults a local run can live with."""
+
+import os
+from typing import Any
+
+DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105 - by design
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> Any:
+    """Read a numeric setting, failing at start-up (not at first request) on garbage."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from None
+
+
+def load_config(env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app config: environment variables (COUNTS_*, DATABASE_URL, REDIS_URL), then overrides."""
+    env = dict(os.environ if env is None else env)
+    config = {
+        "COUNTS_ENV": env.get("COUNTS_ENV", "production"),
+        "JWT_SECRET": env.get("COUNTS_JWT_SECRET"),
+        "DATABASE_URL": env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/counts"),
+        "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "POLL_INTERVAL": _number(env, "COUNTS_POLL_INTERVAL", 30),
+        "MARKER_TTL": _number(env, "COUNTS_MARKER_TTL", 30 * 24 * 3600),
+        # A hung dependency must cost a request this long at most, never a worker forever.
+        "PG_TIMEOUT": _number(env, "COUNTS_PG_TIMEOUT", 2.0, float),
+        "REDIS_TIMEOUT": _number(env, "COUNTS_REDIS_TIMEOUT", 0.25, float),
+        "PG_POOL_SIZE": _number(env, "COUNTS_PG_POOL_SIZE", 8),
+        "RETRY_AFTER": _number(env, "COUNTS_RETRY_AFTER", 5),
+        "OUTBOX_DRAIN_INTERVAL": _number(env, "COUNTS_OUTBOX_DRAIN_INTERVAL", 2.0, float),
+        # Requests larger than this are refused with 413 before any parsing.
+        "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
+        **(overrides or {}),
+    }
+    if not config["JWT_SECRET"]:
+        if config["COUNTS_ENV"] != "development":
+            # An unset secret must not quietly become a well-known one in production.
+            raise RuntimeError(
+                "COUNTS_JWT_SECRET is not set. Set it, or set COUNTS_ENV=development "
+                "to use the built-in development secret."
+            )
+        config["JWT_SECRET"] = DEVELOPMENT_JWT_SECRET
+    return config

@@ -1,0 +1,198 @@
+"""Postgres connections: the only code that opens, lends and closes them."""
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
+
+from counts.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# psycopg2 has no socket timeout: a server (or proxy) that accepts and never answers would hold a
+# worker forever. A wait callback makes every libpq wait a select() we can bound.
+_wait_timeout = threading.local()
+
+
+def _wait_with_deadline(conn) -> None:
+    """psycopg2 wait callback: like psycopg2.extras.wait_select, but gives up at a deadline."""
+    timeout = getattr(_wait_timeout, "seconds", None) or 5.0
+    deadline = time.monotonic() + timeout
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg2.OperationalError(f"no answer from Postgres within {timeout}s")
+        if state == POLL_READ:
+            ready = select.select([conn.fileno()], [], [], remaining)[0]
+        elif state == POLL_WRITE:
+            ready = select.select([], [conn.fileno()], [], remaining)[1]
+        else:
+            raise psycopg2.OperationalError(f"bad poll state {state}")
+        if not ready and deadline - time.monotonic() <= 0:
+            raise psycopg2.OperationalError(f"no answer from Postgres within {timeout}s")
+
+
+psycopg2.extensions.set_wait_callback(_wait_with_deadline)
+
+
+class StaleConnection(DependencyUnavailable):
+    """A pooled connection failed: the server may have restarted, and a new one may work."""
+
+
+class QueryStats:
+    """Per-process count of statements sent, so tests and metrics can see the 304 path sends none."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, seconds: float) -> None:
+        """Add one statement that took `seconds`."""
+        with self._lock:
+            self.queries += 1
+            self.seconds += seconds
+
+
+stats = QueryStats()
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    """A cursor that records every statement it sends in `stats`."""
+
+    def execute(self, query, vars=None):  # noqa: A002 - psycopg2's own signature
+        started = time.perf_counter()
+        try:
+            return super().execute(query, vars)
+        finally:
+            stats.record(time.perf_counter() - started)
+
+
+class Database:
+    """A lazily created, per-process, bounded pool of Postgres connections with timeouts."""
+
+    def __init__(self, url: str, timeout: float, pool_size: int):
+        self.url = url
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._idle: list = []
+        self._pid = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(pool_size)
+
+    def _connect(self):
+        """Open one connection with server- and client-side timeouts."""
+        conn = psycopg2.connect(
+            self.url,
+            connect_timeout=max(1, round(self.timeout)),
+            application_name="counts",
+            # The server cancels a runaway statement; the wait callback covers a silent server.
+            options=f"-c statement_timeout={int(self.timeout * 1000)}",
+            cursor_factory=CountingCursor,
+            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
+        )
+        return conn
+
+    def _take(self):
+        """Borrow an idle connection (reused=True) or open one; pools never cross a fork."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle = []  # inherited sockets belong to the parent
+                self._pid = os.getpid()
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _give_back(self, conn, broken: bool) -> None:
+        """Return a healthy connection to the pool; close a broken one."""
+        if broken or conn.closed:
+            self.discard_idle()
+            conn.close()
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def discard_idle(self) -> None:
+        """Close idle connections: after one failed, the others likely point at a dead server."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    @contextmanager
+    def connection(self, autocommit: bool = False) -> Iterator:
+        """Lend a connection; anything that fails to reach Postgres becomes a 503."""
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DependencyUnavailable("All Postgres connections are busy; try again.")
+        _wait_timeout.seconds = self.timeout
+        conn = None
+        reused = broken = False
+        try:
+            try:
+                conn, reused = self._take()
+                conn.autocommit = autocommit
+                yield conn
+                if not autocommit:
+                    conn.commit()
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                broken = not isinstance(error, psycopg2.errors.TransactionRollbackError)
+                if conn is not None and not conn.closed:
+                    try:
+                        conn.rollback()
+                    except psycopg2.Error:
+                        broken = True
+                if broken:
+                    log.warning("postgres unavailable: %s", str(error).strip())
+                    failure = StaleConnection if reused else DependencyUnavailable
+                    raise failure("The database is unavailable; try again.") from error
+                raise
+            except BaseException:
+                if conn is not None and not conn.closed:
+                    conn.rollback()
+                raise
+        finally:
+            if conn is not None:
+                self._give_back(conn, broken)
+            self._slots.release()
+
+    def run(self, work: Callable[..., T], *args, attempts: int = 3) -> T:
+        """Run `work(cursor, *args)` in one transaction, retrying deadlocks and serialization failures."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.connection() as conn, conn.cursor() as cur:
+                    return work(cur, *args)
+            except psycopg2.errors.TransactionRollbackError:
+                if attempt == attempts:
+                    raise DependencyUnavailable("The database is busy; try again.") from None
+        raise AssertionError("unreachable")
+
+    def read(self, work: Callable[..., T], *args) -> T:
+        """Run a read-only `work(cursor, *args)`, retrying once on a connection the server dropped."""
+        try:
+            with self.connection(autocommit=True) as conn, conn.cursor() as cur:
+                return work(cur, *args)
+        except StaleConnection:
+            # A pooled connection may have died with a Postgres restart; a fresh one may work.
+            with self.connection(autocommit=True) as conn, conn.cursor() as cur:
+                return work(cur, *args)
+
+    def close(self) -> None:
+        """Close every idle connection (on shutdown)."""
+        self.discard_idle()

@@ -1,0 +1,112 @@
+"""Bumps that survive Redis outages and writer crashes: a transactional outbox in Postgres.
+
+A write records the users to bump in its own transaction (so a commit without its bump is
+impossible to forget), bumps them in Redis after commit (invariant 1), then deletes the record. If
+Redis was unreachable, or the writer died in between, the record stays; `drain` bumps it once
+Redis answers again, so no client stays on a stale 304 (invariant 6).
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+import redis
+
+from counts import markers, queries
+from counts.db import Database
+from counts.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def write_then_bump(db: Database, client: redis.Redis, ttl: int,
+                    work: Callable[..., tuple[T, list[UUID]]], *args) -> T:
+    """Run `work(cur, *args) -> (result, users_to_bump)` in a transaction, then bump those users.
+
+    The bump is attempted before this returns, so a client polling right after the write sees it.
+    """
+
+    def work_and_enqueue(cur):
+        result, user_ids = work(cur, *args)
+        outbox_id = queries.enqueue_bumps(cur, user_ids) if user_ids else None
+        return result, user_ids, outbox_id
+
+    result, user_ids, outbox_id = db.run(work_and_enqueue)
+    if outbox_id is not None:
+        bump_and_forget(db, client, ttl, [outbox_id], user_ids)
+    return result
+
+
+def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: list[int],
+                    user_ids: list[UUID]) -> bool:
+    """Bump committed changes and delete their outbox rows; False if Redis did not take them."""
+    try:
+        markers.bump(client, user_ids, ttl)
+    except redis.RedisError as error:
+        log.warning("bump of %d users deferred to the outbox: %s", len(user_ids), error)
+        return False
+    try:
+        db.run(queries.forget_bumps, outbox_ids)
+    except DependencyUnavailable:
+        # The bump landed; the drainer will bump these users once more, which costs one 200.
+        log.warning("outbox rows %s outlive their bump", outbox_ids)
+    return True
+
+
+def enqueue(db: Database, user_ids: list[UUID]) -> int:
+    """Queue bumps durably for the drainer (the bump API's answer when Redis is down)."""
+    return db.run(queries.enqueue_bumps, user_ids)
+
+
+def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 0.0,
+          batch_size: int = 500) -> int:
+    """Bump every outbox row older than `min_age_seconds`; how many users were bumped.
+
+    `min_age_seconds` leaves a writer time to bump and forget its own rows. Stops at the first
+    Redis error, leaving the rest queued.
+    """
+    total = 0
+    while True:
+        def bump_batch(cur) -> tuple[int, int]:
+            rows = queries.claim_bumps(cur, min_age_seconds, batch_size)
+            user_ids = {uid for _, users in rows for uid in users}
+            # Raising here rolls back: the claimed rows stay queued for the next drain.
+            bumped = markers.bump(client, user_ids, ttl)
+            queries.forget_bumps(cur, [row_id for row_id, _ in rows])
+            return len(rows), bumped
+
+        try:
+            rows, bumped = db.run(bump_batch)
+        except redis.RedisError as error:
+            log.info("outbox drain waits for Redis: %s", error)
+            return total
+        total += bumped
+        if rows < batch_size:
+            return total
+
+
+class Drainer(threading.Thread):
+    """A daemon thread that drains the outbox every `interval` seconds until stopped."""
+
+    def __init__(self, db: Database, client: redis.Redis, ttl: int, interval: float):
+        super().__init__(name="counts-outbox-drainer", daemon=True)
+        self.db, self.client, self.ttl, self.interval = db, client, ttl, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        """Drain, wait, repeat; an unreachable Postgres or Redis only delays the next try."""
+        while not self.stopped.wait(self.interval):
+            try:
+                bumped = drain(self.db, self.client, self.ttl, min_age_seconds=self.interval)
+            except DependencyUnavailable:
+                continue
+            if bumped:
+                log.info("outbox drain bumped %d users", bumped)
+
+    def stop(self) -> None:
+        """Ask the thread to finish after its current drain."""
+        self.stopped.set()

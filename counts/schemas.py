@@ -1,0 +1,74 @@
+"""Request bodies, validated by marshmallow: unknown fields, wrong types and oversize lists are 422."""
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+MAX_BATCH_USERS = 1_000
+MAX_BUMP_USERS = 10_000
+MAX_MEMBERS = 10_000
+MAX_BODY_CHARS = 10_000
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses JSON booleans (Python counts True as 1)."""
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def _no_nul(value: str) -> None:
+    """Postgres text cannot hold NUL; say so instead of failing at insert."""
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+
+
+class ConversationCreate(Schema):
+    member_ids = fields.List(fields.UUID(), required=True,
+                             validate=validate.Length(min=1, max=MAX_MEMBERS))
+
+
+class MemberAdd(Schema):
+    user_id = fields.UUID(required=True)
+
+
+class MessageCreate(Schema):
+    sender_id = fields.UUID(required=True)
+    body = fields.String(required=True,
+                         validate=[validate.Length(min=1, max=MAX_BODY_CHARS), _no_nul])
+
+
+class MarkRead(Schema):
+    user_id = fields.UUID(required=True)
+    up_to_seq = StrictInteger(strict=True, load_default=None, allow_none=True,
+                              validate=validate.Range(min=0, max=2**62))
+
+
+class Bump(Schema):
+    user_ids = fields.List(fields.UUID(), required=True,
+                           validate=validate.Length(min=1, max=MAX_BUMP_USERS))
+
+
+class BatchUser(Schema):
+    user_id = fields.UUID(required=True)
+    etag = fields.String(required=True, allow_none=True, validate=validate.Length(max=200))
+
+
+class Batch(Schema):
+    users = fields.List(fields.Nested(BatchUser), required=True,
+                        validate=validate.Length(min=1, max=MAX_BATCH_USERS))
+
+    @validates_schema
+    def no_duplicate_users(self, data, **kwargs):
+        """Each user once: one answer per user, in request order."""
+        ids = [entry["user_id"] for entry in data.get("users", [])]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("Each user_id may appear once.", "users")
+
+
+conversation_create = ConversationCreate()
+member_add = MemberAdd()
+message_create = MessageCreate()
+mark_read = MarkRead()
+bump = Bump()
+batch = Batch()

@@ -1,0 +1,37 @@
+"""HTTP views: parse, authorize, call the data layer, respond. Nothing else lives here."""
+
+from uuid import UUID
+
+from flask import current_app, request
+from marshmallow import Schema
+from werkzeug.exceptions import BadRequest
+
+from counts.auth import Principal
+from counts.errors import Problem
+
+
+def resources():
+    """This app's Postgres, Redis and token verifier (see counts.Resources)."""
+    return current_app.extensions["counts"]
+
+
+def authenticate() -> Principal:
+    """The caller proven by the Authorization header, or a 401."""
+    return resources().tokens.verify(request.headers.get("Authorization"))
+
+
+def parse_uuid(value: str, name: str) -> UUID:
+    """A path segment that must be a UUID, or a 400 that says which one."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise Problem(f"{name} must be a UUID, got {value[:64]!r}.") from None
+
+
+def load_body(schema: Schema) -> dict:
+    """The JSON body validated by `schema` (400 bad JSON, 415 not JSON, 422 invalid)."""
+    try:
+        data = request.get_json()
+    except RecursionError:
+        raise BadRequest("The JSON body is nested too deeply.") from None
+    return schema.load(data)

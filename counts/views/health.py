@@ -1,0 +1,40 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+import json
+
+import redis
+from flask import Blueprint, Response
+
+from counts import queries
+from counts.errors import DependencyUnavailable
+from counts.views import resources
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process answers HTTP."""
+    return Response('{"status": "ok"}', mimetype="application/json")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready when Postgres answers; a Redis outage only degrades (reads fall back to Postgres)."""
+    res = resources()
+    try:
+        res.db.read(queries.ping)
+        postgres = "ok"
+    except DependencyUnavailable:
+        postgres = "unavailable"
+    try:
+        res.redis.ping()
+        redis_state = "ok"
+    except redis.RedisError:
+        redis_state = "unavailable"
+    ready = postgres == "ok"
+    body = {"status": ("ok" if redis_state == "ok" else "degraded") if ready else "unavailable",
+            "postgres": postgres, "redis": redis_state}
+    headers = {} if ready else {"Retry-After": str(res.retry_after)}
+    return Response(json.dumps(body), status=200 if ready else 503,
+                    mimetype="application/json", headers=headers)

@@ -1,0 +1,199 @@
+"""Fixtures: a real Postgres database and a real Redis db of the tests' own, and the app on them."""
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis
+
+from counts import create_app, migrations
+from counts.auth import mint_token
+from counts.db import Database
+from tests.services import Gunicorn, PrivateRedis, TcpProxy
+
+# make test points these at the local services (or embedded ones); the defaults are the local ones.
+ADMIN_URL = os.environ.get("COUNTS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("COUNTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_DATABASE = "counts_test"
+SECRET = "test-secret-0123456789-0123456789"
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, naming another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A freshly created, migrated database of the tests' own (dropped and re-created per run)."""
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {TEST_DATABASE}")
+    admin.close()
+    url = with_database(ADMIN_URL, TEST_DATABASE)
+    db = Database(url, timeout=10, pool_size=1)
+    migrations.upgrade(db)
+    db.close()
+    return url
+
+
+@pytest.fixture
+def pg(database_url):
+    """A plain autocommit connection for checking what Postgres holds, emptied before the test."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def redis_client():
+    """The tests' own Redis db, flushed before each test (that db only)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def config(database_url, pg, redis_client) -> dict:
+    """App settings pointing at the test database and Redis db."""
+    return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
+            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0}
+
+
+@pytest.fixture
+def app(config):
+    app = create_app(config)
+    yield app
+    app.extensions["counts"].db.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def resources(app):
+    return app.extensions["counts"]
+
+
+class Tokens:
+    """Authorization headers for users and services."""
+
+    def user(self, user_id, **claims) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, str(user_id))}"}
+
+    def service(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, 'test-service', service=True)}"}
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
+
+
+class Api:
+    """The service's endpoints as a test (or a simulated client) calls them."""
+
+    def __init__(self, client, tokens: Tokens):
+        self.client, self.tokens = client, tokens
+
+    def conversation(self, *members) -> str:
+        response = self.client.post("/v1/conversations", headers=self.tokens.service(),
+                                    json={"member_ids": [str(m) for m in members]})
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["conversation_id"]
+
+    def send(self, conversation_id, sender, body="hello"):
+        return self.client.post(f"/v1/conversations/{conversation_id}/messages",
+                                headers=self.tokens.user(sender),
+                                json={"sender_id": str(sender), "body": body})
+
+    def read(self, conversation_id, user, up_to_seq=None):
+        body = {"user_id": str(user)}
+        if up_to_seq is not None:
+            body["up_to_seq"] = up_to_seq
+        return self.client.post(f"/v1/conversations/{conversation_id}/read",
+                                headers=self.tokens.user(user), json=body)
+
+    def counts(self, user, etag=None, method="get"):
+        headers = self.tokens.user(user)
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        return getattr(self.client, method)(f"/v1/users/{user}/unread-counts", headers=headers)
+
+
+@pytest.fixture
+def api(client, tokens) -> Api:
+    return Api(client, tokens)
+
+
+def new_user() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+TRUTH = """
+SELECT coalesce(sum(n), 0)::int FROM (
+    SELECT count(msg.seq) AS n
+    FROM conversation_members m
+    JOIN messages msg ON msg.conversation_id = m.conversation_id
+                     AND msg.seq > m.last_read_seq AND msg.deleted_at IS NULL
+    WHERE m.user_id = %s
+    GROUP BY m.conversation_id
+) per_conversation
+"""
+
+
+def true_total(pg_conn, user_id) -> int:
+    """A user's unread total counted the slow, obvious way (independent of the service's query)."""
+    with pg_conn.cursor() as cur:
+        cur.execute(TRUTH, (str(user_id),))
+        return cur.fetchone()[0]
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own, which it may stop, flush or restart."""
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_proxy():
+    """A cuttable TCP proxy in front of the test Postgres."""
+    proxy = TcpProxy(urlsplit(ADMIN_URL).port or 5432)
+    yield proxy
+    proxy.close()
+
+
+def proxied_url(database_url: str, proxy: TcpProxy) -> str:
+    """The database URL, reaching Postgres through `proxy`."""
+    parts = urlsplit(database_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+@pytest.fixture
+def server_env(database_url) -> dict[str, str]:
+    """Environment for a gunicorn running the service on the test database and Redis db."""
+    return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
+            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5"}
+
+
+@pytest.fixture
+def live_server(server_env, pg, redis_client):
+    """The service under gunicorn (2 workers), on the test database and Redis db."""
+    server = Gunicorn(server_env).start()
+    yield server
+    server.stop()
