@@ -47,7 +47,7 @@ def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: lis
     try:
         markers.bump(client, user_ids, ttl)
     except redis.RedisError as error:
-        log.warning("bump of %d users deferred to the outbox: %s", len(user_ids), error)
+        log.warning("bump of %d users deferred to the outbox: %r", len(user_ids), error)
         return False
     try:
         db.run(queries.forget_bumps, outbox_ids)

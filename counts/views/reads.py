@@ -64,7 +64,7 @@ def get_unread_counts(user_id: str) -> Response:
         # Read before the query (invariant 2): the ETag may be older than the data, never newer.
         marker = markers.read_marker(res.redis, uid, res.marker_ttl)
     except redis.RedisError as error:
-        log.warning("redis unavailable, answering from Postgres: %s", error)
+        log.warning("redis failed, answering from Postgres: %r", error)
         marker = None
     if marker is not None and if_none_match_matches(marker):
         return Response(status=304, headers=counts_headers(marker))
@@ -83,7 +83,7 @@ def post_batch() -> Response:
     try:
         current = markers.read_markers(res.redis, user_ids, res.marker_ttl)
     except redis.RedisError as error:
-        log.warning("redis unavailable, answering the batch from Postgres: %s", error)
+        log.warning("redis failed, answering the batch from Postgres: %r", error)
         current = {}
     changed = [uid for uid, entry in zip(user_ids, entries, strict=False)
                if current.get(str(uid)) is None
