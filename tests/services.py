@@ -43,9 +43,10 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
 class PrivateRedis:
     """A redis-server of the test's own, on its own port and directory, that it may stop or flush."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, binary: str | None = None):
         self.port = free_port()
         self.dir = directory
+        self.binary = binary or redis_server_binary(prefer_bundled=False)
         self.process = None
 
     @property
@@ -59,7 +60,7 @@ class PrivateRedis:
     def start(self, extra: tuple[str, ...] = ()) -> "PrivateRedis":
         """Start it (loading dump.rdb from its directory if one was saved) and wait for PONG."""
         self.process = subprocess.Popen(
-            [redis_server_binary(prefer_bundled=False), "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--save", "", "--appendonly", "no", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), what="private redis to answer")

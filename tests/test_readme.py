@@ -1,0 +1,34 @@
+"""The README's curl session, pasted into bash against the live service, does what it says."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def curl_session() -> str:
+    """The first ```sh block after the README's 'Try it with curl' heading."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Try it with curl", 1)[1]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_curl_session_gives_200_then_304_then_200(live_server, tmp_path):
+    script = curl_session()
+    assert "URL=http://127.0.0.1:8000" in script
+    flask = Path(sys.executable).parent / "flask"
+    script = (script.replace("URL=http://127.0.0.1:8000", f"URL={live_server.url}")
+              .replace(".venv/bin/flask --app app", f"{flask} --app {ROOT / 'app.py'}"))
+    env = {**live_server.env, "COUNTS_JWT_SECRET": SECRET}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    statuses = re.findall(r"^HTTP/1.1 (\d{3})", done.stdout, re.M)
+    assert statuses == ["200", "304", "200"]
+    totals = re.findall(r'"total": (\d+)', done.stdout)
+    assert totals == ["1", "0"]
+    assert (tmp_path / "bob.etag").read_text().strip().startswith('"')
