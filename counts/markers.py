@@ -65,13 +65,13 @@ def read_markers(client: redis.Redis, user_ids: Iterable[UUID | str],
                  ttl: int = DEFAULT_TTL) -> dict[str, str]:
     """Markers for many users, created where missing: one MGET, plus one pipeline for misses."""
     user_ids = [str(uid) for uid in user_ids]
-    found = dict(zip(user_ids, client.mget([marker_key(uid) for uid in user_ids])))
+    found = dict(zip(user_ids, client.mget([marker_key(uid) for uid in user_ids]), strict=True))
     missing = [uid for uid, marker in found.items() if marker is None]
     if missing:
         pipe = client.pipeline(transaction=False)
         for uid in missing:
             pipe.eval(GET_OR_CREATE_MARKER, 1, marker_key(uid), new_marker(), ttl)
-        found.update(zip(missing, pipe.execute()))
+        found.update(zip(missing, pipe.execute(), strict=True))
     return {uid: marker.decode() for uid, marker in found.items()}
 
 
