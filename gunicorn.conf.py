@@ -19,17 +19,23 @@ errorlog = "-"
 loglevel = os.environ.get("COUNTS_LOG_LEVEL", "info")
 
 
+def _resources(worker):
+    """The service's resources, or None when this config serves another app (bench's floor)."""
+    return getattr(worker.wsgi, "extensions", {}).get("counts")
+
+
 def post_worker_init(worker):
     """Each worker drains the bump outbox on its own thread (after fork: no shared sockets)."""
-    resources = worker.wsgi.extensions["counts"]
-    if resources.drain_interval > 0:
+    resources = _resources(worker)
+    if resources is not None and resources.drain_interval > 0:
         worker.counts_drainer = resources.start_drainer()
 
 
 def worker_exit(server, worker):
     """Stop the drainer and close pooled Postgres connections with the worker."""
-    resources = worker.wsgi.extensions["counts"]
     drainer = getattr(worker, "counts_drainer", None)
     if drainer is not None:
         drainer.stop()
-    resources.db.close()
+    resources = _resources(worker)
+    if resources is not None:
+        resources.db.close()
