@@ -7,6 +7,7 @@ from flask import Flask
 
 from counts import markers
 from counts.auth import TokenVerifier
+from counts.conditional import ConditionalCounts
 from counts.config import load_config
 from counts.db import Database
 
@@ -50,5 +51,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (reads.bp, writes.bp, health.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
+    app.wsgi_app = ConditionalCounts(app.wsgi_app, app.extensions["counts"])
     return app
 

@@ -45,7 +45,8 @@ def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
 
 # --- 2. read the marker before the query -------------------------------------------------------
 
-def test_marker_is_read_before_the_query(api, app, pair, monkeypatch):
+@pytest.mark.parametrize("first_etag", [None, '"stale"'], ids=["view reads", "middleware reads"])
+def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag):
     alice, bob, conversation = pair
     res = app.extensions["counts"]
     real_query = queries.unread_counts
@@ -60,7 +61,7 @@ def test_marker_is_read_before_the_query(api, app, pair, monkeypatch):
         return result
 
     monkeypatch.setattr(queries, "unread_counts", query_then_concurrent_write)
-    first = api.counts(bob)
+    first = api.counts(bob, etag=first_etag)
     assert first.get_json()["total"] == 0  # the poll saw the state before the message
     second = api.counts(bob, etag=first.headers["ETag"])
     assert second.status_code == 200, "an ETag newer than its data makes this 304 stale forever"

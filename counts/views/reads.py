@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 import secrets
 from uuid import UUID
 
@@ -12,36 +11,13 @@ from werkzeug.http import unquote_etag
 
 from counts import markers, queries, schemas
 from counts.auth import require_service, require_user_or_service
+from counts.conditional import MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
 from counts.views import authenticate, load_body, parse_uuid, resources
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("reads", __name__)
-
-# RFC 9110 If-None-Match: "*" or a list of (possibly weak) quoted entity-tags. Werkzeug parses
-# leniently (it takes unquoted tokens as tags); a malformed header must simply not match.
-_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
-_IF_NONE_MATCH = re.compile(rf"\s*(?:\*|(?:{_ENTITY_TAG})?(?:\s*,\s*(?:{_ENTITY_TAG})?)*)\s*")
-
-
-def if_none_match_matches(marker: str) -> bool:
-    """Whether the request's If-None-Match matches `marker` by weak comparison."""
-    raw = request.headers.get("If-None-Match")
-    if not raw or not _IF_NONE_MATCH.fullmatch(raw):
-        return False
-    return request.if_none_match.contains_weak(marker)
-
-
-def counts_headers(etag: str) -> dict[str, str]:
-    """Headers every counts answer carries, 200 and 304 alike."""
-    return {
-        "ETag": f'"{etag}"',
-        "Cache-Control": "private, no-cache",
-        "Vary": "Authorization",
-        "X-Poll-Interval": resources().poll_interval,
-    }
-
 
 def degraded_etag() -> str:
     """An ETag for a 200 served without Redis: it names no marker, so it can never match one."""
@@ -55,22 +31,23 @@ def counts_body(user_id: UUID, counts: dict) -> dict:
 
 @bp.get("/v1/users/<user_id>/unread-counts")
 def get_unread_counts(user_id: str) -> Response:
-    """A user's unread counts; 304 without touching Postgres when the client's ETag is current."""
+    """A user's unread counts, from Postgres: the 304s were answered by counts.conditional."""
     principal = authenticate()  # auth before conditionals (invariant 8)
     uid = parse_uuid(user_id, "user_id")
     require_user_or_service(principal, uid)
     res = resources()
-    try:
-        # Read before the query (invariant 2): the ETag may be older than the data, never newer.
-        marker = markers.read_marker(res.redis, uid, res.marker_ttl)
-    except redis.RedisError as error:
-        log.warning("redis failed, answering from Postgres: %r", error)
-        marker = None
-    if marker is not None and if_none_match_matches(marker):
-        return Response(status=304, headers=counts_headers(marker))
+    if MARKER_KEY in request.environ:
+        marker = request.environ[MARKER_KEY]
+    else:
+        try:
+            # Read before the query (invariant 2): the ETag may be older than the data, never newer.
+            marker = markers.read_marker(res.redis, uid, res.marker_ttl)
+        except redis.RedisError as error:
+            log.warning("redis failed, answering from Postgres: %r", error)
+            marker = None
     counts = res.db.read(queries.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
-                    headers=counts_headers(marker or degraded_etag()))
+                    headers=counts_headers(marker or degraded_etag(), res.poll_interval))
 
 
 @bp.post("/v1/unread-counts/batch")
