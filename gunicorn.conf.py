@@ -38,4 +38,4 @@ def worker_exit(server, worker):
         drainer.stop()
     resources = _resources(worker)
     if resources is not None:
-        resources.db.close()
+        resources.close()

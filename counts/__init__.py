@@ -28,6 +28,11 @@ class Resources:
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
 
+    def close(self) -> None:
+        """Close pooled Postgres connections and Redis sockets (worker exit, tests)."""
+        self.db.close()
+        self.redis.close()
+
     def start_drainer(self):
         """Start this process's outbox drainer thread (call once per worker, after fork)."""
         from counts.outbox import Drainer

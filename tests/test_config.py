@@ -1,0 +1,90 @@
+"""counts.config.load_config: the JWT secret rule, defaults, and numeric settings checked at start-up."""
+
+import os
+
+import pytest
+
+from counts import create_app
+from counts.config import DEVELOPMENT_JWT_SECRET, load_config
+
+SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
+
+
+@pytest.fixture
+def clean_environ(monkeypatch):
+    """An os.environ without any COUNTS_* setting, for the functions that read it."""
+    for name in [n for n in os.environ if n.startswith("COUNTS_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("env", [{}, {"COUNTS_ENV": "production"}, {"COUNTS_ENV": "staging"},
+                                 {"COUNTS_JWT_SECRET": ""}])
+def test_missing_secret_outside_development_is_an_error(env):
+    with pytest.raises(RuntimeError, match="COUNTS_JWT_SECRET"):
+        load_config(env=env)
+
+
+def test_create_app_refuses_to_start_without_a_secret(clean_environ):
+    with pytest.raises(RuntimeError, match="COUNTS_JWT_SECRET"):
+        create_app()
+
+
+def test_create_app_refuses_a_non_numeric_setting(clean_environ):
+    clean_environ.setenv("COUNTS_JWT_SECRET", SECRET_ENV["COUNTS_JWT_SECRET"])
+    clean_environ.setenv("COUNTS_POLL_INTERVAL", "soon")
+    with pytest.raises(RuntimeError, match="COUNTS_POLL_INTERVAL"):
+        create_app()
+
+
+def test_development_falls_back_to_the_dev_secret():
+    config = load_config(env={"COUNTS_ENV": "development"})
+    assert config["JWT_SECRET"] == DEVELOPMENT_JWT_SECRET
+
+
+def test_an_explicit_secret_wins_in_development():
+    config = load_config(env={"COUNTS_ENV": "development", **SECRET_ENV})
+    assert config["JWT_SECRET"] == SECRET_ENV["COUNTS_JWT_SECRET"]
+
+
+def test_secret_from_the_environment():
+    config = load_config(env=SECRET_ENV)
+    assert config["JWT_SECRET"] == SECRET_ENV["COUNTS_JWT_SECRET"]
+    assert config["COUNTS_ENV"] == "production"
+
+
+def test_defaults():
+    config = load_config(env=SECRET_ENV)
+    assert config["POLL_INTERVAL"] == 30
+    assert config["MARKER_TTL"] == 30 * 24 * 3600
+    assert config["MAX_CONTENT_LENGTH"] == 1024 * 1024
+    assert config["DATABASE_URL"].startswith("postgresql://")
+    assert config["REDIS_URL"].startswith("redis://")
+
+
+def test_numbers_from_the_environment():
+    config = load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45", "COUNTS_MARKER_TTL": "600",
+                              "COUNTS_REDIS_TIMEOUT": "0.5"})
+    assert (config["POLL_INTERVAL"], config["MARKER_TTL"], config["REDIS_TIMEOUT"]) == (45, 600, 0.5)
+
+
+def test_empty_numeric_setting_means_default():
+    assert load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": ""})["POLL_INTERVAL"] == 30
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("COUNTS_POLL_INTERVAL", "thirty"),
+    ("COUNTS_POLL_INTERVAL", "1.5"),
+    ("COUNTS_MARKER_TTL", "30d"),
+    ("COUNTS_PG_TIMEOUT", "two"),
+    ("COUNTS_MAX_BODY_BYTES", "1MiB"),
+])
+def test_non_numeric_setting_is_a_startup_error(name, value):
+    with pytest.raises(RuntimeError, match=name):
+        load_config(env={**SECRET_ENV, name: value})
+
+
+def test_overrides_win_over_the_environment():
+    config = load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45"},
+                         overrides={"POLL_INTERVAL": 5, "JWT_SECRET": "override"})
+    assert (config["POLL_INTERVAL"], config["JWT_SECRET"]) == (5, "override")

@@ -1,0 +1,94 @@
+"""counts.migrations: the shipped files, upgrading an empty database, and concurrent upgrades."""
+
+import threading
+
+import psycopg2
+import pytest
+
+from counts import migrations
+from counts.db import Database
+from tests.conftest import throwaway_database
+
+TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations"}
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """Rows of one statement on the database at `url`."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def tables(url: str) -> set[str]:
+    return {row[0] for row in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def recorded(url: str) -> list[str]:
+    return [row[0] for row in query(url, "SELECT version FROM schema_migrations ORDER BY version")]
+
+
+@pytest.fixture
+def fresh_url():
+    with throwaway_database("counts_test_migrations") as url:
+        yield url
+
+
+def test_available_lists_the_initial_migration_in_order():
+    versions = [version for version, _ in migrations.available()]
+    assert versions[0] == "0001_initial"
+    assert versions == sorted(versions)
+    assert all(sql.strip() for _, sql in migrations.available())
+    assert "CREATE TABLE conversations" in dict(migrations.available())["0001_initial"]
+
+
+def test_upgrade_of_an_empty_database_creates_the_tables(fresh_url):
+    assert tables(fresh_url) == set()
+    db = Database(fresh_url, timeout=10, pool_size=1)
+    try:
+        applied = migrations.upgrade(db)
+    finally:
+        db.close()
+    assert applied == [version for version, _ in migrations.available()]
+    assert tables(fresh_url) == TABLES
+    assert recorded(fresh_url) == applied
+
+
+def test_second_upgrade_applies_nothing(fresh_url):
+    db = Database(fresh_url, timeout=10, pool_size=1)
+    try:
+        first = migrations.upgrade(db)
+        assert migrations.upgrade(db) == []
+    finally:
+        db.close()
+    assert recorded(fresh_url) == first
+
+
+def test_concurrent_upgrades_apply_each_migration_exactly_once(fresh_url):
+    start = threading.Barrier(2)
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def upgrade():
+        db = Database(fresh_url, timeout=10, pool_size=1)
+        try:
+            start.wait()
+            applied.append(migrations.upgrade(db))
+        except Exception as error:
+            errors.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=upgrade) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [], f"a concurrent upgrade failed: {errors!r}"
+    everything = [version for version, _ in migrations.available()]
+    assert sorted(v for versions in applied for v in versions) == everything
+    assert recorded(fresh_url) == everything
+    assert tables(fresh_url) == TABLES
