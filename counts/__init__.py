@@ -10,6 +10,9 @@ from counts.auth import TokenVerifier
 from counts.conditional import ConditionalCounts
 from counts.config import load_config
 from counts.db import Database
+from counts.load import LoadGauge
+from counts.observe import Observe
+from counts.ratelimit import RateLimit
 
 
 class Resources:
@@ -24,7 +27,9 @@ class Resources:
         self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
         self.tokens = TokenVerifier(config["JWT_SECRET"])
         self.marker_ttl: int = config["MARKER_TTL"]
-        self.poll_interval = str(config["POLL_INTERVAL"])
+        self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
+        self.load = LoadGauge(config["THREADS"], config["POLL_INTERVAL"],
+                              config["BUSY_POLL_FACTOR"])
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
 
@@ -56,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (reads.bp, writes.bp, health.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
-    app.wsgi_app = ConditionalCounts(app.wsgi_app, app.extensions["counts"])
+    resources = app.extensions["counts"]
+    app.wsgi_app = Observe(ConditionalCounts(app.wsgi_app, resources), resources)
     return app
 

@@ -25,6 +25,8 @@ COUNTS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts")
 
 # Where the middleware leaves the marker it read for the view: a str, or None if Redis failed.
 MARKER_KEY = "counts.marker"
+# ... and the user's requests in the current rate window, counted in the same round trip.
+REQUESTS_KEY = "counts.requests_in_window"
 
 # RFC 9110 If-None-Match: "*" or a list of (possibly weak) quoted entity-tags. Werkzeug parses
 # leniently (it takes unquoted tokens as tags); a malformed header must simply not match.
@@ -73,7 +75,15 @@ class ConditionalCounts:
         if not principal.is_service and principal.user_id != uid:
             return None  # the view answers 403 (auth before conditionals: invariant 8)
         try:
-            marker = markers.read_marker(res.redis, uid, res.marker_ttl)
+            if principal.is_service or res.rate_limit.per_user <= 0:
+                marker = markers.read_marker(res.redis, uid, res.marker_ttl)
+            else:
+                marker, requests = markers.read_marker_and_count(
+                    res.redis, uid, res.marker_ttl, res.rate_limit.window)
+                environ[REQUESTS_KEY] = requests
+                if requests > res.rate_limit.per_user:
+                    environ[MARKER_KEY] = marker
+                    return None  # the view answers 429
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
             environ[MARKER_KEY] = None
@@ -81,4 +91,4 @@ class ConditionalCounts:
         environ[MARKER_KEY] = marker
         if not etag_matches(environ["HTTP_IF_NONE_MATCH"], marker):
             return None
-        return counts_headers(marker, res.poll_interval)
+        return counts_headers(marker, res.load.poll_interval())

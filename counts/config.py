@@ -32,6 +32,14 @@ def load_config(env: dict[str, str] | None = None,
         "PG_TIMEOUT": _number(env, "COUNTS_PG_TIMEOUT", 2.0, float),
         "REDIS_TIMEOUT": _number(env, "COUNTS_REDIS_TIMEOUT", 0.25, float),
         "PG_POOL_SIZE": _number(env, "COUNTS_PG_POOL_SIZE", 8),
+        # Requests per minute: per user (polls and writes alike), and per IP without a valid
+        # token. 0 turns a limit off. 120 lets a user poll every 3 s from six devices.
+        "RATE_LIMIT": _number(env, "COUNTS_RATE_LIMIT", 120),
+        "ANONYMOUS_RATE_LIMIT": _number(env, "COUNTS_ANONYMOUS_RATE_LIMIT", 60),
+        # Must match gunicorn's threads: the load gauge calls a worker saturated by this number.
+        "THREADS": _number(env, "COUNTS_THREADS", 8),
+        # X-Poll-Interval is multiplied by this while a worker is saturated.
+        "BUSY_POLL_FACTOR": _number(env, "COUNTS_BUSY_POLL_FACTOR", 2),
         "RETRY_AFTER": _number(env, "COUNTS_RETRY_AFTER", 5),
         "OUTBOX_DRAIN_INTERVAL": _number(env, "COUNTS_OUTBOX_DRAIN_INTERVAL", 2.0, float),
         # Requests larger than this are refused with 413 before any parsing.

@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # psycopg2 has no socket timeout: a server (or proxy) that accepts and never answers would hold a
-# worker forever. A wait callback makes every libpq wait a select() we can bound.
-_wait_timeout = threading.local()
+# worker forever. A wait callback makes every libpq wait a select() we can bound. It is global to
+# the process, so the bound travels with the connection (see Database): connections that are not
+# ours (a test's, another library's) wait as long as psycopg2 always would.
 
 
 def _wait_with_deadline(conn) -> None:
     """psycopg2 wait callback: like psycopg2.extras.wait_select, but gives up at a deadline."""
-    timeout = getattr(_wait_timeout, "seconds", None) or 5.0
+    timeout = getattr(conn, "timeout", None) or float("inf")
     deadline = time.monotonic() + timeout
     while True:
         state = conn.poll()
@@ -38,9 +39,9 @@ def _wait_with_deadline(conn) -> None:
         if remaining <= 0:
             raise psycopg2.OperationalError(f"no answer from Postgres within {timeout}s")
         if state == POLL_READ:
-            ready = select.select([conn.fileno()], [], [], remaining)[0]
+            ready = select.select([conn.fileno()], [], [], min(remaining, 3600))[0]
         elif state == POLL_WRITE:
-            ready = select.select([], [conn.fileno()], [], remaining)[1]
+            ready = select.select([], [conn.fileno()], [], min(remaining, 3600))[1]
         else:
             raise psycopg2.OperationalError(f"bad poll state {state}")
         if not ready and deadline - time.monotonic() <= 0:
@@ -96,6 +97,9 @@ class Database:
         self._pid = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
+        # Read by the wait callback, during connect too, hence a class attribute, not set after.
+        self._connection_class = type("TimedConnection", (psycopg2.extensions.connection,),
+                                      {"timeout": timeout})
 
     def _connect(self):
         """Open one connection with server- and client-side timeouts."""
@@ -106,6 +110,7 @@ class Database:
             # The server cancels a runaway statement; the wait callback covers a silent server.
             options=f"-c statement_timeout={int(self.timeout * 1000)}",
             cursor_factory=CountingCursor,
+            connection_factory=self._connection_class,
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
         )
         return conn
@@ -144,7 +149,6 @@ class Database:
         """Lend a connection; anything that fails to reach Postgres becomes a 503."""
         if not self._slots.acquire(timeout=self.timeout):
             raise DependencyUnavailable("All Postgres connections are busy; try again.")
-        _wait_timeout.seconds = self.timeout
         conn = None
         reused = broken = False
         try:

@@ -268,6 +268,37 @@ def stop_services(data_dir: str) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def private_postgres(data_dir: str, port: int, settings: tuple[str, ...] = ()) -> Iterator[str]:
+    """A Postgres of its own under data_dir on HOST:port, stopped on exit; yields its admin URL.
+
+    `settings` are extra server settings ("name=value", no spaces), e.g. for benchmarks
+    "shared_preload_libraries=pg_stat_statements". The cluster is created on first use and kept.
+    """
+    root, bindir = Path(data_dir).resolve(), _pg_bin()
+    pgdata, log = root / "data", root / "postgres.log"
+    if _ask(port, b""):
+        raise RuntimeError(f"port {port} is already in use")
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_RUN_USER)
+        os.chown(root, user.pw_uid, user.pw_gid)  # the unprivileged server must own its files
+    prefix = _pg_prefix(root, bindir)
+    if not (pgdata / "PG_VERSION").exists():
+        opts = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+        _run([*prefix, str(bindir / "initdb"), "-D", str(pgdata), *opts], root, "initdb")
+    server = [f"listen_addresses={HOST}", f"port={port}", "unix_socket_directories=", *settings]
+    options = " ".join(f"-c {setting}" for setting in server)
+    pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60"]
+    _run([*pg_ctl, "-o", options, "start"], root, "pg_ctl start", log)
+    try:
+        if not _wait(functools.partial(_pg_ready, port)):
+            raise RuntimeError(f"private Postgres on port {port} is not answering; see {log}")
+        yield f"postgresql://postgres@{HOST}:{port}/postgres"
+    finally:
+        _run([*pg_ctl, "-m", "fast", "stop"], root, "pg_ctl stop", log)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the env/stop command line and return its exit status."""
     parser = argparse.ArgumentParser(prog="python -m counts.devservices", description=__doc__)

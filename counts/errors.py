@@ -49,6 +49,10 @@ class InvalidInput(Problem):
     status, title, slug = 422, "Invalid input", "invalid-input"
 
 
+class TooManyRequests(Problem):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+
 class DependencyUnavailable(Problem):
     """Postgres (or, where nothing else can answer, Redis) cannot be reached right now."""
 

@@ -1,11 +1,12 @@
-"""Per-user change markers in Redis. Every Redis key the service uses is built here.
+"""Everything the service keeps in Redis: per-user change markers and request counters.
 
-A marker is a random token that changes whenever anything that can change a user's counts
-changes; the counts endpoint's ETag is the marker. Markers are random, never counters, so a marker
-that Redis lost (flush, restart, eviction, TTL) is replaced by one no client can hold
-(DESIGN.md invariant 4).
+Every Redis key the service uses is built here. A marker is a random token that changes whenever
+anything that can change a user's counts changes; the counts endpoint's ETag is the marker.
+Markers are random, never counters, so a marker that Redis lost (flush, restart, eviction, TTL)
+is replaced by one no client can hold (DESIGN.md invariant 4).
 """
 
+import hashlib
 import secrets
 from collections.abc import Iterable
 from uuid import UUID
@@ -20,6 +21,11 @@ DEFAULT_TTL = 30 * 24 * 3600
 def marker_key(user_id: UUID | str) -> str:
     """The key of a user's marker; the {hash tag} keeps a user's keys in one Cluster slot."""
     return f"counts:{{{user_id}}}:marker"
+
+
+def rate_key(subject: str) -> str:
+    """The request counter of a rate-limited subject: a user's UUID, or "ip:<address>"."""
+    return f"counts:{{{subject}}}:rate"
 
 
 def new_marker() -> str:
@@ -59,6 +65,58 @@ def read_marker(client: redis.Redis, user_id: UUID | str, ttl: int = DEFAULT_TTL
     if marker is None:
         marker = client.eval(GET_OR_CREATE_MARKER, 1, key, new_marker(), ttl)
     return marker.decode()
+
+
+# KEYS[1] = marker key, KEYS[2] = the same user's rate key (one hash tag: one Cluster slot);
+# ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds.
+# Returns {marker, requests in this window}: a rate-limited poll still costs one round trip.
+READ_MARKER_AND_COUNT = """
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+    marker = ARGV[1]
+    redis.call('SET', KEYS[1], marker, 'EX', ARGV[2])
+end
+local hits = redis.call('INCR', KEYS[2])
+if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+return {marker, hits}
+"""
+
+# KEYS[1] = a rate key; ARGV[1] = window in seconds. Returns the requests in this window.
+COUNT_REQUEST = """
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return hits
+"""
+
+_SHA1 = {source: hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
+         for source in (READ_MARKER_AND_COUNT, COUNT_REQUEST)}
+
+
+def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -> object:
+    """EVALSHA, loading the script with EVAL the first time a server has not seen it."""
+    try:
+        return client.evalsha(_SHA1[source], len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.eval(source, len(keys), *keys, *args)
+
+
+def read_marker_and_count(client: redis.Redis, user_id: UUID | str, ttl: int,
+                          window: int) -> tuple[str, int]:
+    """The user's marker (created when missing) and their requests in this window, in one trip."""
+    marker, hits = _run_script(client, READ_MARKER_AND_COUNT,
+                               [marker_key(user_id), rate_key(str(user_id))],
+                               [new_marker(), ttl, window])
+    return marker.decode(), hits
+
+
+def count_request(client: redis.Redis, subject: str, window: int) -> int:
+    """Count one request of `subject` in its window; the requests counted so far."""
+    return _run_script(client, COUNT_REQUEST, [rate_key(subject)], [window])
+
+
+def window_left(client: redis.Redis, subject: str) -> int:
+    """Seconds until `subject`'s rate window resets (at least 1)."""
+    return max(1, client.ttl(rate_key(subject)))
 
 
 def read_markers(client: redis.Redis, user_ids: Iterable[UUID | str],

@@ -74,7 +74,7 @@ def config(database_url, pg, redis_client) -> dict:
     """App settings pointing at the test database and Redis db."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
             "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
-            "MARKER_TTL": MARKER_TTL}
+            "MARKER_TTL": MARKER_TTL, "RATE_LIMIT": 0, "ANONYMOUS_RATE_LIMIT": 0}
 
 
 @pytest.fixture
@@ -225,7 +225,8 @@ def server_env(database_url) -> dict[str, str]:
     """Environment for a gunicorn running the service on the test database and Redis db."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
             "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
-            "COUNTS_MARKER_TTL": str(MARKER_TTL)}
+            "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
+            "COUNTS_ANONYMOUS_RATE_LIMIT": "0"}
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ class PrivateRedis:
 
 
 class TcpProxy:
-    """A TCP proxy in front of a service that a test can cut (refuse) or hang (accept, never answer)."""
+    """A TCP proxy in front of a service that a test can cut (refuse), hang (accept, never answer)
+    or stall (keep every connection open, pass no bytes: a frozen peer)."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -112,22 +113,28 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                while self.mode == "stall":  # hold the bytes until the peer "thaws"
+                    time.sleep(0.01)
                 sink.sendall(data)
         except OSError:
             pass
         finally:
+            # Shutting both ends down stops the other direction's thread; each thread closes the
+            # socket it reads, so no socket is left for the garbage collector.
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+            source.close()
 
     def set_mode(self, mode: str) -> None:
-        """'forward', 'cut' (drop every connection, refuse new ones) or 'hang'."""
+        """'forward', 'cut' (drop every connection, refuse new ones), 'hang' (drop every
+        connection, accept new ones and never answer) or 'stall' (keep every connection, old and
+        new, but pass no bytes either way until the mode changes back to 'forward')."""
         self.mode = mode
-        if mode != "forward":
+        if mode not in ("forward", "stall"):
             with self.lock:
                 connections, self.connections = self.connections, []
             for sock in connections:
@@ -145,20 +152,27 @@ class TcpProxy:
 class Gunicorn:
     """The real service under gunicorn, on its own port, with the given environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8):
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8,
+                 log_path: Path | None = None):
         self.port = free_port()
         self.env = {**os.environ, **env, "COUNTS_BIND": f"127.0.0.1:{self.port}",
                     "COUNTS_WORKERS": str(workers), "COUNTS_THREADS": str(threads)}
         self.process = None
+        self.log_path = log_path  # where its stdout and stderr go (the logs), if anywhere
+        self._log = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Gunicorn":
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT, env=self.env, stdout=self._log or subprocess.DEVNULL,
+            # Never an unread pipe: a full pipe buffer would block the server's logging.
+            stderr=self._log or subprocess.DEVNULL)
         wait_until(lambda: requests.get(self.url + "/healthz", timeout=1).ok,
                    what="gunicorn to answer")
         return self
@@ -169,5 +183,25 @@ class Gunicorn:
             try:
                 self.process.wait(timeout=30)
             finally:
-                self.process.stderr.close()
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
             self.process = None
+
+
+class LiveClient:
+    """requests against a running service, shaped like Flask's test client (so conftest.Api works)."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def _call(self, method: str, path: str, **kwargs) -> requests.Response:
+        response = requests.request(method, self.base_url + path, timeout=10, **kwargs)
+        response.get_json = response.json  # the one test-client method conftest.Api uses
+        return response
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self._call("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self._call("POST", path, **kwargs)

@@ -7,7 +7,8 @@ from marshmallow import Schema
 from werkzeug.exceptions import BadRequest
 
 from counts.auth import Principal
-from counts.errors import Problem
+from counts.conditional import REQUESTS_KEY
+from counts.errors import Problem, Unauthorized
 
 
 def resources():
@@ -16,8 +17,18 @@ def resources():
 
 
 def authenticate() -> Principal:
-    """The caller proven by the Authorization header, or a 401."""
-    return resources().tokens.verify(request.headers.get("Authorization"))
+    """The caller proven by the Authorization header (or a 401), within its rate limit (or a 429)."""
+    res = resources()
+    try:
+        principal = res.tokens.verify(request.headers.get("Authorization"))
+    except Unauthorized:
+        res.rate_limit.check_anonymous(res.redis, request.remote_addr or "unknown",
+                                       res.load.poll_interval())
+        raise
+    if not principal.is_service:
+        res.rate_limit.check_user(res.redis, principal.user_id, res.load.poll_interval(),
+                                  counted=request.environ.get(REQUESTS_KEY))
+    return principal
 
 
 def parse_uuid(value: str, name: str) -> UUID:

@@ -47,7 +47,7 @@ def get_unread_counts(user_id: str) -> Response:
             marker = None
     counts = res.db.read(queries.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
-                    headers=counts_headers(marker or degraded_etag(), res.poll_interval))
+                    headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
 
 
 @bp.post("/v1/unread-counts/batch")

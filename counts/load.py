@@ -1,0 +1,43 @@
+"""How busy this worker is, and the poll interval that follows from it.
+
+When a worker's threads stay saturated, the service asks clients to poll less often (as GitHub
+does with X-Poll-Interval) instead of letting every client's latency grow.
+"""
+
+import threading
+
+
+class LoadGauge:
+    """A moving average of this process's in-flight requests, and the poll interval it implies."""
+
+    def __init__(self, threads: int, base_interval: int, busy_factor: int = 2,
+                 busy_fraction: float = 0.8, smoothing: float = 0.05):
+        self.threads = threads
+        self.base_interval = str(base_interval)
+        self.busy_interval = str(base_interval * busy_factor)
+        self.busy_level = threads * busy_fraction
+        self.smoothing = smoothing
+        self.in_flight = 0
+        self.average = 0.0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        """A request entered the app."""
+        with self._lock:
+            self.in_flight += 1
+            # Sampled at arrivals: under saturation most arrivals find every thread busy.
+            self.average += (self.in_flight - self.average) * self.smoothing
+
+    def finished(self) -> None:
+        """A request left the app."""
+        with self._lock:
+            self.in_flight -= 1
+
+    @property
+    def saturated(self) -> bool:
+        """Whether this worker's threads have been nearly all busy lately."""
+        return self.average >= self.busy_level
+
+    def poll_interval(self) -> str:
+        """Seconds clients should wait between polls: longer while this worker is saturated."""
+        return self.busy_interval if self.saturated else self.base_interval
