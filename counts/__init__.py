@@ -1,17 +1,16 @@
 """counts: unread-message counts that answer "nothing changed" from Redis, not Postgres."""
 
-import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
-from counts import markers
+from counts import logs, markers
 from counts.auth import TokenVerifier
 from counts.conditional import ConditionalCounts
 from counts.config import load_config
 from counts.db import Database
 from counts.load import LoadGauge
-from counts.observe import Observe
+from counts.observe import ROUTE_KEY, Observe
 from counts.ratelimit import RateLimit
 
 
@@ -51,7 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings from the environment, overridden by `config`."""
     app = Flask(__name__, static_folder=None)
     app.config.update(load_config(overrides=config))
-    logging.basicConfig(level=logging.INFO)
+    logs.configure()
     app.extensions["counts"] = Resources(app.config)
 
     from counts import cli, errors
@@ -61,6 +60,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (reads.bp, writes.bp, health.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
+
+    @app.before_request
+    def record_route() -> None:
+        """Name the route template for metrics and logs (unmatched paths share one name)."""
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
+
     resources = app.extensions["counts"]
     app.wsgi_app = Observe(ConditionalCounts(app.wsgi_app, resources), resources)
     return app

@@ -16,12 +16,14 @@ from uuid import UUID
 import redis
 from werkzeug.http import parse_etags
 
-from counts import markers
+from counts import markers, metrics
 from counts.errors import Problem
+from counts.observe import ROUTE_KEY
 
 log = logging.getLogger(__name__)
 
 COUNTS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts")
+COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"  # as Flask names the view's rule
 
 # Where the middleware leaves the marker it read for the view: a str, or None if Redis failed.
 MARKER_KEY = "counts.marker"
@@ -58,6 +60,7 @@ class ConditionalCounts:
         if environ["REQUEST_METHOD"] in ("GET", "HEAD") and "HTTP_IF_NONE_MATCH" in environ:
             found = COUNTS_PATH.fullmatch(environ.get("PATH_INFO", ""))
             if found is not None:
+                environ[ROUTE_KEY] = COUNTS_ROUTE
                 headers = self.not_modified(environ, found.group(1))
                 if headers is not None:
                     start_response("304 Not Modified", headers)
@@ -86,8 +89,10 @@ class ConditionalCounts:
                     return None  # the view answers 429
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
+            metrics.redis_failed("read_marker")
             environ[MARKER_KEY] = None
             return None
+        metrics.dependency_state("redis", available=True)
         environ[MARKER_KEY] = marker
         if not etag_matches(environ["HTTP_IF_NONE_MATCH"], marker):
             return None

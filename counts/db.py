@@ -15,6 +15,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
+from counts import metrics
 from counts.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,12 @@ class QueryStats:
         self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
-        """Add one statement that took `seconds`."""
+        """Add one statement that took `seconds` (here and in the Prometheus metrics)."""
         with self._lock:
             self.queries += 1
             self.seconds += seconds
+        metrics.PG_QUERIES.inc()
+        metrics.PG_QUERY_SECONDS.observe(seconds)
 
 
 stats = QueryStats()
@@ -158,6 +161,7 @@ class Database:
                 yield conn
                 if not autocommit:
                     conn.commit()
+                metrics.dependency_state("postgres", available=True)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 broken = not isinstance(error, psycopg2.errors.TransactionRollbackError)
                 if conn is not None and not conn.closed:
@@ -167,6 +171,7 @@ class Database:
                         broken = True
                 if broken:
                     log.warning("postgres unavailable: %s", str(error).strip())
+                    metrics.dependency_state("postgres", available=False)
                     failure = StaleConnection if reused else DependencyUnavailable
                     raise failure("The database is unavailable; try again.") from error
                 raise

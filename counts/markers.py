@@ -15,6 +15,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from counts import metrics
+
 DEFAULT_TTL = 30 * 24 * 3600
 
 
@@ -64,21 +66,25 @@ def read_marker(client: redis.Redis, user_id: UUID | str, ttl: int = DEFAULT_TTL
     marker = client.get(key)
     if marker is None:
         marker = client.eval(GET_OR_CREATE_MARKER, 1, key, new_marker(), ttl)
+        metrics.MARKERS_CREATED.inc()
     return marker.decode()
 
 
 # KEYS[1] = marker key, KEYS[2] = the same user's rate key (one hash tag: one Cluster slot);
 # ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds.
-# Returns {marker, requests in this window}: a rate-limited poll still costs one round trip.
+# Returns {marker, requests in this window, 1 if the marker was created}: a rate-limited poll
+# still costs one round trip.
 READ_MARKER_AND_COUNT = """
 local marker = redis.call('GET', KEYS[1])
+local created = 0
 if not marker then
     marker = ARGV[1]
+    created = 1
     redis.call('SET', KEYS[1], marker, 'EX', ARGV[2])
 end
 local hits = redis.call('INCR', KEYS[2])
 if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-return {marker, hits}
+return {marker, hits, created}
 """
 
 # KEYS[1] = a rate key; ARGV[1] = window in seconds. Returns the requests in this window.
@@ -103,9 +109,11 @@ def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -
 def read_marker_and_count(client: redis.Redis, user_id: UUID | str, ttl: int,
                           window: int) -> tuple[str, int]:
     """The user's marker (created when missing) and their requests in this window, in one trip."""
-    marker, hits = _run_script(client, READ_MARKER_AND_COUNT,
-                               [marker_key(user_id), rate_key(str(user_id))],
-                               [new_marker(), ttl, window])
+    marker, hits, created = _run_script(client, READ_MARKER_AND_COUNT,
+                                        [marker_key(user_id), rate_key(str(user_id))],
+                                        [new_marker(), ttl, window])
+    if created:
+        metrics.MARKERS_CREATED.inc()
     return marker.decode(), hits
 
 
@@ -126,6 +134,7 @@ def read_markers(client: redis.Redis, user_ids: Iterable[UUID | str],
     found = dict(zip(user_ids, client.mget([marker_key(uid) for uid in user_ids]), strict=True))
     missing = [uid for uid, marker in found.items() if marker is None]
     if missing:
+        metrics.MARKERS_CREATED.inc(len(missing))
         pipe = client.pipeline(transaction=False)
         for uid in missing:
             pipe.eval(GET_OR_CREATE_MARKER, 1, marker_key(uid), new_marker(), ttl)
@@ -145,4 +154,6 @@ def bump(client: redis.Redis, user_ids: Iterable[UUID | str], ttl: int = DEFAULT
     for key in keys:
         pipe.set(key, new_marker(), ex=ttl)
     pipe.execute()
+    metrics.BUMPS.inc()
+    metrics.BUMPED_USERS.observe(len(keys))
     return len(keys)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import redis
 
-from counts import markers, queries
+from counts import markers, metrics, queries
 from counts.db import Database
 from counts.errors import DependencyUnavailable
 
@@ -48,6 +48,7 @@ def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: lis
         markers.bump(client, user_ids, ttl)
     except redis.RedisError as error:
         log.warning("bump of %d users deferred to the outbox: %r", len(user_ids), error)
+        metrics.redis_failed("bump")
         return False
     try:
         db.run(queries.forget_bumps, outbox_ids)

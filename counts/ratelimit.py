@@ -10,7 +10,7 @@ from uuid import UUID
 
 import redis
 
-from counts import markers
+from counts import markers, metrics
 from counts.errors import TooManyRequests
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ class RateLimit:
             retry_after = markers.window_left(client, subject)
         except redis.RedisError as error:
             log.warning("rate limit not enforced, redis failed: %r", error)
+            metrics.redis_failed("rate_limit")
             return
+        metrics.RATE_LIMITED.labels("ip" if subject.startswith("ip:") else "user").inc()
         raise TooManyRequests(
             f"More than {limit} requests in {self.window} s; poll every {poll_interval} s.",
             headers={"Retry-After": str(retry_after), "X-Poll-Interval": poll_interval})

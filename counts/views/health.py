@@ -1,11 +1,11 @@
-"""Liveness and readiness, for load balancers and orchestrators."""
+"""For operators: liveness and readiness for load balancers, metrics for Prometheus."""
 
 import json
 
 import redis
 from flask import Blueprint, Response
 
-from counts import queries
+from counts import metrics, queries
 from counts.errors import DependencyUnavailable
 from counts.views import resources
 
@@ -31,6 +31,7 @@ def readyz() -> Response:
         res.redis.ping()
         redis_state = "ok"
     except redis.RedisError:
+        metrics.redis_failed("ping")
         redis_state = "unavailable"
     ready = postgres == "ok"
     body = {"status": ("ok" if redis_state == "ok" else "degraded") if ready else "unavailable",
@@ -38,3 +39,10 @@ def readyz() -> Response:
     headers = {} if ready else {"Retry-After": str(res.retry_after)}
     return Response(json.dumps(body), status=200 if ready else 503,
                     mimetype="application/json", headers=headers)
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text exposition, summed over every gunicorn worker."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

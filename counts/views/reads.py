@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, Response, request
 from werkzeug.http import unquote_etag
 
-from counts import markers, queries, schemas
+from counts import markers, metrics, queries, schemas
 from counts.auth import require_service, require_user_or_service
 from counts.conditional import MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
@@ -44,6 +44,7 @@ def get_unread_counts(user_id: str) -> Response:
             marker = markers.read_marker(res.redis, uid, res.marker_ttl)
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
+            metrics.redis_failed("read_marker")
             marker = None
     counts = res.db.read(queries.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
@@ -61,6 +62,7 @@ def post_batch() -> Response:
         current = markers.read_markers(res.redis, user_ids, res.marker_ttl)
     except redis.RedisError as error:
         log.warning("redis failed, answering the batch from Postgres: %r", error)
+        metrics.redis_failed("read_markers")
         current = {}
     changed = [uid for uid, entry in zip(user_ids, entries, strict=False)
                if current.get(str(uid)) is None

@@ -5,7 +5,7 @@ import json
 import redis
 from flask import Blueprint, Response
 
-from counts import markers, outbox, schemas, writes
+from counts import markers, metrics, outbox, schemas, writes
 from counts.auth import require_service, require_user_or_service
 from counts.errors import DependencyUnavailable
 from counts.views import authenticate, load_body, parse_uuid, resources
@@ -101,7 +101,7 @@ def bump_markers() -> Response:
     try:
         return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl)})
     except redis.RedisError:
-        pass
+        metrics.redis_failed("bump")
     try:
         outbox.enqueue(res.db, user_ids)
     except DependencyUnavailable:

@@ -1,0 +1,62 @@
+"""Prometheus metrics, correct under several gunicorn workers (prometheus-client multiprocess mode).
+
+gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker imports
+this module; each worker then writes its samples to files there, and /metrics sums them.
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REQUESTS = Counter("counts_http_requests_total", "HTTP requests answered, by route template and status.",
+                   ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("counts_http_request_duration_seconds", "Time to answer a request.",
+                            ["route"], buckets=LATENCY_BUCKETS)
+PG_QUERIES = Counter("counts_postgres_queries_total", "Statements sent to Postgres.")
+PG_QUERY_SECONDS = Histogram("counts_postgres_query_duration_seconds", "Time per Postgres statement.",
+                             buckets=LATENCY_BUCKETS)
+REDIS_ERRORS = Counter("counts_redis_errors_total", "Redis calls that failed (the service degraded).",
+                       ["operation"])
+MARKERS_CREATED = Counter("counts_markers_created_total",
+                          "Markers created because none was found: new users, TTL, or Redis lost data.")
+BUMPS = Counter("counts_bumps_total", "Bump operations (one pipelined round trip each).")
+BUMPED_USERS = Histogram("counts_bump_fanout_users", "Users bumped per bump operation.",
+                         buckets=(1, 2, 5, 10, 50, 100, 1000, 10000))
+DEGRADED = Gauge("counts_dependency_unavailable", "1 while a dependency's last call failed.",
+                 ["dependency"], multiprocess_mode="livemax")
+RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
+
+_degraded: dict[str, bool] = {}
+
+
+def dependency_state(dependency: str, available: bool) -> None:
+    """Record whether `dependency` answered; touches the gauge only when the state flips."""
+    if _degraded.get(dependency) is not (not available):
+        _degraded[dependency] = not available
+        DEGRADED.labels(dependency).set(0 if available else 1)
+
+
+def redis_failed(operation: str) -> None:
+    """Count a failed Redis call and mark Redis degraded."""
+    REDIS_ERRORS.labels(operation).inc()
+    dependency_state("redis", available=False)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text for this service: every worker's samples under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
