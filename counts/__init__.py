@@ -3,6 +3,7 @@
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from counts import logs, markers
 from counts.auth import TokenVerifier
@@ -69,5 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     resources = app.extensions["counts"]
     app.wsgi_app = Observe(ConditionalCounts(app.wsgi_app, resources), resources)
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
     return app
 

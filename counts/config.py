@@ -36,6 +36,9 @@ def load_config(env: dict[str, str] | None = None,
         # token. 0 turns a limit off. 120 lets a user poll every 3 s from six devices.
         "RATE_LIMIT": _number(env, "COUNTS_RATE_LIMIT", 120),
         "ANONYMOUS_RATE_LIMIT": _number(env, "COUNTS_ANONYMOUS_RATE_LIMIT", 60),
+        # Proxies in front of the service that append to X-Forwarded-For. Behind a load balancer
+        # set it to 1, or every anonymous caller shares the balancer's address (and its limit).
+        "TRUSTED_PROXIES": _number(env, "COUNTS_TRUSTED_PROXIES", 0),
         # Must match gunicorn's threads: the load gauge calls a worker saturated by this number.
         "THREADS": _number(env, "COUNTS_THREADS", 8),
         # X-Poll-Interval is multiplied by this while a worker is saturated.

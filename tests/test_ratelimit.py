@@ -75,6 +75,19 @@ def test_unauthenticated_requests_are_limited_per_ip(limited):
     assert api.counts(user).status_code == 200  # a valid token is judged by its user's limit
 
 
+def test_behind_a_trusted_proxy_the_forwarded_address_is_limited(app_factory, tokens):
+    app = app_factory(ANONYMOUS_RATE_LIMIT=2, TRUSTED_PROXIES=1)
+    client = app.test_client()
+    path = f"/v1/users/{new_user()}/unread-counts"
+    caller, other = (f"2001:db8::{secrets.token_hex(4)}" for _ in range(2))
+    balancer = {"REMOTE_ADDR": "10.0.0.1"}
+    statuses = [client.get(path, headers={"X-Forwarded-For": caller}, environ_base=balancer)
+                .status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert client.get(path, headers={"X-Forwarded-For": other},
+                      environ_base=balancer).status_code == 401
+
+
 def test_rate_counter_shares_the_users_hash_tag(limited, redis_client):
     _, api = limited
     user = new_user()
