@@ -3,7 +3,12 @@
 import json
 import logging
 import os
+import re
 import time
+
+# What a JWT looks like (base64url header that starts '{"', payload, signature). Our code never
+# logs a header, but a library may quote a request line (gunicorn does, for a malformed header).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -24,7 +29,7 @@ class JsonFormatter(logging.Formatter):
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _JWT.sub("[redacted-jwt]", json.dumps(entry, default=str))
 
 
 def log_level() -> str:

@@ -1,11 +1,37 @@
 """Request bodies, validated by marshmallow: unknown fields, wrong types and oversize lists are 422."""
 
+import re
+from uuid import UUID
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 MAX_BATCH_USERS = 1_000
 MAX_BUMP_USERS = 10_000
 MAX_MEMBERS = 10_000
 MAX_BODY_CHARS = 10_000
+
+# RFC 9562 text form only: uuid.UUID() also takes braces, "urn:uuid:", no dashes, and digits
+# from other scripts (Arabic-Indic, fullwidth), which no client means as an id.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def parse_uuid(value: str) -> UUID:
+    """A UUID in its canonical text form, or ValueError."""
+    if not isinstance(value, str) or not _CANONICAL_UUID.fullmatch(value):
+        raise ValueError("not a canonical UUID")
+    return UUID(value)
+
+
+class CanonicalUUID(fields.UUID):
+    """A UUID field that accepts only the canonical text form (see parse_uuid)."""
+
+    def _validated(self, value):
+        if isinstance(value, UUID):
+            return value
+        try:
+            return parse_uuid(value)
+        except ValueError:
+            raise self.make_error("invalid_uuid") from None
 
 
 class StrictInteger(fields.Integer):
@@ -28,33 +54,33 @@ def _storable_text(value: str) -> None:
 
 
 class ConversationCreate(Schema):
-    member_ids = fields.List(fields.UUID(), required=True,
+    member_ids = fields.List(CanonicalUUID(), required=True,
                              validate=validate.Length(min=1, max=MAX_MEMBERS))
 
 
 class MemberAdd(Schema):
-    user_id = fields.UUID(required=True)
+    user_id = CanonicalUUID(required=True)
 
 
 class MessageCreate(Schema):
-    sender_id = fields.UUID(required=True)
+    sender_id = CanonicalUUID(required=True)
     body = fields.String(required=True,
                          validate=[validate.Length(min=1, max=MAX_BODY_CHARS), _storable_text])
 
 
 class MarkRead(Schema):
-    user_id = fields.UUID(required=True)
+    user_id = CanonicalUUID(required=True)
     up_to_seq = StrictInteger(strict=True, load_default=None, allow_none=True,
                               validate=validate.Range(min=0, max=2**62))
 
 
 class Bump(Schema):
-    user_ids = fields.List(fields.UUID(), required=True,
+    user_ids = fields.List(CanonicalUUID(), required=True,
                            validate=validate.Length(min=1, max=MAX_BUMP_USERS))
 
 
 class BatchUser(Schema):
-    user_id = fields.UUID(required=True)
+    user_id = CanonicalUUID(required=True)
     etag = fields.String(required=True, allow_none=True, validate=validate.Length(max=200))
 
 

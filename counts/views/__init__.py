@@ -4,8 +4,9 @@ from uuid import UUID
 
 from flask import current_app, request
 from marshmallow import Schema
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
+from counts import schemas
 from counts.auth import Principal
 from counts.conditional import REQUESTS_KEY
 from counts.errors import Problem, Unauthorized
@@ -34,13 +35,24 @@ def authenticate() -> Principal:
 def parse_uuid(value: str, name: str) -> UUID:
     """A path segment that must be a UUID, or a 400 that says which one."""
     try:
-        return UUID(value)
+        return schemas.parse_uuid(value)
     except ValueError:
         raise Problem(f"{name} must be a UUID, got {value[:64]!r}.") from None
 
 
 def load_body(schema: Schema) -> dict:
     """The JSON body validated by `schema` (400 bad JSON, 415 not JSON, 422 invalid)."""
+    try:
+        body = request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the WSGI server's input stream raises
+        # (gunicorn: a bad chunk size or terminator) means the body was malformed on the wire.
+        raise BadRequest(f"The request body could not be read ({type(error).__name__}).") from None
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(body) >= limit:
+        # A chunked body is cut at the limit without complaint; one that reached it was larger.
+        raise RequestEntityTooLarge()
     try:
         data = request.get_json()
     except RecursionError:
