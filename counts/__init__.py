@@ -55,10 +55,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["counts"] = Resources(app.config)
 
     from counts import cli, errors
-    from counts.views import health, reads, writes
+    from counts.views import docs, health, reads, writes
 
     errors.register_error_handlers(app)
-    for blueprint in (reads.bp, writes.bp, health.bp):
+    for blueprint in (reads.bp, writes.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
 

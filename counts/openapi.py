@@ -1,0 +1,300 @@
+"""The OpenAPI 3 document of the whole API, built by apispec from the marshmallow schemas.
+
+Request bodies are the very schemas the views validate with (counts.schemas); the response
+bodies below exist only to be documented, since the views write their JSON by hand.
+"""
+
+import json
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from counts import schemas
+
+OPENAPI_VERSION = "3.0.3"
+API_VERSION = "1"
+UUID_SCHEMA = {"type": "string", "format": "uuid"}
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+TEXT = "text/plain"
+
+
+# --- response bodies ---------------------------------------------------------------------------
+
+class ConversationUnread(Schema):
+    conversation_id = fields.UUID(required=True)
+    unread = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class Counts(Schema):
+    user_id = fields.UUID(required=True)
+    total = fields.Integer(required=True, validate=validate.Range(min=0))
+    unread_conversations = fields.Integer(required=True, validate=validate.Range(min=0))
+    conversations = fields.List(fields.Nested(ConversationUnread), required=True,
+                                metadata={"description": "Conversations with unread > 0."})
+
+
+class BatchNotModified(Schema):
+    user_id = fields.UUID(required=True)
+    status = fields.Integer(required=True, validate=validate.OneOf([304]))
+    etag = fields.String(required=True)
+
+
+class BatchFresh(Schema):
+    user_id = fields.UUID(required=True)
+    status = fields.Integer(required=True, validate=validate.OneOf([200]))
+    etag = fields.String(required=True)
+    counts = fields.Nested(Counts, required=True)
+
+
+class BatchUnavailable(Schema):
+    user_id = fields.UUID(required=True)
+    status = fields.Integer(required=True, validate=validate.OneOf([503]),
+                            metadata={"description": "Changed, and Postgres cannot say how."})
+
+
+class ConversationCreated(Schema):
+    conversation_id = fields.UUID(required=True)
+
+
+class Membership(Schema):
+    conversation_id = fields.UUID(required=True)
+    user_id = fields.UUID(required=True)
+
+
+class MessageCreated(Schema):
+    message_id = fields.UUID(required=True)
+    seq = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class ReadState(Schema):
+    conversation_id = fields.UUID(required=True)
+    user_id = fields.UUID(required=True)
+    last_read_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class Bumped(Schema):
+    bumped = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class Queued(Schema):
+    queued = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class Health(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class Readiness(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
+    postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    redis = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+
+
+class Problem(Schema):
+    """RFC 9457 problem details; extension members are allowed."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "Per-field messages of an invalid body (422)."})
+
+
+REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd": schemas.MemberAdd,
+                   "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
+                   "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch}
+RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
+    ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
+    Membership, MessageCreated, ReadState, Bumped, Queued, Health, Readiness, Problem)}
+
+
+# --- reusable headers, parameters and error responses ------------------------------------------
+
+HEADERS = {
+    "ETag": {"description": "The user's change marker, quoted.", "required": True,
+             "schema": {"type": "string", "pattern": r'^"[^"]*"$'}},
+    "Cache-Control": {"required": True, "schema": {"type": "string", "enum": ["private, no-cache"]}},
+    "Vary": {"required": True, "schema": {"type": "string", "enum": ["Authorization"]}},
+    "X-Poll-Interval": {"description": "Seconds a client should wait before its next poll.",
+                        "required": True, "schema": {"type": "integer", "minimum": 0}},
+    "Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                    "schema": {"type": "integer", "minimum": 0}},
+    "WWW-Authenticate": {"required": True, "schema": {"type": "string", "pattern": "^Bearer"}},
+}
+COUNTS_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Poll-Interval")
+
+PATH_IDS = {name: f"{name} must be a UUID (400 otherwise)."
+            for name in ("user_id", "conversation_id", "message_id")}
+
+# status: (component name, description, required headers)
+ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
+    400: ("BadRequest", "Malformed JSON, or a path id that is not a UUID.", ()),
+    401: ("Unauthorized", "No bearer token, or a bad one.", ("WWW-Authenticate",)),
+    403: ("Forbidden", "The token may not do this.", ()),
+    404: ("NotFound", "No such conversation, member, message or route.", ()),
+    413: ("PayloadTooLarge", "The body is over the size limit.", ()),
+    415: ("UnsupportedMediaType", "The body is not application/json.", ()),
+    422: ("InvalidInput", "The body is JSON but not valid; `errors` says where.", ()),
+    429: ("TooManyRequests", "Polling faster than allowed.", ("Retry-After",)),
+    503: ("Unavailable", "Postgres (or Redis, where nothing else can answer) is unreachable.",
+          ("Retry-After",)),
+}
+
+
+def header_refs(names: tuple[str, ...]) -> dict[str, str]:
+    """Headers of a response, as references to the header components."""
+    return {name: name for name in names}
+
+
+def without_body(status: int) -> dict:
+    """An error response as HEAD answers it: the status and headers, no body."""
+    _, description, headers = ERRORS[status]
+    return {"description": description, **({"headers": header_refs(headers)} if headers else {})}
+
+
+def response_with_body(description: str, schema: Any, headers: tuple[str, ...] = (),
+                       media_type: str = JSON) -> dict:
+    """A documented response with a body (JSON unless `media_type` says otherwise)."""
+    response: dict[str, Any] = {"description": description,
+                                "content": {media_type: {"schema": schema}}}
+    if headers:
+        response["headers"] = header_refs(headers)
+    return response
+
+
+def operation(summary: str, operation_id: str, answers: dict[int, dict], errors: tuple[int, ...],
+              body: str | None = None, public: bool = False) -> dict:
+    """One operation: its successful answers, the error responses it may give, its request body."""
+    responses: dict[Any, Any] = {str(status): answer for status, answer in answers.items()}
+    v1_errors = () if public else (400, 401, 403, 429, 503)
+    for status in sorted({*v1_errors, *errors}):
+        responses[str(status)] = ERRORS[status][0]
+    spec: dict[str, Any] = {"summary": summary, "operationId": operation_id, "responses": responses}
+    if body is not None:
+        spec["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+    if public:
+        spec["security"] = []
+    return spec
+
+
+# --- the paths ---------------------------------------------------------------------------------
+
+def counts_operations() -> dict[str, dict]:
+    """GET and HEAD of one user's counts: 200 with a body, or 304 from Redis alone."""
+    not_modified = {"description": "The ETag in If-None-Match is current; no body.",
+                    "headers": header_refs(COUNTS_HEADERS)}
+    if_none_match = {"in": "header", "name": "If-None-Match", "required": False,
+                     "description": "The ETag of the last 200 (RFC 9110: weak comparison, lists, *).",
+                     "schema": {"type": "string"}}
+    get = operation("A user's unread counts", "getUnreadCounts",
+                    {200: response_with_body("The counts.", "Counts", COUNTS_HEADERS), 304: not_modified},
+                    (404,))
+    head = operation("As GET, without a body", "headUnreadCounts",
+                     {200: {"description": "As GET.", "headers": header_refs(COUNTS_HEADERS)},
+                      304: not_modified}, (404,))
+    for spec in (get, head):
+        spec["parameters"] = [if_none_match]
+    head["responses"].update({status: without_body(int(status)) for status in head["responses"]
+                              if int(status) in ERRORS})
+    return {"get": get, "head": head}
+
+
+def batch_results() -> dict:
+    """The batch answer: one entry per requested user, in request order."""
+    entry = {"oneOf": [{"$ref": f"#/components/schemas/{name}"}
+                       for name in ("BatchNotModified", "BatchFresh", "BatchUnavailable")]}
+    return {"type": "object", "required": ["users"], "additionalProperties": False,
+            "properties": {"users": {"type": "array", "items": entry}}}
+
+
+def paths() -> dict[str, dict]:
+    """Every route of the service, each with its parameters and operations."""
+    body_errors = (413, 415, 422)
+    optional_retry = {"Retry-After": {"description": "Sent when some entries have status 503.",
+                                      "schema": {"type": "integer", "minimum": 0}}}
+    batch_ok = {"description": "One result per user.", "headers": optional_retry,
+                "content": {JSON: {"schema": batch_results()}}}
+    return {
+        "/v1/users/{user_id}/unread-counts": {"parameters": ["user_id"], **counts_operations()},
+        "/v1/unread-counts/batch": {"post": operation(
+            "Counts of up to 1,000 users (services)", "postBatch", {200: batch_ok}, body_errors,
+            "Batch")},
+        "/v1/conversations": {"post": operation(
+            "Create a conversation (services)", "createConversation",
+            {201: response_with_body("Created.", "ConversationCreated")}, body_errors,
+            "ConversationCreate")},
+        "/v1/conversations/{conversation_id}": {"parameters": ["conversation_id"], "delete": operation(
+            "Delete a conversation (services)", "deleteConversation",
+            {204: {"description": "Deleted; every member was bumped."}}, (404,))},
+        "/v1/conversations/{conversation_id}/members": {"parameters": ["conversation_id"], "post": operation(
+            "Add a member (services)", "addMember",
+            {201: response_with_body("Joined.", "Membership"),
+             200: response_with_body("Was already a member.", "Membership")},
+            (404, *body_errors), "MemberAdd")},
+        "/v1/conversations/{conversation_id}/members/{user_id}": {
+            "parameters": ["conversation_id", "user_id"], "delete": operation(
+                "Remove a member (services)", "removeMember",
+                {204: {"description": "Removed; they were bumped."}}, (404,))},
+        "/v1/conversations/{conversation_id}/messages": {"parameters": ["conversation_id"], "post": operation(
+            "Send a message (the sender, or services)", "sendMessage",
+            {201: response_with_body("Sent; every member whose counts changed was bumped.",
+                                     "MessageCreated")}, (404, *body_errors), "MessageCreate")},
+        "/v1/conversations/{conversation_id}/messages/{message_id}": {
+            "parameters": ["conversation_id", "message_id"], "delete": operation(
+                "Delete a message (services)", "deleteMessage",
+                {204: {"description": "Deleted (or already was)."}}, (404,))},
+        "/v1/conversations/{conversation_id}/read": {"parameters": ["conversation_id"], "post": operation(
+            "Mark read, never backwards (that user, or services)", "markRead",
+            {200: response_with_body("The read state now.", "ReadState")}, (404, *body_errors), "MarkRead")},
+        "/v1/markers/bump": {"post": operation(
+            "Bump users' markers after a write elsewhere (services)", "bumpMarkers",
+            {200: response_with_body("Bumped.", "Bumped"),
+             202: response_with_body("Redis is unreachable; queued in Postgres.", "Queued")},
+            body_errors, "Bump")},
+        "/healthz": {"get": operation("Liveness", "healthz",
+                                      {200: response_with_body("The process answers.", "Health")},
+                                      (), public=True)},
+        "/readyz": {"get": operation("Readiness", "readyz", {
+            200: response_with_body("Postgres answers (Redis may be degraded).", "Readiness"),
+            503: response_with_body("Postgres is unreachable.", "Readiness", ("Retry-After",))},
+            (), public=True)},
+        "/metrics": {"get": operation("Prometheus metrics, summed over the workers", "metrics", {
+            200: response_with_body("Prometheus text exposition.", {"type": "string"}, media_type=TEXT)},
+            (), public=True)},
+        "/openapi.json": {"get": operation("This document", "openapi", {
+            200: response_with_body("OpenAPI 3.", {"type": "object"})}, (), public=True)},
+    }
+
+
+def build_spec() -> dict:
+    """The whole OpenAPI document, as a dict."""
+    spec = APISpec(title="counts", version=API_VERSION, openapi_version=OPENAPI_VERSION,
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "Unread-message counts that answer 304 from Redis."},
+                   security=[{"bearer": []}])
+    spec.components.security_scheme("bearer", {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "HS256; role 'authenticated' with sub = the user's UUID, or 'service_role'."})
+    for name, schema in {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}.items():
+        spec.components.schema(name, schema=schema)
+    for name, header in HEADERS.items():
+        spec.components.header(name, header)
+    for name, description in PATH_IDS.items():
+        spec.components.parameter(name, "path", {"description": description, "schema": UUID_SCHEMA})
+    for name, description, headers in ERRORS.values():
+        spec.components.response(name, response_with_body(description, "Problem", headers, PROBLEM))
+    for path, item in paths().items():
+        parameters = item.pop("parameters", [])
+        spec.path(path=path, parameters=parameters, operations=item)
+    return spec.to_dict()
+
+
+def spec_bytes() -> bytes:
+    """The document serialized once, for GET /openapi.json."""
+    return json.dumps(build_spec(), separators=(",", ":"), sort_keys=True).encode()
