@@ -13,7 +13,7 @@ from counts.errors import Problem, Unauthorized
 
 
 def resources():
-    """This app's Postgres, Redis and token verifier (see counts.Resources)."""
+    """This app's Postgres, Redis and token verifier (see counts.resources)."""
     return current_app.extensions["counts"]
 
 

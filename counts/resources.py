@@ -1,0 +1,41 @@
+"""The per-app resources the views and middleware share: Postgres, Redis, tokens, limits."""
+
+from typing import Any
+
+from counts import markers
+from counts.auth import TokenVerifier
+from counts.db import Database
+from counts.load import LoadGauge
+from counts.ratelimit import RateLimit
+
+
+class Resources:
+    """What the views need: Postgres, Redis, the token verifier and the settings they use.
+
+    Nothing here opens a socket at construction: connections are made in the worker process
+    that first uses them, after gunicorn has forked.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
+        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+        self.tokens = TokenVerifier(config["JWT_SECRET"])
+        self.marker_ttl: int = config["MARKER_TTL"]
+        self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
+        self.load = LoadGauge(config["THREADS"], config["POLL_INTERVAL"],
+                              config["BUSY_POLL_FACTOR"])
+        self.retry_after: int = config["RETRY_AFTER"]
+        self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
+
+    def close(self) -> None:
+        """Close pooled Postgres connections and Redis sockets (worker exit, tests)."""
+        self.db.close()
+        self.redis.close()
+
+    def start_drainer(self):
+        """Start this process's outbox drainer thread (call once per worker, after fork)."""
+        from counts.outbox import Drainer
+
+        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval)
+        drainer.start()
+        return drainer
