@@ -28,6 +28,10 @@ T = TypeVar("T")
 # ours (a test's, another library's) wait as long as psycopg2 always would.
 
 
+class PostgresTimeout(psycopg2.OperationalError):
+    """Postgres did not answer within the connection's timeout (a silent server, not a dead one)."""
+
+
 def _wait_with_deadline(conn) -> None:
     """psycopg2 wait callback: like psycopg2.extras.wait_select, but gives up at a deadline."""
     timeout = getattr(conn, "timeout", None) or float("inf")
@@ -38,7 +42,7 @@ def _wait_with_deadline(conn) -> None:
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise psycopg2.OperationalError(f"no answer from Postgres within {timeout}s")
+            raise PostgresTimeout(f"no answer from Postgres within {timeout}s")
         if state == POLL_READ:
             ready = select.select([conn.fileno()], [], [], min(remaining, 3600))[0]
         elif state == POLL_WRITE:
@@ -46,7 +50,7 @@ def _wait_with_deadline(conn) -> None:
         else:
             raise psycopg2.OperationalError(f"bad poll state {state}")
         if not ready and deadline - time.monotonic() <= 0:
-            raise psycopg2.OperationalError(f"no answer from Postgres within {timeout}s")
+            raise PostgresTimeout(f"no answer from Postgres within {timeout}s")
 
 
 psycopg2.extensions.set_wait_callback(_wait_with_deadline)
@@ -172,7 +176,11 @@ class Database:
                 if broken:
                     log.warning("postgres unavailable: %s", str(error).strip())
                     metrics.dependency_state("postgres", available=False)
-                    failure = StaleConnection if reused else DependencyUnavailable
+                    # A reused connection that failed at once may just be stale (server restarted):
+                    # worth one retry. One that timed out means a silent server: retrying would
+                    # make the request wait twice the timeout.
+                    stale = reused and not isinstance(error, PostgresTimeout)
+                    failure = StaleConnection if stale else DependencyUnavailable
                     raise failure("The database is unavailable; try again.") from error
                 raise
             except BaseException:

@@ -41,7 +41,9 @@ def connect(url: str, timeout: float) -> redis.Redis:
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        # Retry a refused or reset connection (a pooled socket that Redis dropped) at once, but
+        # never a timeout: a silent Redis must cost a request one timeout, not one per attempt.
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=30,
     )
 
