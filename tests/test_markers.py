@@ -106,19 +106,21 @@ def test_bump_of_a_missing_marker_creates_it_with_ttl(user, store):
     assert TTL - 5 <= store.ttl(markers.marker_key(user)) <= TTL
 
 
-def test_bump_of_many_users_is_one_pipeline_execute(store, monkeypatch):
+def test_bump_of_many_users_is_one_round_trip(store, monkeypatch):
+    markers.bump(store, [uuid.uuid4()], TTL)  # the server now knows the script
     users = [uuid.uuid4() for _ in range(250)]
     trips = RoundTrips(store, monkeypatch)
     assert markers.bump(store, users, TTL) == 250
-    assert trips.pipelines == [250]
-    assert trips.direct == 0
+    assert (trips.direct, trips.pipelines) == (1, [])
+    assert all(store.exists(markers.marker_key(u)) for u in users)
 
 
 def test_bump_counts_each_user_once(user, store, monkeypatch):
     other = uuid.uuid4()
+    markers.bump(store, [uuid.uuid4()], TTL)  # the server now knows the script
     trips = RoundTrips(store, monkeypatch)
     assert markers.bump(store, [user, str(user), other, user], TTL) == 2
-    assert trips.pipelines == [2]
+    assert (trips.direct, trips.pipelines) == (1, [])
 
 
 def test_bump_of_nobody_sends_nothing(store, monkeypatch):
