@@ -9,8 +9,6 @@ import tempfile
 _metrics_dir_is_ours = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="counts-metrics-"))
 
-from counts.logs import GUNICORN_LOGCONFIG  # noqa: E402 - needs the environment above
-
 bind = os.environ.get("COUNTS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("COUNTS_WORKERS", "2"))
 # gthread: the 304 path is one short Redis round trip, so a few threads per worker keep the CPU
@@ -24,9 +22,10 @@ keepalive = 30
 # Headers bigger than this are refused with 431/400 before the app sees them.
 limit_request_field_size = 8190
 # The app logs one JSON line per request itself (counts.observe), 304s included; gunicorn's own
-# lines go through the same JSON formatter.
+# lines go through the same JSON formatter, and it builds no access-log line.
 accesslog = None
-logconfig_dict = GUNICORN_LOGCONFIG
+logger_class = "counts.logs.GunicornLogger"
+loglevel = os.environ.get("COUNTS_LOG_LEVEL", "info")
 # One fixed socket path per user ($HOME/.gunicorn/gunicorn.ctl) would be fought over by every
 # instance on the machine (tests run several); nothing here uses gunicornc.
 control_socket_disable = True

@@ -102,7 +102,7 @@ def test_every_log_line_is_json_with_request_fields_and_no_token(observed_server
     bad = requests.get(f"{server.url}/v1/users/{user}/unread-counts", timeout=10,
                        headers={"Authorization": f"Bearer {token}x", "X-Request-ID": "<script>"})
     assert bad.status_code == 401
-    assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])  # ours, not theirs
+    assert re.fullmatch(r"[0-9a-f]+-[0-9a-f]{8}-[0-9a-f]+", bad.headers["X-Request-ID"])  # ours
     server.stop()  # flushes and closes the log
 
     lines = log_path.read_text().splitlines()
