@@ -41,3 +41,15 @@ lint: install
 
 stop-services:
 	$(BIN)/python -m counts.devservices stop --data-dir $(DATA)
+
+# Benchmarks of issue #3 against a private Postgres and Redis (started and stopped by the run):
+# writes bench/RESULTS.md and bench/results.png. Scale it up with e.g.
+# make bench BENCH_ARGS='--duration 120 --users 20000' (python -m bench.run --help lists the flags).
+.PHONY: bench
+BENCH_ARGS ?=
+$(BIN)/.bench-installed: $(BIN)/.installed bench/requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: $(BIN)/.bench-installed
+	MAKE_BENCH=1 $(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -1,0 +1,166 @@
+"""`make bench` / `python -m bench.run`: every benchmark of issue #3 in one run, then the report.
+
+Starts a private Postgres (pg_stat_statements preloaded) and Redis, seeds them, runs the hot-path
+benchmark, the load simulator (conditional, then naive: the same traffic), a search for the
+highest rate meeting p99 if the full load misses it, and the scaling benchmark; writes
+bench/RESULTS.md and bench/results.png; stops everything it started.
+"""
+
+import argparse
+import copy
+import dataclasses
+import functools
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import redis
+
+from bench import dataset, pg, report
+from bench.hotpath import run_hotpath
+from bench.profile import PySpy
+from bench.scaling import run_scaling
+from bench.services import OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
+from bench.simulate import PassResult, SimConfig, simulate
+
+SIM_DB = "bench_sim"
+SEARCH_FACTORS = (0.75, 0.5, 0.3, 0.2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; defaults are the short `make bench` run at the seed's full load."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sim = parser.add_argument_group("load simulator")
+    sim.add_argument("--users", type=int, default=10_000, help="simulated apps")
+    sim.add_argument("--interval", type=float, default=3.0, help="seconds between a user's polls")
+    sim.add_argument("--duration", type=float, default=40, help="measured seconds per pass")
+    sim.add_argument("--connections", type=int, default=64, help="keep-alive connections for polls")
+    sim.add_argument("--messages-per-user-day", type=float, default=50.0)
+    sim.add_argument("--time-compression", type=float, default=5.0,
+                     help="writes run this many times faster than real time")
+    sim.add_argument("--honour-poll-interval", action="store_true",
+                     help="clients wait max(interval, X-Poll-Interval)")
+    sim.add_argument("--server-poll-interval", type=int, default=None,
+                     help="the service's X-Poll-Interval (default: --interval)")
+    sim.add_argument("--workers", type=int, default=2, help="gunicorn workers for the simulator")
+    sim.add_argument("--threads", type=int, default=8, help="threads per gthread worker")
+    sim.add_argument("--worker-class", default="auto",
+                     help="gunicorn worker class for the simulator; auto: the hot path's choice")
+    sim.add_argument("--drain-interval", type=float, default=5.0, help="COUNTS_OUTBOX_DRAIN_INTERVAL")
+    sim.add_argument("--search-seconds", type=float, default=15,
+                     help="measured seconds per lower-rate pass when the full load misses p99")
+    hot = parser.add_argument_group("hot path")
+    hot.add_argument("--hotpath-classes", default="gthread,gevent", help="worker classes to compare")
+    hot.add_argument("--hotpath-rounds", type=int, default=2)
+    hot.add_argument("--hotpath-seconds", type=float, default=4)
+    scale = parser.add_argument_group("scaling")
+    scale.add_argument("--sizes", default="1000000,10000000", help="total messages, comma-separated")
+    out = parser.add_argument_group("report")
+    out.add_argument("--price-per-million-reads", type=float, default=0.20,
+                     help="USD; an assumption (managed-database I/O pricing), not the seed's figure")
+    out.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    out.add_argument("--chart", type=Path, default=ROOT / "bench" / "results.png")
+    parser.add_argument("--skip", default="", help="comma-separated: hotpath, simulate, scaling")
+    return parser.parse_args(argv)
+
+
+def machine_facts(b: Backends) -> dict[str, str]:
+    """CPU, memory, versions and load of the machine the run is on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    conn = pg.connect(b.pg_admin_url)
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg_version = cur.fetchone()[0]
+    conn.close()
+    redis_version = redis.Redis.from_url(b.redis_url).info("server")["redis_version"]
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                            text=True, check=False).stdout.strip() or "unknown"
+    return {"CPU": f"{cpu}, {psutil.cpu_count()} cores",
+            "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+            "kernel": platform.release(), "Python": platform.python_version(),
+            "Postgres": f"{pg_version} (private cluster, pg_stat_statements; fsync off)",
+            "Redis": f"{redis_version} (private server, no persistence)", "code": commit,
+            "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def run_simulator(args: argparse.Namespace, b: Backends, world: dataset.World,
+                  worker_class: str) -> tuple[list[PassResult], list[PassResult]]:
+    """Conditional then naive on the same starting state; lower rates if the full load misses."""
+    url = pg.database_url(b.pg_admin_url, SIM_DB)
+    env = service_env(url, b.redis_url, outbox_drain_interval=args.drain_interval,
+                      poll_interval=args.server_poll_interval or round(args.interval))
+    cfg = SimConfig(users=args.users, interval=args.interval, duration=args.duration,
+                    connections=args.connections, honour_poll_interval=args.honour_poll_interval,
+                    messages_per_user_day=args.messages_per_user_day,
+                    time_compression=args.time_compression)
+    passes, search = [], []
+    for conditional in (True, False):
+        state = copy.deepcopy(world)  # the same starting state (and writes) for both passes
+        dataset.load_world(url, state)
+        redis.Redis.from_url(b.redis_url).flushdb()  # our private server
+        with Gunicorn("wsgi:app", env, workers=args.workers, threads=args.threads,
+                      worker_class=worker_class) as server:
+            groups = {"service": server.pids(), "redis": [b.redis_pid], "postgres": [b.pg_pid]}
+            mode = "conditional" if conditional else "naive"
+            profiler = functools.partial(PySpy, server.proc.pid, output=OUT / f"profile-{mode}.txt")
+            passes.append(simulate(state, cfg, conditional, server.port, url, b.redis_url, groups,
+                                   profiler))
+            if conditional and not report.meets_load(passes[-1]):
+                for factor in SEARCH_FACTORS:
+                    lower = dataclasses.replace(cfg, users=round(cfg.users * factor),
+                                                duration=args.search_seconds)
+                    search.append(simulate(state, lower, True, server.port, url, b.redis_url, groups))
+                    if report.meets_load(search[-1]):
+                        break
+    return passes, search
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and write the report."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    given = sys.argv[1:] if argv is None else argv
+    if os.environ.get("MAKE_BENCH"):  # set by the Makefile's bench target
+        command = "make bench" + (f" BENCH_ARGS={shlex.quote(shlex.join(given))}" if given else "")
+    else:
+        command = shlex.join([".venv/bin/python", "-m", "bench.run", *given])
+    with backends() as b:
+        run = report.Run(command, machine_facts(b), args.price_per_million_reads)
+        pg.recreate_database(b.pg_admin_url, SIM_DB)
+        migrate(pg.database_url(b.pg_admin_url, SIM_DB), b.redis_url)
+        world = dataset.build_world(args.users)
+        dataset.mint_tokens(world)
+        dataset.load_world(pg.database_url(b.pg_admin_url, SIM_DB), world)
+        worker_class = args.worker_class
+        if "hotpath" not in skip:
+            run.hotpath = run_hotpath(world, pg.database_url(b.pg_admin_url, SIM_DB), b.redis_url,
+                                      {"redis": [b.redis_pid], "postgres": [b.pg_pid]},
+                                      tuple(args.hotpath_classes.split(",")), args.hotpath_rounds,
+                                      args.hotpath_seconds)
+            if worker_class == "auto":
+                worker_class = run.hotpath.chosen
+        if worker_class == "auto":
+            worker_class = "gthread"
+        if "simulate" not in skip:
+            run.passes, run.search = run_simulator(args, b, world, worker_class)
+        if "scaling" not in skip:
+            sizes = tuple(int(size) for size in args.sizes.split(","))
+            run.scaling = run_scaling(b.pg_admin_url, b.redis_url, sizes)
+        run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    run.wall_seconds = time.monotonic() - started
+    report.write_results(run, args.results, args.chart)
+    report.write_chart(run, args.chart)
+    print(f"wrote {args.results} and {args.chart} in {run.wall_seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
