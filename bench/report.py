@@ -183,6 +183,9 @@ def pass_column(p: PassResult) -> list[tuple[str, str]]:
         ("polls/s offered", fmt(p.config.offered, 0)),
         ("polls/s achieved", fmt(rate(p), 0)),
         ("share of 304s", f"{p.status.get(304, 0) / polls:.2%}"),
+        ("X-Poll-Interval received (s: share of polls; it doubles while a worker is saturated)",
+         ", ".join(f"{value}: {count / polls:.1%}" for value, count in
+                   sorted(p.poll_intervals.items()))),
         ("errors", f"{sum(p.errors.values())} {dict(p.errors) or ''}"),
         ("latency p50 / p95 / p99 (ms, from the scheduled time)",
          " / ".join(fmt(pct(p.latency_ms, q), 2) for q in (50, 95, 99))),

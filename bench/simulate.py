@@ -67,6 +67,7 @@ class PassResult:
     seconds: float = 0.0
     polls: int = 0
     status: Counter = field(default_factory=Counter)
+    poll_intervals: Counter = field(default_factory=Counter)  # X-Poll-Interval values received
     errors: Counter = field(default_factory=Counter)
     necessary: int = 0  # the information minimum: polls that followed a count change
     count_changes: int = 0
@@ -198,6 +199,7 @@ class Simulation:
         if counted:
             result.polls += 1
             result.status[response.status] += 1
+            result.poll_intervals[response.headers.get(b"x-poll-interval", b"-").decode()] += 1
             if response.status not in (200, 304):
                 result.errors[f"HTTP {response.status}"] += 1
             # The schedule runs on the loop's clock (whole ms in uvloop), the request on
