@@ -139,6 +139,22 @@ def _pg_prefix(root: Path, bindir: Path) -> list[str]:
     return [*prefix, "--"]
 
 
+def _cluster(root: Path, bindir: Path, settings: list[str]) -> list[str]:
+    """Make root (owned by the server's user) and, on first use, a cluster in root/data with
+    `settings` written into it; return the prefix to run Postgres tools with."""
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_RUN_USER)
+        os.chown(root, user.pw_uid, user.pw_gid)  # the unprivileged server must own its files
+    prefix = _pg_prefix(root, bindir)
+    pgdata = root / "data"
+    if not (pgdata / "PG_VERSION").exists():
+        opts = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+        init = [str(bindir / "initdb"), "-D", str(pgdata), *opts, *(f"--set={s}" for s in settings)]
+        _run(prefix + init, root, "initdb")
+    return prefix
+
+
 def _embedded_pg(data_dir: Path) -> str:
     """Start (or reuse) the Postgres under data_dir/postgres and return its URL."""
     root, bindir = data_dir / "postgres", _pg_bin()
@@ -149,17 +165,9 @@ def _embedded_pg(data_dir: Path) -> str:
         # A killed postmaster left as an unreaped zombie passes Postgres' own kill(pid, 0) check
         # and blocks the start; _running() has shown that pid is no live server.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
-        root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam(PG_RUN_USER)
-            os.chown(root, user.pw_uid, user.pw_gid)  # the unprivileged server must own its files
-        prefix = _pg_prefix(root, bindir)
-        if not (pgdata / "PG_VERSION").exists():
-            # TCP on 127.0.0.1 only, no Unix socket: deep data dirs exceed the 107-byte path limit.
-            settings = [f"listen_addresses={HOST}", f"port={PG_PORT}", "unix_socket_directories="]
-            opts = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
-            init = [str(bindir / "initdb"), "-D", str(pgdata), *opts, *(f"--set={s}" for s in settings)]
-            _run(prefix + init, root, "initdb")
+        # TCP on 127.0.0.1 only, no Unix socket: deep data dirs exceed the 107-byte path limit.
+        prefix = _cluster(root, bindir, [f"listen_addresses={HOST}", f"port={PG_PORT}",
+                                         "unix_socket_directories="])
         start = [str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60"]
         _run([*prefix, *start, "start"], root, "pg_ctl start", log)
     if not _wait(functools.partial(_pg_ready, PG_PORT)):
@@ -279,14 +287,7 @@ def private_postgres(data_dir: str, port: int, settings: tuple[str, ...] = ()) -
     pgdata, log = root / "data", root / "postgres.log"
     if _ask(port, b""):
         raise RuntimeError(f"port {port} is already in use")
-    root.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        user = pwd.getpwnam(PG_RUN_USER)
-        os.chown(root, user.pw_uid, user.pw_gid)  # the unprivileged server must own its files
-    prefix = _pg_prefix(root, bindir)
-    if not (pgdata / "PG_VERSION").exists():
-        opts = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
-        _run([*prefix, str(bindir / "initdb"), "-D", str(pgdata), *opts], root, "initdb")
+    prefix = _cluster(root, bindir, [])  # its settings go on the command line, per start
     server = [f"listen_addresses={HOST}", f"port={port}", "unix_socket_directories=", *settings]
     options = " ".join(f"-c {setting}" for setting in server)
     pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60"]
