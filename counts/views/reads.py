@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("reads", __name__)
 
+
 def degraded_etag() -> str:
     """An ETag for a 200 served without Redis: it names no marker, so it can never match one."""
     return "nomarker-" + secrets.token_urlsafe(12)
