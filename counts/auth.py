@@ -35,7 +35,7 @@ class TokenVerifier:
     hit; expiry is checked again on every hit.
     """
 
-    def __init__(self, secret: str, cache_size: int = 10_000):
+    def __init__(self, secret: str, cache_size: int = 50_000):
         self.secret = secret
         self.cache_size = cache_size
         self._verified: dict[str, Principal] = {}
@@ -54,7 +54,9 @@ class TokenVerifier:
             principal = self._decode(token)
             with self._lock:
                 if len(self._verified) >= self.cache_size:
-                    self._verified.clear()
+                    # Forget the oldest one: emptying the whole cache at the limit would make
+                    # every poller pay a full decode at once whenever it filled.
+                    self._verified.pop(next(iter(self._verified)), None)
                 self._verified[token] = principal
         if principal.expires_at <= time.time():
             raise Unauthorized("The token has expired.")
