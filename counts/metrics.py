@@ -30,7 +30,7 @@ REDIS_ERRORS = Counter("counts_redis_errors_total", "Redis calls that failed (th
                        ["operation"])
 MARKERS_CREATED = Counter("counts_markers_created_total",
                           "Markers created because none was found: new users, TTL, or Redis lost data.")
-BUMPS = Counter("counts_bumps_total", "Bump operations (one pipelined round trip each).")
+BUMPS = Counter("counts_bumps_total", "Bump operations (one Redis round trip each).")
 BUMPED_USERS = Histogram("counts_bump_fanout_users", "Users bumped per bump operation.",
                          buckets=(1, 2, 5, 10, 50, 100, 1000, 10000))
 DEGRADED = Gauge("counts_dependency_unavailable", "1 while a dependency's last call failed.",
