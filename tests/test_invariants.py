@@ -40,7 +40,7 @@ def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
 
 # --- 2. read the marker before the query -------------------------------------------------------
 
-@pytest.mark.parametrize("first_etag", [None, '"stale"'], ids=["view reads", "middleware reads"])
+@pytest.mark.parametrize("first_etag", [None, '"stale"'], ids=["unconditional poll", "stale etag"])
 def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag):
     alice, bob, conversation = pair
     res = app.extensions["counts"]

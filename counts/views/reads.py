@@ -37,16 +37,9 @@ def get_unread_counts(user_id: str) -> Response:
     uid = parse_uuid(user_id, "user_id")
     require_user_or_service(principal, uid)
     res = resources()
-    if MARKER_KEY in request.environ:
-        marker = request.environ[MARKER_KEY]
-    else:
-        try:
-            # Read before the query (invariant 2): the ETag may be older than the data, never newer.
-            marker = markers.read_marker(res.redis, uid, res.marker_ttl)
-        except redis.RedisError as error:
-            log.warning("redis failed, answering from Postgres: %r", error)
-            metrics.redis_failed("read_marker")
-            marker = None
+    # Read by counts.conditional before this query (invariant 2): the ETag may be older than the
+    # data, never newer. None when Redis failed.
+    marker = request.environ[MARKER_KEY]
     counts = res.db.read(queries.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
                     headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
