@@ -47,8 +47,12 @@ stop-services:
 # make bench BENCH_ARGS='--duration 120 --users 20000' (python -m bench.run --help lists the flags).
 .PHONY: bench
 BENCH_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/.bench-installed: $(BIN)/.installed bench/requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@# wrk drives the hot-path benchmark; it is a Debian package, not a Python one.
+	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	touch $@
 
 bench: $(BIN)/.bench-installed
