@@ -2,7 +2,8 @@
 
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import jwt
@@ -21,6 +22,11 @@ class Principal:
     role: str
     user_id: UUID | None
     expires_at: float
+    # str(user_id), made once per verified token rather than once per poll.
+    user_text: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_text", None if self.user_id is None else str(self.user_id))
 
     @property
     def is_service(self) -> bool:
@@ -38,7 +44,7 @@ class TokenVerifier:
     def __init__(self, secret: str, cache_size: int = 50_000):
         self.secret = secret
         self.cache_size = cache_size
-        self._verified: dict[str, Principal] = {}
+        self._verified: OrderedDict[str, Principal] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     def verify(self, authorization: str | None) -> Principal:
@@ -54,10 +60,15 @@ class TokenVerifier:
             principal = self._decode(token)
             with self._lock:
                 if len(self._verified) >= self.cache_size:
-                    # Forget the oldest one: emptying the whole cache at the limit would make
-                    # every poller pay a full decode at once whenever it filled.
-                    self._verified.pop(next(iter(self._verified)), None)
+                    # Forget the least recently used one: emptying the whole cache at the limit
+                    # would make every poller pay a full decode at once whenever it filled.
+                    self._verified.popitem(last=False)
                 self._verified[token] = principal
+        else:
+            try:  # noqa: SIM105 - not contextlib.suppress: this runs on every poll
+                self._verified.move_to_end(token)  # an active poller's token stays cached
+            except KeyError:
+                pass  # another thread evicted it just now; it is still verified for this call
         if principal.expires_at <= time.time():
             raise Unauthorized("The token has expired.")
         return principal

@@ -184,19 +184,21 @@ def test_cache_does_not_accept_a_token_signed_for_another_verifier():
         TokenVerifier(SECRET).verify(token)
 
 
-def test_full_cache_forgets_only_its_oldest_token(monkeypatch):
+def test_full_cache_forgets_only_its_least_recently_used_token(monkeypatch):
     verifier = TokenVerifier(SECRET, cache_size=3)
-    tokens = [bearer(signed(claims(sub=str(uuid.uuid4())))) for _ in range(4)]
-    for token in tokens:
+    first, second, third, fourth = [bearer(signed(claims(sub=str(uuid.uuid4())))) for _ in range(4)]
+    for token in (first, second, third):
         verifier.verify(token)
+    verifier.verify(first)  # polled again: now the most recently used
+    verifier.verify(fourth)  # the cache is full: one must go
     decoded = []
     real_decode = verifier._decode
     monkeypatch.setattr(verifier, "_decode", lambda t: decoded.append(t) or real_decode(t))
-    for token in tokens[1:]:
+    for token in (first, third, fourth):
         verifier.verify(token)
-    assert decoded == []  # the three newest are still cached
-    verifier.verify(tokens[0])
-    assert len(decoded) == 1  # only the oldest had been forgotten
+    assert decoded == []  # the first was kept, being in use; the third and fourth too
+    verifier.verify(second)
+    assert len(decoded) == 1  # only the least recently used had been forgotten
 
 
 def test_full_cache_still_verifies_new_tokens():
