@@ -18,7 +18,7 @@ from werkzeug.http import parse_etags
 from counts import markers, metrics
 from counts.errors import Problem
 from counts.observe import ROUTE_KEY
-from counts.schemas import parse_uuid
+from counts.schemas import uuid_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ _IF_NONE_MATCH = re.compile(
 
 def etag_matches(if_none_match: str | None, marker: str) -> bool:
     """Whether an If-None-Match value matches `marker` by weak comparison (malformed: no)."""
-    if not if_none_match or not _IF_NONE_MATCH.fullmatch(if_none_match):
+    if not if_none_match:
+        return False
+    if if_none_match == f'"{marker}"':
+        return True  # what nearly every poll sends: our ETag, echoed as it was given
+    if not _IF_NONE_MATCH.fullmatch(if_none_match):
         return False
     return parse_etags(if_none_match).contains_weak(marker)
 
@@ -77,10 +81,10 @@ class ConditionalCounts:
         res = self.resources
         try:
             principal = res.tokens.verify(environ.get("HTTP_AUTHORIZATION"))
-            uid = parse_uuid(user_id)
+            uid = uuid_text(user_id)
         except (Problem, ValueError):
             return None  # the view answers with the right 400/401
-        if not principal.is_service and principal.user_id != uid:
+        if not principal.is_service and principal.user_text != uid:
             return None  # the view answers 403 (auth before conditionals: invariant 8)
         try:
             if principal.is_service or res.rate_limit.per_user <= 0:

@@ -115,9 +115,9 @@ _SHA1 = {source: hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis
 def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -> object:
     """EVALSHA, loading the script with EVAL the first time a server has not seen it."""
     try:
-        return client.evalsha(_SHA1[source], len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", _SHA1[source], len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
-        return client.eval(source, len(keys), *keys, *args)
+        return client.execute_command("EVAL", source, len(keys), *keys, *args)
 
 
 def read_marker_and_count(client: redis.Redis, user_id: UUID | str, ttl: int,

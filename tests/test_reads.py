@@ -45,6 +45,16 @@ def test_not_modified_has_the_same_headers_and_no_body(api, chat):
         assert second.headers[name] == first.headers[name]
 
 
+def test_upper_case_user_id_is_the_same_user_and_the_same_etag(api, client, tokens, chat):
+    etag = api.counts(chat["bob"]).headers["ETag"]
+    url = f"/v1/users/{str(chat['bob']).upper()}/unread-counts"
+    assert client.get(url, headers={**tokens.user(chat["bob"]), "If-None-Match": etag}).status_code == 304
+    assert client.get(url, headers={**tokens.user(chat["alice"]), "If-None-Match": etag}).status_code == 403
+    fresh = client.get(url, headers=tokens.user(chat["bob"]))
+    assert fresh.status_code == 200 and fresh.headers["ETag"] == etag
+    assert fresh.get_json()["user_id"] == str(chat["bob"])
+
+
 def test_not_modified_sends_no_postgres_query(api, chat):
     etag = api.counts(chat["bob"]).headers["ETag"]
     before = db.stats.queries
