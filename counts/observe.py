@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterable
 
 from counts import metrics
-from counts.logs import AccessLog
 
 # Set by whoever routes the request (Flask, or the 304 middleware): the route *template*, so
 # metrics stay a handful of series however many users there are.
@@ -27,7 +26,7 @@ class Observe:
     def __init__(self, app: Callable, resources):
         self.app = app
         self.load = resources.load
-        self.access_log = AccessLog()
+        self.access_log = resources.access_log
         # Request ids: a random per-process prefix and a counter (unique, and no syscall per
         # request, as uuid4 would make).
         self._id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
@@ -67,6 +66,4 @@ class Observe:
                 metrics.REQUEST_SECONDS.labels(route))
         series[0].inc()
         series[1].observe(seconds)
-        self.access_log.write({"method": method, "route": route, "status": int(status),
-                               "duration_ms": round(seconds * 1000, 3),
-                               "request_id": request_id})
+        self.access_log.write(method, route, int(status), seconds, request_id)

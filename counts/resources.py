@@ -1,4 +1,4 @@
-"""The per-app resources the views and middleware share: Postgres, Redis, tokens, limits."""
+"""The per-app resources the views and middleware share: Postgres, Redis, tokens, limits, logs."""
 
 from typing import Any
 
@@ -6,6 +6,7 @@ from counts import markers
 from counts.auth import TokenVerifier
 from counts.db import Database
 from counts.load import LoadGauge
+from counts.logs import AccessLog
 from counts.ratelimit import RateLimit
 
 
@@ -26,9 +27,12 @@ class Resources:
                               config["BUSY_POLL_FACTOR"])
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
+        self.access_log = AccessLog()
 
     def close(self) -> None:
-        """Close pooled Postgres connections and Redis sockets (worker exit, tests)."""
+        """Flush the access log; close pooled Postgres connections and Redis sockets (worker exit,
+        tests)."""
+        self.access_log.close()
         self.db.close()
         self.redis.close()
 
