@@ -134,6 +134,13 @@ SET last_seq = CASE WHEN b.n < %(busy)s THEN %(busy_messages)s ELSE %(per)s END
 FROM bench_conversations b WHERE b.id = c.id
 """
 
+SET_LAST_DELETED_SEQ = """
+UPDATE conversations c SET last_deleted_seq = d.seq
+FROM (SELECT conversation_id, max(seq) AS seq FROM messages
+      WHERE deleted_at IS NOT NULL GROUP BY conversation_id) d
+WHERE c.id = d.conversation_id
+"""
+
 READ_ALL = """
 UPDATE conversation_members m SET last_read_seq = c.last_seq
 FROM conversations c WHERE c.id = m.conversation_id
@@ -203,6 +210,7 @@ def seed_messages(database_url: str, total: int, probes: list[Probe]) -> None:
         for create, _ in tqdm(indexes, desc="rebuild message indexes", unit="index"):
             cur.execute(create)
         cur.execute(SET_LAST_SEQ, params)
+        cur.execute(SET_LAST_DELETED_SEQ)  # the service's message deletes keep it; we bypassed them
         cur.execute(READ_ALL)
         for probe in probes:
             cur.execute(SET_BACKLOG, {"backlog": probe.backlog, "user_id": probe.user_id})

@@ -9,22 +9,25 @@ from uuid import UUID
 # --- reads -------------------------------------------------------------------------------------
 
 # One statement for one user or many, costing O(the users' memberships): their rows in
-# conversation_members_by_user, one primary-key probe of conversations each, and for unread ones
-# a probe of the (small) deleted-messages index. The OFFSET 0 fences keep it that way: without
-# them the planner hash-joins a full scan of conversations once a user has ~1,000 memberships
-# (O(all conversations): 10-16 ms at 50,000), and evaluates the deleted count twice.
+# conversation_members_by_user, one primary-key probe of conversations each, and a probe of the
+# (small) deleted-messages index only where the conversation has a deleted message after the
+# member's read position (last_deleted_seq, kept by DELETE_MESSAGE). The OFFSET 0 fences keep it
+# that way: without them the planner hash-joins a full scan of conversations once a user has
+# ~1,000 memberships (O(all conversations): 10-16 ms at 50,000), and evaluates the deleted count
+# twice.
 # Ids come back as text: they go straight into JSON, and uuid.UUID objects cost more than the
 # query on a big user.
 UNREAD_COUNTS = """
 SELECT user_id, conversation_id, unread FROM (
     SELECT m.user_id::text, m.conversation_id::text,
-           c.last_seq - m.last_read_seq - (
+           c.last_seq - m.last_read_seq - CASE WHEN c.last_deleted_seq > m.last_read_seq THEN (
                SELECT count(*) FROM messages d
                WHERE d.conversation_id = m.conversation_id
                  AND d.deleted_at IS NOT NULL AND d.seq > m.last_read_seq
-           ) AS unread
+           ) ELSE 0 END AS unread
     FROM conversation_members m
-    CROSS JOIN LATERAL (SELECT last_seq FROM conversations WHERE id = m.conversation_id OFFSET 0) c
+    CROSS JOIN LATERAL (SELECT last_seq, last_deleted_seq FROM conversations
+                        WHERE id = m.conversation_id OFFSET 0) c
     WHERE m.user_id = ANY(%(user_ids)s::uuid[]) AND c.last_seq > m.last_read_seq
     OFFSET 0
 ) counted
@@ -149,10 +152,17 @@ WHERE c.id = m.conversation_id AND m.conversation_id = %(conversation_id)s
 RETURNING m.last_read_seq, (m.last_read_seq IS DISTINCT FROM %(before)s) AS changed
 """
 
+# The conversation's last_deleted_seq moves in the same statement: the counts query trusts it
+# to say whether a reader's unread gap can hold a deleted message.
 DELETE_MESSAGE = """
-UPDATE messages SET deleted_at = now(), body = ''
-WHERE conversation_id = %s AND id = %s AND deleted_at IS NULL
-RETURNING seq
+WITH deleted AS (
+    UPDATE messages SET deleted_at = now(), body = ''
+    WHERE conversation_id = %(conversation_id)s AND id = %(message_id)s AND deleted_at IS NULL
+    RETURNING conversation_id, seq
+)
+UPDATE conversations c SET last_deleted_seq = GREATEST(c.last_deleted_seq, deleted.seq)
+FROM deleted WHERE c.id = deleted.conversation_id
+RETURNING deleted.seq
 """
 
 MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE conversation_id = %s AND id = %s"
@@ -189,7 +199,8 @@ def mark_read(cur, conversation_id: UUID, user_id: UUID, up_to_seq: int | None,
 
 def delete_message(cur, conversation_id: UUID, message_id: UUID) -> str:
     """Soft-delete a message: 'deleted', 'already' (deleted before) or 'missing'."""
-    cur.execute(DELETE_MESSAGE, (str(conversation_id), str(message_id)))
+    cur.execute(DELETE_MESSAGE, {"conversation_id": str(conversation_id),
+                                 "message_id": str(message_id)})
     if cur.fetchone() is not None:
         return "deleted"
     cur.execute(MESSAGE_EXISTS, (str(conversation_id), str(message_id)))

@@ -42,9 +42,9 @@ def test_db_upgrade_twice_applies_then_reports_up_to_date(config):
         app = create_app({**config, "DATABASE_URL": url})
         try:
             runner = app.test_cli_runner()
-            assert invoke_ok(runner, "db", "upgrade") == "applied: 0001_initial"
+            assert invoke_ok(runner, "db", "upgrade") == "applied: 0001_initial, 0002_last_deleted_seq"
             rows = migration_rows(url)
-            assert rows == 1
+            assert rows == 2
             assert invoke_ok(runner, "db", "upgrade") == "schema is up to date"
             assert migration_rows(url) == rows
         finally:

@@ -5,7 +5,7 @@ import threading
 import psycopg2
 import pytest
 
-from counts import migrations
+from counts import migrations, queries
 from counts.db import Database
 from tests.conftest import throwaway_database
 
@@ -55,6 +55,29 @@ def test_upgrade_of_an_empty_database_creates_the_tables(fresh_url):
     assert applied == [version for version, _ in migrations.available()]
     assert tables(fresh_url) == TABLES
     assert recorded(fresh_url) == applied
+
+
+def test_upgrade_from_0001_records_each_conversations_last_deleted_seq(fresh_url):
+    db = Database(fresh_url, timeout=10, pool_size=1)
+    try:
+        initial = dict(migrations.available())["0001_initial"]
+        db.run(lambda cur: (queries.applied_migrations(cur),
+                            queries.apply_migration(cur, "0001_initial", initial)))
+        db.run(lambda cur: cur.execute("""
+            INSERT INTO conversations (id, last_seq) VALUES
+                ('00000000-0000-4000-8000-000000000001', 3), ('00000000-0000-4000-8000-000000000002', 1);
+            INSERT INTO messages (conversation_id, seq, id, sender_id, body, deleted_at)
+            SELECT '00000000-0000-4000-8000-000000000001'::uuid, s, gen_random_uuid(), gen_random_uuid(), '',
+                   CASE WHEN s < 3 THEN now() END FROM generate_series(1, 3) s
+            UNION ALL
+            SELECT '00000000-0000-4000-8000-000000000002'::uuid, 1, gen_random_uuid(), gen_random_uuid(),
+                   '', NULL
+            """))
+        assert migrations.upgrade(db) == ["0002_last_deleted_seq"]
+    finally:
+        db.close()
+    assert query(fresh_url, "SELECT id::text, last_deleted_seq FROM conversations ORDER BY id") == [
+        ("00000000-0000-4000-8000-000000000001", 2), ("00000000-0000-4000-8000-000000000002", 0)]
 
 
 def test_second_upgrade_applies_nothing(fresh_url):

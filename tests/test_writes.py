@@ -220,6 +220,21 @@ def test_delete_message_drops_unread_and_is_idempotent(api, client, tokens, pg, 
     assert total(api, chat["bob"]) == true_total(pg, chat["bob"]) == 1
 
 
+def test_deleted_messages_count_only_in_the_unread_gap_that_holds_them(api, client, tokens, pg, chat):
+    # The counts query looks for deleted messages only where the conversation's last_deleted_seq
+    # is past the member's read position; message deletes keep it, and it never moves back.
+    api.read(chat["conversation"], chat["bob"], up_to_seq=1)
+    assert delete_message(client, tokens, chat["conversation"], chat["messages"][1]).status_code == 204
+    assert total(api, chat["bob"]) == true_total(pg, chat["bob"]) == 0  # seq 2 was in Bob's gap
+    assert api.send(chat["conversation"], chat["alice"]).status_code == 201  # seq 3
+    assert total(api, chat["bob"]) == true_total(pg, chat["bob"]) == 1
+    assert delete_message(client, tokens, chat["conversation"], chat["messages"][0]).status_code == 204
+    assert total(api, chat["bob"]) == true_total(pg, chat["bob"]) == 1  # seq 1: Bob had read it
+    with pg.cursor() as cur:
+        cur.execute("SELECT last_deleted_seq FROM conversations WHERE id = %s", (chat["conversation"],))
+        assert cur.fetchone() == (2,)
+
+
 def test_deleting_a_read_message_does_not_go_negative(api, client, tokens, pg, chat):
     api.read(chat["conversation"], chat["bob"])
     assert delete_message(client, tokens, chat["conversation"], chat["messages"][1]).status_code == 204
