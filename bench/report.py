@@ -1,4 +1,4 @@
-"""RESULTS.md and the chart, from what a run measured."""
+"""RESULTS.md, from what a run measured (the chart is bench/chart.py)."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,57 +438,3 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
                                    "last seconds)", p.profile)
     lines += [*hotpath_section(run.hotpath), *scaling_section(run.scaling), *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")
-
-
-# --- chart -------------------------------------------------------------------------------------
-
-
-def write_chart(run: Run, path: Path) -> None:
-    """Postgres reads/min and bytes/min over time, naive vs conditional; latency CDF; scaling."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (reads_ax, bytes_ax), (cdf_ax, scale_ax) = axes
-    for p in run.passes:
-        times = [t for t, _ in p.pg_timeline]
-        calls = [c for _, c in p.pg_timeline]
-        per_min = [60 * (c1 - c0) / (t1 - t0) for t0, t1, c0, c1
-                   in zip(times, times[1:], calls, calls[1:], strict=False) if t1 > t0]
-        label = f"{p.mode} ({fmt(rate(p), 0)} polls/s)"
-        reads_ax.plot(times[1:len(per_min) + 1], per_min, label=label, marker=".")
-        per_second = [b["bytes"] for b in p.timeline[:-1]]
-        bytes_ax.plot(range(len(per_second)), [60 * b / 1e6 for b in per_second], label=label)
-        lat = np.sort(np.asarray(p.latency_ms))
-        if len(lat):
-            cdf_ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=label)
-    reads_ax.set(title="Postgres unread-count queries per minute (pg_stat_statements)",
-                 xlabel="seconds into the measurement", ylabel="queries/min", yscale="symlog")
-    bytes_ax.set(title="Bytes on the wire per minute (client sockets)",
-                 xlabel="seconds into the measurement", ylabel="MB/min")
-    cdf_ax.set(title="Poll latency CDF (from the scheduled time)", xlabel="ms", ylabel="share of polls",
-               xscale="log")
-    cdf_ax.axvline(P99_TARGET_MS, color="grey", linestyle=":", label="50 ms")
-    cdf_ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.8)
-    if run.scaling is not None:
-        sc = run.scaling
-        probes = [p for p in sc.probes if not p.label.startswith("backlog")]
-        for size in sc.sizes:
-            ks = [p.memberships for p in probes]
-            scale_ax.plot(ks, [sc.http[size, p.label].p99 for p in probes], marker="o",
-                          label=f"200 path p99, {size:,} msgs")
-            scale_ax.plot(ks, [sc.query[size, p.label].p99 for p in probes], marker="x",
-                          linestyle="--", label=f"query p99, {size:,} msgs")
-        scale_ax.axhline(5, color="grey", linestyle=":", label="5 ms")
-        scale_ax.set(title="200 path versus memberships", xlabel="memberships", ylabel="ms",
-                     xscale="log", yscale="log")
-    for ax in axes.flat:
-        ax.grid(True, alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
-    fig.suptitle(run.command, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

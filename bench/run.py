@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench import dataset, pg, report
+from bench import chart, dataset, pg, report
 from bench.hotpath import run_hotpath
 from bench.profile import PySpy
 from bench.scaling import run_scaling
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)
-    report.write_chart(run, args.chart)
+    chart.write_chart(run, args.chart)
     print(f"wrote {args.results} and {args.chart} in {run.wall_seconds / 60:.1f} min")
     return 0
 
