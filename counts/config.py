@@ -45,6 +45,8 @@ def load_config(env: dict[str, str] | None = None,
         "BUSY_POLL_FACTOR": _number(env, "COUNTS_BUSY_POLL_FACTOR", 2),
         "RETRY_AFTER": _number(env, "COUNTS_RETRY_AFTER", 5),
         "OUTBOX_DRAIN_INTERVAL": _number(env, "COUNTS_OUTBOX_DRAIN_INTERVAL", 2.0, float),
+        # Request lines are written in batches, at most this many seconds late (logs.AccessLog).
+        "LOG_FLUSH_INTERVAL": _number(env, "COUNTS_LOG_FLUSH_SECONDS", 1.0, float),
         # Requests larger than this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
         **(overrides or {}),

@@ -27,7 +27,7 @@ class Resources:
                               config["BUSY_POLL_FACTOR"])
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
 
     def close(self) -> None:
         """Flush the access log; close pooled Postgres connections and Redis sockets (worker exit,

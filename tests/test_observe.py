@@ -15,9 +15,13 @@ COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"
 
 @pytest.fixture
 def observed_server(server_env, tmp_path, pg, redis_client):
-    """The service under 2 workers, a tight rate limit, its logs captured to a file."""
+    """The service under 2 workers, a tight rate limit, its logs captured to a file.
+
+    Request lines are flushed only when a worker stops (not by the periodic flusher), so the log
+    test shows that stopping loses none.
+    """
     log_path = tmp_path / "server.log"
-    env = {**server_env, "COUNTS_RATE_LIMIT": "20"}
+    env = {**server_env, "COUNTS_RATE_LIMIT": "20", "COUNTS_LOG_FLUSH_SECONDS": "3600"}
     server = Gunicorn(env, workers=2, log_path=log_path).start()
     yield server, log_path
     server.stop()
