@@ -158,9 +158,11 @@ def _runnable_bindir(bindir: Path) -> Path:
             except OSError:  # another file system: copy instead (about 40 MB)
                 shutil.rmtree(partial / "pg" / part, ignore_errors=True)
                 shutil.copytree(site / part, partial / "pg" / part, symlinks=True)
-        for directory in (partial / "pg", *(partial / "pg" / part).parents):
-            if directory.is_relative_to(partial / "pg"):
-                directory.chmod(0o755)
+        # Directories copytree had to make follow the umask: open every one on the way down.
+        for part in parts:
+            for directory in (partial / "pg" / part).parents:
+                if directory.is_relative_to(partial / "pg"):
+                    directory.chmod(0o755)
         (partial / "pg").rename(mirror)
     except OSError:
         if not (mirror / parts[0] / "bin" / "postgres").exists():  # not merely another one first
