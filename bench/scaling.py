@@ -22,8 +22,9 @@ from tqdm import tqdm
 from bench import pg
 from bench.profile import PySpy
 from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, Gunicorn, migrate, service_env
-from counts import markers, queries
+from counts import markers
 from counts.auth import mint_token
+from counts.queries import reads
 
 CONVERSATIONS = 50_000
 # The first BUSY conversations (every probe is in them) hold BUSY_MESSAGES each, so a backlog of
@@ -228,7 +229,7 @@ def sample_query(cur, user_id: str, reps: int) -> list[float]:
     samples = []
     for _ in range(reps):
         started = time.perf_counter()
-        queries.unread_counts(cur, [uuid.UUID(user_id)])
+        reads.unread_counts(cur, [uuid.UUID(user_id)])
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 
@@ -279,7 +280,7 @@ def measure_sizes(result: ScalingResult, urls: dict[int, str], servers: dict[int
     largest = max(urls)
     heavy = next(p for p in result.probes if p.memberships == 1_000)
     with conns[largest].cursor() as cur:
-        statement = cur.mogrify(queries.UNREAD_COUNTS, {"user_ids": [heavy.user_id]}).decode()
+        statement = cur.mogrify(reads.UNREAD_COUNTS, {"user_ids": [heavy.user_id]}).decode()
         cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement)
         result.plan = "\n".join(row[0] for row in cur.fetchall())
         # The plan the planner passed over: one primary-key probe per membership.

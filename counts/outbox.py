@@ -14,9 +14,10 @@ from uuid import UUID
 
 import redis
 
-from counts import markers, metrics, queries
+from counts import markers, metrics
 from counts.db import Database
 from counts.errors import DependencyUnavailable
+from counts.queries import bumps
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def write_then_bump(db: Database, client: redis.Redis, ttl: int,
 
     def work_and_enqueue(cur):
         result, user_ids = work(cur, *args)
-        outbox_id = queries.enqueue_bumps(cur, user_ids) if user_ids else None
+        outbox_id = bumps.enqueue_bumps(cur, user_ids) if user_ids else None
         return result, user_ids, outbox_id
 
     result, user_ids, outbox_id = db.run(work_and_enqueue)
@@ -51,7 +52,7 @@ def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: lis
         metrics.redis_failed("bump")
         return False
     try:
-        db.run(queries.forget_bumps, outbox_ids)
+        db.run(bumps.forget_bumps, outbox_ids)
     except DependencyUnavailable:
         # The bump landed; the drainer will bump these users once more, which costs one 200.
         log.warning("outbox rows %s outlive their bump", outbox_ids)
@@ -60,7 +61,7 @@ def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: lis
 
 def enqueue(db: Database, user_ids: list[UUID]) -> int:
     """Queue bumps durably for the drainer (the bump API's answer when Redis is down)."""
-    return db.run(queries.enqueue_bumps, user_ids)
+    return db.run(bumps.enqueue_bumps, user_ids)
 
 
 def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 0.0,
@@ -73,11 +74,11 @@ def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 
     total = 0
     while True:
         def bump_batch(cur) -> tuple[int, int]:
-            rows = queries.claim_bumps(cur, min_age_seconds, batch_size)
+            rows = bumps.claim_bumps(cur, min_age_seconds, batch_size)
             user_ids = {uid for _, users in rows for uid in users}
             # Raising here rolls back: the claimed rows stay queued for the next drain.
             bumped = markers.bump(client, user_ids, ttl)
-            queries.forget_bumps(cur, [row_id for row_id, _ in rows])
+            bumps.forget_bumps(cur, [row_id for row_id, _ in rows])
             return len(rows), bumped
 
         try:

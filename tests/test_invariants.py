@@ -7,8 +7,9 @@ import time
 import pytest
 import requests
 
-from counts import markers, outbox, queries, writes
+from counts import markers, outbox, writes
 from counts.devservices import redis_server_binary
+from counts.queries import bumps, reads
 from tests.conftest import Api, new_user, proxied_url, true_total
 from tests.services import PrivateRedis, TcpProxy, wait_until
 
@@ -44,7 +45,7 @@ def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
 def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag):
     alice, bob, conversation = pair
     res = app.extensions["counts"]
-    real_query = queries.unread_counts
+    real_query = reads.unread_counts
     calls = []
 
     def query_then_concurrent_write(cur, user_ids):
@@ -55,7 +56,7 @@ def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag
                                    writes.send_message, conversation, alice, "racing")
         return result
 
-    monkeypatch.setattr(queries, "unread_counts", query_then_concurrent_write)
+    monkeypatch.setattr(reads, "unread_counts", query_then_concurrent_write)
     first = api.counts(bob, etag=first_etag)
     assert first.get_json()["total"] == 0  # the poll saw the state before the message
     second = api.counts(bob, etag=first.headers["ETag"])
@@ -170,7 +171,7 @@ def test_redis_down_reads_and_writes_then_outbox_repairs(flaky_redis_app, privat
     assert during.status_code == 200 and during.get_json()["total"] == 1  # answered by Postgres
     assert api.counts(bob, etag=during.headers["ETag"]).status_code == 200  # never a false 304
     with pg.cursor() as cur:
-        assert queries.pending_bumps(cur) == 1
+        assert bumps.pending_bumps(cur) == 1
 
     private_redis.start()  # the old marker is back: without the outbox bob's old ETag would match
     assert outbox.drain(res.db, res.redis, res.marker_ttl) == 1
@@ -178,7 +179,7 @@ def test_redis_down_reads_and_writes_then_outbox_repairs(flaky_redis_app, privat
     assert after.status_code == 200
     assert after.get_json()["total"] == true_total(pg, bob) == 1
     with pg.cursor() as cur:
-        assert queries.pending_bumps(cur) == 0
+        assert bumps.pending_bumps(cur) == 0
 
 
 def test_drainer_thread_repairs_without_being_asked(flaky_redis_app, private_redis, tokens):

@@ -5,8 +5,9 @@ import threading
 import psycopg2
 import pytest
 
-from counts import migrations, queries
+from counts import migrations
 from counts.db import Database
+from counts.queries import migrations as migration_sql
 from tests.conftest import throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations"}
@@ -61,8 +62,8 @@ def test_upgrade_from_0001_records_each_conversations_last_deleted_seq(fresh_url
     db = Database(fresh_url, timeout=10, pool_size=1)
     try:
         initial = dict(migrations.available())["0001_initial"]
-        db.run(lambda cur: (queries.applied_migrations(cur),
-                            queries.apply_migration(cur, "0001_initial", initial)))
+        db.run(lambda cur: (migration_sql.applied_migrations(cur),
+                            migration_sql.apply_migration(cur, "0001_initial", initial)))
         db.run(lambda cur: cur.execute("""
             INSERT INTO conversations (id, last_seq) VALUES
                 ('00000000-0000-4000-8000-000000000001', 3), ('00000000-0000-4000-8000-000000000002', 1);

@@ -2,7 +2,7 @@
 
 from importlib import resources
 
-from counts import queries
+from counts.queries import migrations as migration_sql
 
 
 def available() -> list[tuple[str, str]]:
@@ -15,11 +15,11 @@ def upgrade(db) -> list[str]:
     """Apply the migrations the database lacks, in one transaction; the versions applied."""
 
     def apply_missing(cur) -> list[str]:
-        done = queries.applied_migrations(cur)
+        done = migration_sql.applied_migrations(cur)
         applied = []
         for version, sql in available():
             if version not in done:
-                queries.apply_migration(cur, version, sql)
+                migration_sql.apply_migration(cur, version, sql)
                 applied.append(version)
         return applied
 

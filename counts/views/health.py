@@ -5,8 +5,9 @@ import json
 import redis
 from flask import Blueprint, Response
 
-from counts import metrics, queries
+from counts import metrics
 from counts.errors import DependencyUnavailable
+from counts.queries import reads
 from counts.views import resources
 
 bp = Blueprint("health", __name__)
@@ -23,7 +24,7 @@ def readyz() -> Response:
     """Ready when Postgres answers; a Redis outage only degrades (reads fall back to Postgres)."""
     res = resources()
     try:
-        res.db.read(queries.ping)
+        res.db.read(reads.ping)
         postgres = "ok"
     except DependencyUnavailable:
         postgres = "unavailable"

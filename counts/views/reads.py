@@ -9,10 +9,11 @@ import redis
 from flask import Blueprint, Response, request
 from werkzeug.http import unquote_etag
 
-from counts import markers, metrics, queries, schemas
+from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
 from counts.conditional import MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
+from counts.queries import reads as reads_sql
 from counts.views import authenticate, load_body, parse_uuid, resources
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def get_unread_counts(user_id: str) -> Response:
     # Read by counts.conditional before this query (invariant 2): the ETag may be older than the
     # data, never newer. None when Redis failed.
     marker = request.environ[MARKER_KEY]
-    counts = res.db.read(queries.unread_counts, [uid])[uid]
+    counts = res.db.read(reads_sql.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
                     headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
 
@@ -65,7 +66,7 @@ def post_batch() -> Response:
     fresh, unavailable = {}, False
     if changed:
         try:
-            fresh = res.db.read(queries.unread_counts, changed)
+            fresh = res.db.read(reads_sql.unread_counts, changed)
         except DependencyUnavailable:
             unavailable = True
     results = []

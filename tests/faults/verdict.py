@@ -3,7 +3,7 @@
 import collections
 from dataclasses import dataclass, field
 
-from counts import queries
+from counts.queries import bumps
 
 GOOD_STATUSES = frozenset({200, 201, 204, 304})
 
@@ -78,7 +78,7 @@ class Figures:
 def pending_bumps(pg) -> int:
     """Outbox rows still waiting for Redis."""
     with pg.cursor() as cur:
-        return queries.pending_bumps(cur)
+        return bumps.pending_bumps(cur)
 
 
 def lost_writes(pg, messages: dict[str, str], reads: list[tuple[str, str, int]]) -> list[str]:

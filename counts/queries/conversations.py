@@ -1,63 +1,6 @@
-"""Every SQL statement the service sends, and the small functions that send them.
+"""Count-changing writes of our own schema: conversations, members, messages, read state."""
 
-Functions take a cursor and know nothing of Flask, so tests and other services can call them.
-"""
-
-from collections.abc import Iterable
 from uuid import UUID
-
-# --- reads -------------------------------------------------------------------------------------
-
-# One statement for one user or many, costing O(the users' memberships): their rows in
-# conversation_members_by_user, one primary-key probe of conversations each, and a probe of the
-# (small) deleted-messages index only where the conversation has a deleted message after the
-# member's read position (last_deleted_seq, kept by DELETE_MESSAGE). The OFFSET 0 fences keep it
-# that way: without them the planner hash-joins a full scan of conversations once a user has
-# ~1,000 memberships (O(all conversations): 10-16 ms at 50,000), and evaluates the deleted count
-# twice.
-# Ids come back as text: they go straight into JSON, and uuid.UUID objects cost more than the
-# query on a big user.
-UNREAD_COUNTS = """
-SELECT user_id, conversation_id, unread FROM (
-    SELECT m.user_id::text, m.conversation_id::text,
-           c.last_seq - m.last_read_seq - CASE WHEN c.last_deleted_seq > m.last_read_seq THEN (
-               SELECT count(*) FROM messages d
-               WHERE d.conversation_id = m.conversation_id
-                 AND d.deleted_at IS NOT NULL AND d.seq > m.last_read_seq
-           ) ELSE 0 END AS unread
-    FROM conversation_members m
-    CROSS JOIN LATERAL (SELECT last_seq, last_deleted_seq FROM conversations
-                        WHERE id = m.conversation_id OFFSET 0) c
-    WHERE m.user_id = ANY(%(user_ids)s::uuid[]) AND c.last_seq > m.last_read_seq
-    OFFSET 0
-) counted
-WHERE unread > 0
-ORDER BY user_id, conversation_id
-"""
-
-PING = "SELECT 1"
-
-
-def unread_counts(cur, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
-    """Unread counts for each user: {user_id: {"total", "unread_conversations", "conversations"}}."""
-    user_ids = list(user_ids)
-    result = {uid: {"total": 0, "unread_conversations": 0, "conversations": []} for uid in user_ids}
-    by_text = {str(uid): result[uid] for uid in user_ids}
-    cur.execute(UNREAD_COUNTS, {"user_ids": list(by_text)})
-    for user_id, conversation_id, unread in cur.fetchall():
-        counts = by_text[user_id]
-        counts["total"] += unread
-        counts["unread_conversations"] += 1
-        counts["conversations"].append({"conversation_id": conversation_id, "unread": unread})
-    return result
-
-
-def ping(cur) -> None:
-    """Prove the database answers."""
-    cur.execute(PING)
-
-
-# --- conversations and members -----------------------------------------------------------------
 
 INSERT_CONVERSATION = "INSERT INTO conversations (id) VALUES (%s)"
 
@@ -127,8 +70,6 @@ def member_ids(cur, conversation_id: UUID) -> list[UUID]:
     cur.execute(MEMBER_IDS, (str(conversation_id),))
     return [row[0] for row in cur.fetchall()]
 
-
-# --- messages and read state -------------------------------------------------------------------
 
 NEXT_SEQ = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq"
 
@@ -205,75 +146,3 @@ def delete_message(cur, conversation_id: UUID, message_id: UUID) -> str:
         return "deleted"
     cur.execute(MESSAGE_EXISTS, (str(conversation_id), str(message_id)))
     return "already" if cur.fetchone() else "missing"
-
-
-# --- marker outbox (DESIGN.md invariant 6) -----------------------------------------------------
-
-ENQUEUE_BUMPS = "INSERT INTO marker_outbox (user_ids) VALUES (%s::uuid[]) RETURNING id"
-
-FORGET_BUMPS = "DELETE FROM marker_outbox WHERE id = ANY(%s)"
-
-# SKIP LOCKED: several workers drain at once without waiting on, or double-taking, each other.
-CLAIM_BUMPS = """
-SELECT id, user_ids FROM marker_outbox
-WHERE created_at <= now() - make_interval(secs => %s)
-ORDER BY id LIMIT %s
-FOR UPDATE SKIP LOCKED
-"""
-
-PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
-
-
-def enqueue_bumps(cur, user_ids: Iterable[UUID]) -> int:
-    """Record, in the caller's transaction, users whose markers must be bumped after commit."""
-    cur.execute(ENQUEUE_BUMPS, ([str(uid) for uid in user_ids],))
-    return cur.fetchone()[0]
-
-
-def forget_bumps(cur, outbox_ids: list[int]) -> None:
-    """Delete outbox rows whose bumps reached Redis."""
-    cur.execute(FORGET_BUMPS, (outbox_ids,))
-
-
-def claim_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
-    """Lock up to `limit` outbox rows older than `min_age_seconds`, for this transaction."""
-    cur.execute(CLAIM_BUMPS, (min_age_seconds, limit))
-    return [(row_id, users) for row_id, users in cur.fetchall()]
-
-
-def pending_bumps(cur) -> int:
-    """How many outbox rows wait for Redis."""
-    cur.execute(PENDING_BUMPS)
-    return cur.fetchone()[0]
-
-
-# --- schema migrations -------------------------------------------------------------------------
-
-CREATE_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    text        PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-# Two deploys upgrading at once must not both apply a migration: serialize on one advisory lock.
-LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(hashtext('counts.schema_migrations'))"
-
-APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
-
-RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES (%s)"
-
-
-def applied_migrations(cur) -> set[str]:
-    """Lock migrations for this transaction and return the versions recorded as applied."""
-    # Lock first: two upgrades racing on an empty database would both try to create the table.
-    cur.execute(LOCK_MIGRATIONS)
-    cur.execute(CREATE_MIGRATIONS_TABLE)
-    cur.execute(APPLIED_MIGRATIONS)
-    return {row[0] for row in cur.fetchall()}
-
-
-def apply_migration(cur, version: str, sql: str) -> None:
-    """Run one migration's SQL and record it, in the caller's transaction."""
-    cur.execute(sql)
-    cur.execute(RECORD_MIGRATION, (version,))

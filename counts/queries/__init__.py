@@ -1,0 +1,9 @@
+"""Every SQL statement the service sends, one module per concern, and the small functions that send them.
+
+- `reads`: the unread counts of one user or many; the readiness ping.
+- `conversations`: count-changing writes of our own schema (conversations, members, messages).
+- `bumps`: the marker outbox (bumps recorded in the writing transaction, drained later).
+- `migrations`: the record of applied schema migrations.
+
+Functions take a cursor and know nothing of Flask, so tests and other services can call them.
+"""
