@@ -217,6 +217,7 @@ def test_concurrent_requests_share_one_failing_first_fetch(provider, keyset):
 def test_a_trickling_endpoint_holds_a_request_no_longer_than_the_timeout(provider, keyset_factory,
                                                                          first):
     keyset = keyset_factory(provider.url, timeout=0.3, unknown_kid_interval=0)
+    keyset._changed = CountingCondition()
     verifier = verifier_for(keyset)
     new = SigningKey("EC")
     if not first:
@@ -226,6 +227,12 @@ def test_a_trickling_endpoint_holds_a_request_no_longer_than_the_timeout(provide
     with pytest.raises(DependencyUnavailable):  # no answer in time: 503, not a 401 verdict
         verifier.verify(token_from(new))
     assert provider.in_flight == 1 and keyset._fetching  # the request left; the fetch goes on
+    waited = keyset._changed.waited
+    for _ in range(5):  # later requests do not wait for the fetch that outlasted the first
+        with pytest.raises(DependencyUnavailable):
+            verifier.verify(token_from(new, user=uuid.uuid4()))
+    assert keyset._changed.waited == waited
+    assert provider.fetches == 1 + (not first)
     provider.mode = "up"  # the body ends: the fetch completes and the keys arrive
     wait_until(lambda: keyset.publishes(new.kid) == (not first) and keyset.status() == "ok",
                what="the slow fetch to finish")

@@ -79,6 +79,7 @@ class KeySet:
         self._attempts = 0  # fetches finished, successful or not
         self._wanted = False
         self._fetching = False
+        self._given_up_on = -1  # the fetch (by attempt number) a request waited for in vain
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -118,7 +119,9 @@ class KeySet:
 
     def _fetch_for(self, kid: str | None) -> bool:
         """Wait for a fetch that may bring `kid` (None: the first fetch only); False if none
-        answered within the timeout. Asks for a new fetch at most once a minute."""
+        answered within the timeout, or the fetch under way already outlasted a request's wait
+        (a slow endpoint must not hold one thread per request). Asks for a new fetch at most once
+        a minute."""
         with self._changed:
             if self._thread is None and not self._stopped:  # first use, in the worker process
                 self._thread = threading.Thread(target=self._refresh_forever,
@@ -134,7 +137,12 @@ class KeySet:
                 self._wanted = True
                 self._changed.notify_all()
             seen = self._attempts
-            return self._changed.wait_for(lambda: self._attempts > seen, timeout=self.timeout)
+            if self._given_up_on == seen:
+                return False  # this fetch already outlasted one request's wait: no one else waits
+            answered = self._changed.wait_for(lambda: self._attempts > seen, timeout=self.timeout)
+            if not answered:
+                self._given_up_on = seen
+            return answered
 
     def _refresh_forever(self) -> None:
         """Fetch when asked, and when the keys are due (every `refresh` s, sooner after a
