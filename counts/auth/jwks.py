@@ -1,12 +1,14 @@
 """The signing keys an identity provider publishes at its JWKS URL, as each worker process keeps them.
 
 Verifying a token whose key is known never waits for the network: the keys live in a dict that a
-fetch replaces whole, read without a lock. A refresher thread (started on first use, so in the
-worker, after gunicorn forked) fetches every COUNTS_JWKS_REFRESH seconds, and every 30 s while the
-endpoint fails; a failed fetch keeps the keys already known, so a provider outage only delays
-rotation. A token naming an unknown `kid` may fetch at once (a rotated key works without a
-restart), but such fetches happen at most once a minute and one at a time: a flood of made-up kids
-costs the provider one request a minute per worker.
+fetch replaces whole, read without a lock. One refresher thread per worker process (started on
+first use, so after gunicorn forked) makes every fetch: every COUNTS_JWKS_REFRESH seconds, every
+30 s while the endpoint fails, and when a request asks. A failed fetch keeps the keys already
+known, so a provider outage only delays rotation. A token naming an unknown `kid` asks for a fetch
+and waits for it (a rotated key works without a restart), but only one such fetch a minute is
+made: a flood of made-up kids costs the provider one request a minute per worker. A request waits
+at most the fetch timeout, and once one has waited that long for a fetch the others do not wait
+for it: a trickling endpoint must not hold a thread per request.
 
 PyJWT does the HTTP (`PyJWKClient.fetch_data`: a timeout, http(s) only, no redirects) and parses
 the keys (`PyJWKSet`). PyJWKClient's own cache is not used: its lookups hold one lock across the
