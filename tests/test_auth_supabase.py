@@ -272,6 +272,18 @@ def test_supabase_tokens_poll_200_then_304_through_the_app(app_factory, provider
     assert poll_twice(client.get, USER, legacy) == [200, 304]
 
 
+def test_a_token_whose_key_cannot_be_fetched_is_503_with_retry_after(app_factory, provider,
+                                                                     ec_key):
+    client = app_factory(JWKS_URL=provider.url, JWT_ISSUER=ISSUER).test_client()
+    provider.stop()
+    response = client.get(f"/v1/users/{USER}/unread-counts", headers={
+        "Authorization": bearer(ec_key.sign(supabase_claims(USER))), "If-None-Match": "*"})
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"]
+    assert "signing keys could not be fetched" in response.get_json()["detail"]
+
+
 def test_supabase_tokens_poll_200_then_304_under_gunicorn(provider, server_env, pg, redis_client):
     """Done when: a Supabase-shaped ES256 token from a JWKS, and a legacy HS256 one with aud, poll
     and get 200 then 304 from the real service configured as `make run` is, plus a rotation."""
