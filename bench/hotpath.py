@@ -1,12 +1,17 @@
 """Hot-path benchmark: the 304 and 200 paths against the floor (bare WSGI + one Redis GET).
 
 PERF-NOTES' method: one gunicorn worker pinned to core 0, wrk pinned to core 1, the same worker
-class for the service and the floor, rounds interleaved so drift hits every contender alike.
+class for the service and the floor, rounds interleaved so drift hits every contender alike. The
+304 path runs twice: with HS256 tokens (COUNTS_JWT_SECRET), and with ES256 tokens checked against
+a JWKS the bench serves (COUNTS_JWKS_URL). Both carry the same claims (the ES256 ones add aud, iss
+and a kid), because a token's size costs the 304 path too (HTTP parsing): the comparison is of the
+algorithms, which the verified-token cache should make irrelevant to a repeated token.
 """
 
 import json
 import statistics
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +22,11 @@ from bench.dataset import World
 from bench.profile import PySpy
 from bench.services import NO_LIMIT, OUT, ROOT, CpuMeter, Gunicorn, service_env
 from counts import markers
+from tests.identity import ISSUER, JwksServer, SigningKey
 
 LUA = ROOT / "bench" / "poll.lua"
-CONTENDERS = (("floor", "304"), ("counts", "304"), ("counts", "200"))
+ES256 = "counts-es256"  # the service verifying ES256 tokens with keys from a JWKS
+CONTENDERS = (("floor", "304"), ("counts", "304"), ("counts", "200"), (ES256, "304"))
 # The worker class is chosen on a poll mix, not on 304s alone: a class that wins the 304 path by
 # a few percent and loses the 200 path (and the writes) by half is the wrong choice.
 MIX_200 = 0.05
@@ -59,9 +66,9 @@ class HotpathResult:
         return 1 / ((1 - MIX_200) / self.median((worker_class, "counts", "304"))
                     + MIX_200 / self.median((worker_class, "counts", "200")))
 
-    def ratio(self, worker_class: str, path: str = "304") -> float:
+    def ratio(self, worker_class: str, path: str = "304", app: str = "counts") -> float:
         """The service's requests/s on `path` over the floor's, same worker class, same run."""
-        return self.median((worker_class, "counts", path)) / self.median((worker_class, "floor", "304"))
+        return self.median((worker_class, app, path)) / self.median((worker_class, "floor", "304"))
 
 
 def choose(result: HotpathResult, worker_classes: tuple[str, ...]) -> str:
@@ -73,13 +80,14 @@ def choose(result: HotpathResult, worker_classes: tuple[str, ...]) -> str:
     return best
 
 
-def write_users(world: World, redis_url: str, path: Path, count: int = 5000) -> str:
+def write_users(world: World, redis_url: str, path: Path, tokens: list[str],
+                count: int = 5000) -> str:
     """A wrk users file (id, token, current marker) for the first `count` users; the floor's key."""
     client = redis.Redis.from_url(redis_url)
     lines = []
     for u in range(min(count, len(world.users))):
         marker = markers.read_marker(client, world.users[u])
-        lines.append(f"{world.users[u]} {world.tokens[u]} {marker}")
+        lines.append(f"{world.users[u]} {tokens[u]} {marker}")
     client.close()
     path.write_text("\n".join(lines) + "\n")
     return markers.marker_key(world.users[0])
@@ -116,39 +124,51 @@ def run_hotpath(world: World, database_url: str, redis_url: str, backend_pids: d
                 connections: int = 32) -> HotpathResult:
     """Start one pinned single-worker server per (class, app), then interleave wrk rounds."""
     OUT.mkdir(parents=True, exist_ok=True)
-    users = OUT / "wrk-users.txt"
-    floor_key = write_users(world, redis_url, users)
+    key = SigningKey("EC")
+    jwks = JwksServer(key).start()
+    users = {"counts": OUT / "wrk-users.txt", ES256: OUT / "wrk-users-es256.txt"}
+    floor_key = write_users(world, redis_url, users["counts"], world.tokens)
+    now = int(time.time())
+    es256_tokens = [key.sign({"sub": uid, "role": "authenticated", "aud": "authenticated",
+                              "iss": ISSUER, "iat": now, "exp": now + 6 * 3600})
+                    for uid in world.users[:5000]]
+    write_users(world, redis_url, users[ES256], es256_tokens)
+    users["floor"] = users["counts"]
     # The rate limiter stays on (its counter rides in the 304 path's Redis script) but can never
     # refuse: wrk sends each user many more polls a minute than an app would.
     env = service_env(database_url, redis_url, outbox_drain_interval=0, poll_interval=3,
                       rate_limit=NO_LIMIT)
     env["FLOOR_KEY"] = floor_key
+    envs = {"floor": env, "counts": env,
+            ES256: {**env, "COUNTS_JWKS_URL": jwks.url, "COUNTS_JWT_ISSUER": ISSUER}}
     result = HotpathResult(seconds, connections)
     servers: dict[tuple[str, str], Gunicorn] = {}
     try:
         for worker_class in worker_classes:
-            for app, module in (("floor", "bench.floor_app:app"), ("counts", "wsgi:app")):
+            for app, module in (("floor", "bench.floor_app:app"), ("counts", "wsgi:app"),
+                                (ES256, "wsgi:app")):
                 threads = 1 if worker_class == "sync" else 8  # sync with threads > 1 becomes gthread
-                servers[worker_class, app] = Gunicorn(module, env, workers=1, threads=threads,
+                servers[worker_class, app] = Gunicorn(module, envs[app], workers=1, threads=threads,
                                                       worker_class=worker_class, cpu="0").start()
-        for (_, app), server in servers.items():  # warm: tokens cached, pools open
-            wrk(server.url, users, "304" if app == "floor" else "200", 1, connections)
+        for (_, app), server in servers.items():  # warm: keys fetched, tokens cached, pools open
+            wrk(server.url, users[app], "304" if app == "floor" else "200", 1, connections)
         total = rounds * len(worker_classes) * len(CONTENDERS)
         with tqdm(total=total, desc="hot path", unit="run") as bar:
             for _ in range(rounds):
                 for worker_class in worker_classes:
                     for app, mode in CONTENDERS:
-                        run = measure(servers[worker_class, app], mode, users, seconds, connections,
-                                      backend_pids)
+                        run = measure(servers[worker_class, app], mode, users[app], seconds,
+                                      connections, backend_pids)
                         result.runs.setdefault((worker_class, app, mode), []).append(run)
                         bar.set_postfix(last=f"{worker_class} {app} {mode}: {run.rps:,.0f}/s")
                         bar.update(1)
         result.chosen = choose(result, worker_classes)
         server = servers[result.chosen, "counts"]
         spy = PySpy(server.proc.pid, seconds, OUT / "profile-hotpath-304.txt")
-        wrk(server.url, users, "304", seconds, connections)
+        wrk(server.url, users["counts"], "304", seconds, connections)
         result.profile = spy.finish()
     finally:
         for server in servers.values():
             server.stop()
+        jwks.stop()
     return result

@@ -59,8 +59,13 @@ class PySpy:
 
 
 def frames_of(line: str) -> tuple[list[str], int]:
-    """A raw (collapsed) py-spy line: its frames root first, without process/thread frames, and count."""
+    """A raw (collapsed) py-spy line: its frames root first, without process/thread frames, and count.
+
+    A line cut short (no count at its end) is no sample: one such line once aborted a whole run.
+    """
     stack, _, count = line.rpartition(" ")
+    if not count.isdigit():
+        return [], 0
     frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
     return frames, int(count)
 

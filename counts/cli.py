@@ -6,7 +6,7 @@ import click
 from flask import Flask, current_app
 
 from counts import markers, migrations, outbox
-from counts.auth import mint_token
+from counts.auth import DEFAULT_AUDIENCE, mint_token
 
 
 def _resources():
@@ -51,10 +51,19 @@ def register(app: Flask) -> None:
     @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1),
                   help="Seconds until it expires.")
     def token(user_id, service, ttl):
-        """Print a signed token for USER_ID, for debugging with curl."""
+        """Print an HS256 token for USER_ID (or a service), signed with COUNTS_JWT_SECRET."""
         if not service:
             UUIDParam().convert(user_id, None, None)
-        click.echo(mint_token(current_app.config["JWT_SECRET"], user_id, service, ttl))
+        config = current_app.config
+        if not config["JWT_SECRET"]:
+            raise click.ClickException(
+                "COUNTS_JWT_SECRET is not set, so this service accepts no token it could sign: "
+                "users' tokens come from the identity provider (COUNTS_JWKS_URL). Set a secret "
+                "of your own to mint service tokens.")
+        # Shaped as Supabase's, so that this service's own audience and issuer checks pass.
+        audience = (config["JWT_AUDIENCE"] or (DEFAULT_AUDIENCE,))[0]
+        click.echo(mint_token(config["JWT_SECRET"], user_id, service, ttl, audience=audience,
+                              issuer=config["JWT_ISSUER"]))
 
     @app.cli.command("drain-outbox")
     def drain_outbox():

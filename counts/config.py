@@ -1,7 +1,9 @@
 """Configuration from the environment, with defaults a local run can live with."""
 
+import math
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105 - by design
 
@@ -23,7 +25,16 @@ def load_config(env: dict[str, str] | None = None,
     env = dict(os.environ if env is None else env)
     config = {
         "COUNTS_ENV": env.get("COUNTS_ENV", "production"),
-        "JWT_SECRET": env.get("COUNTS_JWT_SECRET"),
+        # Identity (counts.auth): HS256 tokens with the secret, asymmetric ones with the JWKS.
+        "JWT_SECRET": env.get("COUNTS_JWT_SECRET") or None,
+        "JWKS_URL": env.get("COUNTS_JWKS_URL") or None,
+        "JWKS_REFRESH": _number(env, "COUNTS_JWKS_REFRESH", 300.0, float),
+        # None when unset: then Supabase's "authenticated", and secret-signed tokens may omit aud.
+        "JWT_AUDIENCE": _audience(env.get("COUNTS_JWT_AUDIENCE")),
+        "JWT_ISSUER": env.get("COUNTS_JWT_ISSUER") or None,
+        "JWT_LEEWAY": _number(env, "COUNTS_JWT_LEEWAY", 30.0, float),
+        # The `role` of user tokens; empty for providers whose tokens carry no `role` claim.
+        "JWT_USER_ROLE": env.get("COUNTS_JWT_USER_ROLE", "authenticated") or None,
         "DATABASE_URL": env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/counts"),
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "POLL_INTERVAL": _number(env, "COUNTS_POLL_INTERVAL", 30),
@@ -51,12 +62,31 @@ def load_config(env: dict[str, str] | None = None,
         "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
         **(overrides or {}),
     }
-    if not config["JWT_SECRET"]:
+    _check_identity(config)
+    return config
+
+
+def _audience(raw: str | None) -> tuple[str, ...] | None:
+    """COUNTS_JWT_AUDIENCE, a comma-separated list; None when unset or empty."""
+    audience = tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+    return audience or None
+
+
+def _check_identity(config: dict[str, Any]) -> None:
+    """At least one key source outside development; sane JWKS settings. Fails at start-up."""
+    if not config["JWT_SECRET"] and not config["JWKS_URL"]:
         if config["COUNTS_ENV"] != "development":
             # An unset secret must not quietly become a well-known one in production.
             raise RuntimeError(
-                "COUNTS_JWT_SECRET is not set. Set it, or set COUNTS_ENV=development "
-                "to use the built-in development secret."
+                "Neither COUNTS_JWT_SECRET nor COUNTS_JWKS_URL is set. Set one or both (see the "
+                "README's 'Using counts with Supabase'), or set COUNTS_ENV=development to use "
+                "the built-in development secret."
             )
         config["JWT_SECRET"] = DEVELOPMENT_JWT_SECRET
-    return config
+    url = config["JWKS_URL"]
+    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+        raise RuntimeError(f"COUNTS_JWKS_URL must be an http(s) URL, got {url!r}")
+    if not (math.isfinite(config["JWKS_REFRESH"]) and config["JWKS_REFRESH"] > 0):
+        raise RuntimeError("COUNTS_JWKS_REFRESH must be a positive number of seconds")
+    if not (math.isfinite(config["JWT_LEEWAY"]) and config["JWT_LEEWAY"] >= 0):
+        raise RuntimeError("COUNTS_JWT_LEEWAY must be a number of seconds, 0 or more")

@@ -36,6 +36,9 @@ BUMPED_USERS = Histogram("counts_bump_fanout_users", "Users bumped per bump oper
 DEGRADED = Gauge("counts_dependency_unavailable", "1 while a dependency's last call failed.",
                  ["dependency"], multiprocess_mode="livemax")
 RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
+JWKS_FETCHES = Counter("counts_jwks_fetches_total",
+                       "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
+                       ["outcome"])
 
 _degraded: dict[str, bool] = {}
 
@@ -51,6 +54,12 @@ def redis_failed(operation: str) -> None:
     """Count a failed Redis call and mark Redis degraded."""
     REDIS_ERRORS.labels(operation).inc()
     dependency_state("redis", available=False)
+
+
+def jwks_fetched(ok: bool) -> None:
+    """Count a JWKS fetch; a failed one marks the JWKS degraded until one succeeds."""
+    JWKS_FETCHES.labels("ok" if ok else "error").inc()
+    dependency_state("jwks", available=ok)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -91,6 +91,8 @@ class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
     postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     redis = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    # Only with COUNTS_JWKS_URL: stale = the endpoint fails and the keys fetched before are used.
+    jwks = fields.String(validate=validate.OneOf(["ok", "stale", "unavailable"]))
 
 
 class Problem(Schema):
@@ -261,7 +263,8 @@ def paths() -> dict[str, dict]:
                                       {200: response_with_body("The process answers.", "Health")},
                                       (), public=True)},
         "/readyz": {"get": operation("Readiness", "readyz", {
-            200: response_with_body("Postgres answers (Redis may be degraded).", "Readiness"),
+            200: response_with_body("Postgres answers (Redis or the JWKS may be degraded).",
+                                    "Readiness"),
             503: response_with_body("Postgres is unreachable.", "Readiness", ("Retry-After",))},
             (), public=True)},
         "/metrics": {"get": operation("Prometheus metrics, summed over the workers", "metrics", {
@@ -280,7 +283,10 @@ def build_spec() -> dict:
                    security=[{"bearer": []}])
     spec.components.security_scheme("bearer", {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "HS256; role 'authenticated' with sub = the user's UUID, or 'service_role'."})
+        "description": "HS256 with the service's secret, or ES256/RS256/EdDSA with a key its "
+                       "identity provider publishes (JWKS). Supabase's claims: role "
+                       "'authenticated' with sub = the user's UUID and aud 'authenticated', or "
+                       "role 'service_role'."})
     for name, schema in {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}.items():
         spec.components.schema(name, schema=schema)
     for name, header in HEADERS.items():

@@ -20,7 +20,7 @@ class Resources:
     def __init__(self, config: dict[str, Any]):
         self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
         self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
-        self.tokens = TokenVerifier(config["JWT_SECRET"])
+        self.tokens = TokenVerifier.from_config(config)
         self.marker_ttl: int = config["MARKER_TTL"]
         self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
         self.load = LoadGauge(config["THREADS"], config["POLL_INTERVAL"],
@@ -30,9 +30,10 @@ class Resources:
         self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
 
     def close(self) -> None:
-        """Flush the access log; close pooled Postgres connections and Redis sockets (worker exit,
-        tests)."""
+        """Flush the access log; stop the JWKS refresher; close pooled Postgres connections and
+        Redis sockets (worker exit, tests)."""
         self.access_log.close()
+        self.tokens.close()
         self.db.close()
         self.redis.close()
 

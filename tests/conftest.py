@@ -12,6 +12,7 @@ import redis
 from counts import create_app, migrations
 from counts.auth import mint_token
 from counts.db import Database
+from tests.identity import JwksServer, SigningKey
 from tests.services import Gunicorn, PrivateRedis, TcpProxy
 
 # make test points these at the local services (or embedded ones); the defaults are the local ones.
@@ -71,9 +72,10 @@ def redis_client():
 
 @pytest.fixture
 def config(database_url, pg, redis_client) -> dict:
-    """App settings pointing at the test database and Redis db."""
+    """App settings pointing at the test database and Redis db. No clock-skew leeway: a token
+    expires at its `exp` exactly (tests/test_auth_supabase.py covers the leeway)."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
-            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
+            "JWT_LEEWAY": 0, "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
             "MARKER_TTL": MARKER_TTL, "RATE_LIMIT": 0, "ANONYMOUS_RATE_LIMIT": 0}
 
 
@@ -224,7 +226,7 @@ def proxied_url(database_url: str, proxy: TcpProxy) -> str:
 def server_env(database_url) -> dict[str, str]:
     """Environment for a gunicorn running the service on the test database and Redis db."""
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
-            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
+            "COUNTS_JWT_LEEWAY": "0", "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
             "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
             "COUNTS_ANONYMOUS_RATE_LIMIT": "0"}
 
@@ -233,5 +235,13 @@ def server_env(database_url) -> dict[str, str]:
 def live_server(server_env, pg, redis_client):
     """The service under gunicorn (2 workers), on the test database and Redis db."""
     server = Gunicorn(server_env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def provider():
+    """A local identity provider's JWKS endpoint, publishing an EC (ES256) and an RSA (RS256) key."""
+    server = JwksServer(SigningKey("EC"), SigningKey("RSA")).start()
     yield server
     server.stop()

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from counts import auth
-from counts.auth import SERVICE_ROLE, USER_ROLE, TokenVerifier
+from counts.auth import SERVICE_ROLE, USER_ROLE, TokenVerifier, tokens
 from counts.errors import Unauthorized
 from tests.conftest import SECRET
 
@@ -170,9 +170,9 @@ def test_cached_token_is_refused_once_it_expires(verifier, monkeypatch):
     now = time.time()
     token = bearer(signed(claims(exp=int(now) + 2)))
     assert verifier.verify(token).user_id == USER  # verified, and now cached
-    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: now + 1))
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: now + 1))
     assert verifier.verify(token).user_id == USER
-    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: now + 3))
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: now + 3))
     with pytest.raises(Unauthorized):
         verifier.verify(token)
 

@@ -22,7 +22,7 @@ def invoke_ok(runner, *args) -> str:
 
 
 def decode(token: str) -> dict:
-    return jwt.decode(token, SECRET, algorithms=["HS256"])
+    return jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_aud": False})
 
 
 # --- db upgrade --------------------------------------------------------------------------------
@@ -69,6 +69,29 @@ def test_service_token_is_a_service_token(runner, client):
     response = client.post("/v1/conversations", headers={"Authorization": f"Bearer {token}"},
                            json={"member_ids": [str(new_user())]})
     assert response.status_code == 201
+
+
+def test_user_token_is_shaped_as_supabase_with_the_configured_audience_and_issuer(app_factory):
+    app = app_factory(JWT_AUDIENCE=("counts", "mobile"), JWT_ISSUER="https://ref.supabase.co/auth/v1")
+    user = new_user()
+    token = invoke_ok(app.test_cli_runner(), "token", str(user))
+    claims = decode(token)
+    assert (claims["aud"], claims["iss"], claims["role"]) == ("counts", "https://ref.supabase.co/auth/v1",
+                                                              USER_ROLE)
+    response = app.test_client().get(f"/v1/users/{user}/unread-counts",
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200  # the service's own audience and issuer checks pass
+
+
+def test_user_token_carries_supabases_audience_by_default(runner):
+    assert decode(invoke_ok(runner, "token", str(new_user())))["aud"] == "authenticated"
+
+
+def test_token_without_a_secret_says_why(app_factory, provider):
+    app = app_factory(JWT_SECRET=None, JWKS_URL=provider.url)
+    result = app.test_cli_runner().invoke(args=["token", "--service", "billing"])
+    assert result.exit_code == 1
+    assert "COUNTS_JWT_SECRET is not set" in result.output
 
 
 @pytest.mark.parametrize("user", ["alice", "1234", ""])

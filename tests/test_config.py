@@ -37,6 +37,54 @@ def test_create_app_refuses_a_non_numeric_setting(clean_environ):
         create_app()
 
 
+def test_a_jwks_url_alone_is_enough_outside_development():
+    config = load_config(env={"COUNTS_JWKS_URL": "https://ref.supabase.co/auth/v1/.well-known/jwks.json"})
+    assert config["JWT_SECRET"] is None
+    assert config["JWKS_URL"].endswith("/jwks.json")
+
+
+def test_without_any_key_source_the_error_names_both():
+    with pytest.raises(RuntimeError, match="Neither COUNTS_JWT_SECRET nor COUNTS_JWKS_URL"):
+        load_config(env={"COUNTS_JWKS_URL": ""})
+
+
+def test_identity_defaults():
+    config = load_config(env=SECRET_ENV)
+    assert (config["JWKS_URL"], config["JWT_AUDIENCE"], config["JWT_ISSUER"]) == (None, None, None)
+    assert (config["JWT_LEEWAY"], config["JWKS_REFRESH"]) == (30, 300)
+    assert config["JWT_USER_ROLE"] == "authenticated"
+
+
+@pytest.mark.parametrize(("raw", "audience"), [
+    ("authenticated", ("authenticated",)),
+    (" counts, mobile ,", ("counts", "mobile")),
+    ("", None),
+    (" , ", None),
+])
+def test_audience_is_a_comma_separated_list(raw, audience):
+    assert load_config(env={**SECRET_ENV, "COUNTS_JWT_AUDIENCE": raw})["JWT_AUDIENCE"] == audience
+
+
+def test_an_empty_user_role_means_tokens_need_no_role():
+    assert load_config(env={**SECRET_ENV, "COUNTS_JWT_USER_ROLE": ""})["JWT_USER_ROLE"] is None
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("COUNTS_JWKS_URL", "file:///etc/passwd"),
+    ("COUNTS_JWKS_URL", "ref.supabase.co/auth/v1/.well-known/jwks.json"),
+    ("COUNTS_JWKS_URL", "https:///jwks.json"),
+    ("COUNTS_JWKS_REFRESH", "0"),
+    ("COUNTS_JWKS_REFRESH", "-5"),
+    ("COUNTS_JWKS_REFRESH", "nan"),
+    ("COUNTS_JWKS_REFRESH", "5m"),
+    ("COUNTS_JWT_LEEWAY", "-1"),
+    ("COUNTS_JWT_LEEWAY", "inf"),
+])
+def test_bad_identity_settings_are_startup_errors(name, value):
+    with pytest.raises(RuntimeError, match=name):
+        load_config(env={**SECRET_ENV, name: value})
+
+
 def test_development_falls_back_to_the_dev_secret():
     config = load_config(env={"COUNTS_ENV": "development"})
     assert config["JWT_SECRET"] == DEVELOPMENT_JWT_SECRET

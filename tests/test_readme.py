@@ -32,3 +32,32 @@ def test_readme_curl_session_gives_200_then_304_then_200(live_server, tmp_path):
     totals = re.findall(r'"total": (\d+)', done.stdout)
     assert totals == ["1", "0"]
     assert (tmp_path / "bob.etag").read_text().strip().startswith('"')
+
+
+def design_test_names() -> list[tuple[str, str]]:
+    """(file, test) for every test docs/DESIGN.md names: `tests/x.py::name`, then `::other` for
+    more of the same file."""
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    named, current = [], None
+    for path, name in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", design):
+        current = path or current
+        if name:
+            named.append((current, name))
+    return named
+
+
+def test_every_test_the_design_names_exists():
+    names = design_test_names()
+    assert len(names) > 20
+    for path, name in names:
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name}"
+
+
+def test_every_identity_setting_is_in_the_configuration_table():
+    config = (ROOT / "counts" / "config.py").read_text()
+    settings = set(re.findall(r'"(COUNTS_(?:JWT|JWKS)_\w+)"', config))
+    assert len(settings) >= 7
+    table = (ROOT / "README.md").read_text().split("## Configuration (environment)", 1)[1]
+    for setting in settings:
+        assert f"| `{setting}` |" in table, setting

@@ -21,7 +21,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Postgres answers; a Redis outage only degrades (reads fall back to Postgres)."""
+    """Ready when Postgres answers. A Redis outage only degrades (reads fall back to Postgres),
+    and so does a JWKS endpoint that fails (the keys fetched before keep working)."""
     res = resources()
     try:
         res.db.read(reads.ping)
@@ -34,9 +35,14 @@ def readyz() -> Response:
     except redis.RedisError:
         metrics.redis_failed("ping")
         redis_state = "unavailable"
+    # ok, stale (the endpoint fails; the keys fetched before are used) or unavailable (no keys)
+    jwks = res.tokens.keys.status() if res.tokens.keys is not None else None
     ready = postgres == "ok"
-    body = {"status": ("ok" if redis_state == "ok" else "degraded") if ready else "unavailable",
+    degraded = redis_state != "ok" or jwks not in (None, "ok")
+    body = {"status": ("degraded" if degraded else "ok") if ready else "unavailable",
             "postgres": postgres, "redis": redis_state}
+    if jwks is not None:
+        body["jwks"] = jwks
     headers = {} if ready else {"Retry-After": str(res.retry_after)}
     return Response(json.dumps(body), status=200 if ready else 503,
                     mimetype="application/json", headers=headers)
