@@ -1,4 +1,5 @@
-"""The marker outbox (invariant 6): bumps recorded in the write's transaction, drained later."""
+"""The marker outbox (invariant 6): bumps recorded in the write's transaction, drained later;
+and, in attached mode, the notifications counts.bump() sends when it records one."""
 
 from collections.abc import Iterable
 from uuid import UUID
@@ -16,6 +17,10 @@ FOR UPDATE SKIP LOCKED
 """
 
 PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
+
+# The channel counts.bump() notifies (migrations/attached/0002_counts_bump.sql).
+BUMPS_CHANNEL = "counts_bumps"
+LISTEN_BUMPS = f"LISTEN {BUMPS_CHANNEL}"
 
 
 def enqueue_bumps(cur, user_ids: Iterable[UUID]) -> int:
@@ -39,3 +44,8 @@ def pending_bumps(cur) -> int:
     """How many outbox rows wait for Redis."""
     cur.execute(PENDING_BUMPS)
     return cur.fetchone()[0]
+
+
+def listen_for_bumps(cur) -> None:
+    """Have this session notified of every commit that called counts.bump()."""
+    cur.execute(LISTEN_BUMPS)
