@@ -85,18 +85,16 @@ def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 
 
 def bump_batch(cur, client: redis.Redis, ttl: int, min_age_seconds: float,
                batch_size: int) -> tuple[int, int]:
-    """Claim up to `batch_size` rows, bump their users in one round trip and forget the rows;
-    (rows, users bumped). The one bump step of the drainer and the relay.
+    """Take up to `batch_size` rows and bump their users in one round trip, before the caller
+    commits; (rows, users bumped). The one bump step of the drainer and the relay.
 
     SKIP LOCKED: several workers (and instances) drain at once, and none bumps a row twice. A
-    Redis error raised here rolls back: the claimed rows stay queued for the next drain.
+    Redis error raised here rolls back: the taken rows stay queued for the next drain.
     """
-    rows = bumps.claim_bumps(cur, min_age_seconds, batch_size)
+    rows = bumps.take_bumps(cur, min_age_seconds, batch_size)
     if not rows:
         return 0, 0
-    bumped = markers.bump(client, {uid for _, users in rows for uid in users}, ttl)
-    bumps.forget_bumps(cur, [row_id for row_id, _ in rows])
-    return len(rows), bumped
+    return len(rows), markers.bump(client, {uid for _, users in rows for uid in users}, ttl)
 
 
 class Drainer(threading.Thread):

@@ -3,8 +3,9 @@ after their commit (COUNTS_SOURCE=attached).
 
 A notification is only a wake-up; the outbox is the truth (as pub/sub is for the live feed).
 Each worker runs one relay thread on a connection of its own, never lent to a request,
-LISTENing on counts.bump()'s channel. Every wake-up drains the outbox through the drainer's own
-step (counts.outbox.bump_batch: claim with FOR UPDATE SKIP LOCKED, bump in one Redis round trip,
+LISTENing on counts.bump()'s channel. Every wake-up drains the outbox on that same connection
+(so a pool busy with requests never holds a bump up) through the drainer's own step
+(counts.outbox.bump_batch: claim with FOR UPDATE SKIP LOCKED, bump in one Redis round trip,
 forget), so the workers and instances that one commit wakes never bump a row twice.
 Notifications sent while nobody listened are lost, so the relay drains once after every
 (re)connection, before it waits. What it still misses (Redis down when it woke, a connection
@@ -23,7 +24,6 @@ import redis
 
 from counts import outbox
 from counts.db import Database
-from counts.errors import DependencyUnavailable
 from counts.queries import bumps
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "counts-relay"  # how its connection shows in pg_stat_activity
 RETRY_SECONDS = (0.1, 1.0, 2.0, 5.0)  # waits before reconnecting, after 1, 2, 3, 4+ failures
 IDLE_SECONDS = 1.0  # longest wait before looking at the stop flag again
+BATCH_SIZE = 500  # outbox rows per transaction
 
 
 class Relay(threading.Thread):
@@ -63,27 +64,37 @@ class Relay(threading.Thread):
             with conn.cursor() as cur:
                 bumps.listen_for_bumps(cur)
             self.listening.set()
-            self.drain()  # commits made while nobody listened sent notifications nobody got
             while not self.stopped.is_set():
-                if not select.select([conn], [], [], IDLE_SECONDS)[0]:
-                    continue
-                conn.poll()  # reads the notifications; raises if the server went away
-                if conn.notifies:
-                    # However many commits woke us, one drain takes all their rows.
-                    conn.notifies.clear()
-                    self.drain()
+                # First the catch-up: commits made while nobody listened notified nobody. Then
+                # once per wake-up, however many commits woke us: one drain takes all their rows.
+                self.drain(conn)
+                # The drain's own statements may have read notifications off the socket already,
+                # so look at what arrived before waiting for more; poll() after a quiet second
+                # too, in case the client library holds one the socket no longer signals.
+                while not conn.notifies and not self.stopped.is_set():
+                    select.select([conn], [], [], IDLE_SECONDS)
+                    conn.poll()  # reads notifications; raises if the server went away
+                conn.notifies.clear()
         finally:
             conn.close()
 
-    def drain(self) -> None:
-        """Bump everything in the outbox now; a failure waits for the next wake-up or drainer."""
+    def drain(self, conn) -> None:
+        """Bump everything in the outbox now, on the relay's own connection: a busy pool must
+        not hold a bump up. A Redis failure leaves the rows for the next wake-up or the drainer."""
+        conn.autocommit = False
         try:
-            bumped = outbox.drain(self.db, self.client, self.ttl)
-        except DependencyUnavailable as error:
-            log.warning("relay could not drain the outbox: %s", error.detail)
-            return
-        if bumped:
-            log.debug("relay bumped %d users", bumped)
+            while True:
+                with conn.cursor() as cur:
+                    rows, bumped = outbox.bump_batch(cur, self.client, self.ttl, 0.0, BATCH_SIZE)
+                conn.commit()
+                if bumped:
+                    log.debug("relay bumped %d users", bumped)
+                if rows < BATCH_SIZE:
+                    break
+        except redis.RedisError as error:
+            conn.rollback()
+            log.info("relay waits for Redis: %s", error)
+        conn.autocommit = True  # back to LISTENing between transactions
 
     def stop(self) -> None:
         """Ask the thread to finish (within IDLE_SECONDS)."""

@@ -9,11 +9,16 @@ ENQUEUE_BUMPS = "INSERT INTO marker_outbox (user_ids) VALUES (%s::uuid[]) RETURN
 FORGET_BUMPS = "DELETE FROM marker_outbox WHERE id = ANY(%s)"
 
 # SKIP LOCKED: several workers drain at once without waiting on, or double-taking, each other.
-CLAIM_BUMPS = """
-SELECT id, user_ids FROM marker_outbox
-WHERE created_at <= now() - make_interval(secs => %s)
-ORDER BY id LIMIT %s
-FOR UPDATE SKIP LOCKED
+# Deleted as they are taken: the caller bumps them before committing, and a failed bump rolls
+# the delete back.
+TAKE_BUMPS = """
+DELETE FROM marker_outbox WHERE id IN (
+    SELECT id FROM marker_outbox
+    WHERE created_at <= now() - make_interval(secs => %s)
+    ORDER BY id LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, user_ids
 """
 
 PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
@@ -34,9 +39,10 @@ def forget_bumps(cur, outbox_ids: list[int]) -> None:
     cur.execute(FORGET_BUMPS, (outbox_ids,))
 
 
-def claim_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
-    """Lock up to `limit` outbox rows older than `min_age_seconds`, for this transaction."""
-    cur.execute(CLAIM_BUMPS, (min_age_seconds, limit))
+def take_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
+    """Delete up to `limit` outbox rows older than `min_age_seconds`, nobody else's in this
+    instant, and return them: gone once this transaction commits, back if it rolls back."""
+    cur.execute(TAKE_BUMPS, (min_age_seconds, limit))
     return [(row_id, users) for row_id, users in cur.fetchall()]
 
 

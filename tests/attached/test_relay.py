@@ -146,9 +146,9 @@ def test_a_bump_redis_refused_is_taken_by_the_next_wake_up(chat, start_relay, pr
     start_relay(client=client)
     early, late = new_user(), new_user()
     private_redis.stop(save=True)
-    with caplog.at_level(logging.INFO, logger="counts.outbox"):
+    with caplog.at_level(logging.INFO, logger="counts.relay"):
         bump_in_sql(chat, early)  # the relay wakes, Redis refuses: the row stays
-        wait_until(lambda: "outbox drain waits for Redis" in caplog.text, timeout=RELAY_BOUND,
+        wait_until(lambda: "relay waits for Redis" in caplog.text, timeout=RELAY_BOUND,
                    what="the relay to try Redis")
     assert chat.queued_for([early]) == 1
     private_redis.start()
