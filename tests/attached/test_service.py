@@ -107,6 +107,23 @@ def test_cli_upgrade_is_idempotent_and_notes_a_missing_function(chat):
         app.extensions["counts"].close()
 
 
+def test_cli_drains_the_counts_outbox_and_bumps(chat):
+    app = create_app(attached_settings(chat))
+    try:
+        res = app.extensions["counts"]
+        user = new_user()
+        etag = Api(app.test_client(), Tokens()).counts(user).headers["ETag"]
+        with chat.admin() as conn, conn.cursor() as cur:  # no relay runs here: the row waits
+            cur.execute("SELECT counts.bump(%s::uuid[])", ([str(user)],))
+        result = app.test_cli_runner().invoke(args=["drain-outbox"])
+        assert result.exit_code == 0 and result.output.startswith("bumped ")
+        assert chat.queued_for([user]) == 0
+        assert Api(app.test_client(), Tokens()).counts(user, etag=etag).status_code == 200
+        assert res.source.name == "attached"
+    finally:
+        app.extensions["counts"].close()
+
+
 # --- start-up ----------------------------------------------------------------------------------
 
 def start_gunicorn(env: dict[str, str]) -> subprocess.CompletedProcess:
