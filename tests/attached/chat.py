@@ -33,24 +33,12 @@ class Chat:
         self.url, self.suffix = url, suffix  # url: as the owner (postgres), as counts connects
         self.roles = {role: f"{role}_{suffix}" for role in ROLES}
         self.writer_url = re.sub(r"//[^@/]*@", f"//{self.roles['authenticator']}@", url)
-        self._writer = None
 
     def load(self) -> None:
         """Run the example's files in order, as the owner (postgres on Supabase)."""
         with self.admin() as conn, conn.cursor() as cur:
             for name in FILES:
                 cur.execute(example_sql(name, self.suffix))
-
-    def drop_roles(self, admin_url: str) -> None:
-        """Drop this run's roles (after the database that used them is gone)."""
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                for role in reversed(self.roles.values()):
-                    cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-        finally:
-            conn.close()
 
     @contextmanager
     def admin(self):
@@ -65,20 +53,6 @@ class Chat:
     def writer(self) -> "Writer":
         """A new PostgREST-like session (one per thread)."""
         return Writer(self.writer_url, self.roles)
-
-    # --- the app's writes, each in its own transaction, as a signed-in user --------------------
-
-    @property
-    def default_writer(self) -> "Writer":
-        """A session for the test thread's own writes."""
-        if self._writer is None:
-            self._writer = self.writer()
-        return self._writer
-
-    def close(self) -> None:
-        """Close the test thread's session."""
-        if self._writer is not None:
-            self._writer.close()
 
     def queued_for(self, users) -> int:
         """Outbox rows that still wait to bump any of these users."""
@@ -165,6 +139,18 @@ class Writer:
         with self.transaction(creator) as cur:
             cur.execute("DELETE FROM conversations WHERE id = %s", (str(conversation),))
             assert cur.rowcount == 1
+
+
+def drop_roles(admin_url: str, suffix: str) -> None:
+    """Drop a run's roles (after the databases that used them are gone)."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for role in reversed(ROLES):
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{role}_{suffix}")))
+    finally:
+        conn.close()
 
 
 def run_suffix() -> str:

@@ -9,7 +9,7 @@ from counts import create_app, migrations
 from counts.config import parse_function_name
 from counts.db import Database
 from counts.source.attached import AttachedSource
-from tests.attached.chat import UNREAD_FUNCTION, Chat, run_suffix
+from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
 from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, throwaway_database
 from tests.services import Gunicorn
 
@@ -35,13 +35,10 @@ def chat():
             finally:
                 db.close()
             made = Chat(url, suffix)
-            try:
-                made.load()
-                yield made
-            finally:
-                made.close()
+            made.load()
+            yield made
     finally:
-        Chat(ADMIN_URL, suffix).drop_roles(ADMIN_URL)
+        drop_roles(ADMIN_URL, suffix)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import requests
 
 from counts.auth import mint_token
 from counts.devservices import _pg_bin
-from tests.attached.chat import EXAMPLE, FILES, Chat, example_sql, run_suffix
+from tests.attached.chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.conftest import ADMIN_URL, SECRET, throwaway_database
 from tests.services import ROOT, Gunicorn, wait_until
@@ -48,7 +48,7 @@ def empty_app_database(tmp_path):
         with throwaway_database("counts_test_attached_readme") as url:
             yield Chat(url, suffix), copies
     finally:
-        Chat(ADMIN_URL, suffix).drop_roles(ADMIN_URL)
+        drop_roles(ADMIN_URL, suffix)
 
 
 def test_readme_attach_walkthrough_works_as_pasted(empty_app_database, tmp_path):
