@@ -17,13 +17,14 @@ install: $(BIN)/.installed
 
 # Uses DATABASE_URL/REDIS_URL when set, else embedded Postgres and Redis under .data/. Writes .env
 # so that `flask --app app ...` (token, bump, db upgrade) talks to the same services with the same
-# JWT secret as the running server.
+# JWT secret and source (COUNTS_SOURCE, COUNTS_UNREAD_FUNCTION) as the running server.
 run: install
 	@mkdir -p $(DATA)
 	@test -s $(DATA)/jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DATA)/jwt-secret
 	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA))"; \
 	COUNTS_JWT_SECRET=$${COUNTS_JWT_SECRET:-$$(cat $(DATA)/jwt-secret)}; set +a; \
-	printf 'DATABASE_URL=%s\nREDIS_URL=%s\nCOUNTS_JWT_SECRET=%s\n' "$$DATABASE_URL" "$$REDIS_URL" "$$COUNTS_JWT_SECRET" > .env; \
+	printf 'DATABASE_URL=%s\nREDIS_URL=%s\nCOUNTS_JWT_SECRET=%s\nCOUNTS_SOURCE=%s\nCOUNTS_UNREAD_FUNCTION=%s\n' \
+		"$$DATABASE_URL" "$$REDIS_URL" "$$COUNTS_JWT_SECRET" "$${COUNTS_SOURCE:-own}" "$${COUNTS_UNREAD_FUNCTION:-}" > .env; \
 	$(BIN)/flask --app app db upgrade; \
 	echo "counts on http://127.0.0.1:8000 (Postgres $$DATABASE_URL, Redis $$REDIS_URL)"; \
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app

@@ -32,10 +32,30 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Start with no samples left from a previous run in the metrics directory."""
+    """Check the counts source, then start with no samples left from a previous run."""
+    check_source(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
+
+
+def check_source(server):
+    """In attached mode, refuse to start unless COUNTS_UNREAD_FUNCTION meets the contract.
+
+    Here, in the master, once per start and before the port is bound: a bad name stops the
+    deploy with one line (gunicorn prints "Error: ..." and exits 1) rather than a traceback
+    from every worker. Its connection is closed at once; the master loads only counts.config
+    and counts.source, never the app, whose modules the workers import after fork (gevent
+    patches them there).
+    """
+    if os.environ.get("COUNTS_SOURCE", "own") in ("", "own"):
+        return
+    from counts.config import load_config
+    from counts.source import check_at_start
+
+    warning = check_at_start(load_config())  # raises RuntimeError with the reason
+    if warning:
+        server.log.warning("%s; starting anyway", warning)
 
 
 def child_exit(server, worker):
@@ -57,17 +77,21 @@ def _resources(worker):
 
 
 def post_worker_init(worker):
-    """Each worker drains the bump outbox on its own thread (after fork: no shared sockets)."""
+    """Each worker drains the bump outbox on its own thread (after fork: no shared sockets) and,
+    in attached mode, relays counts.bump() notifications on another."""
     resources = _resources(worker)
     if resources is not None and resources.drain_interval > 0:
         worker.counts_drainer = resources.start_drainer()
+    if resources is not None and resources.source.relays_bumps:
+        worker.counts_relay = resources.start_relay()
 
 
 def worker_exit(server, worker):
-    """Stop the drainer and close pooled Postgres connections with the worker."""
-    drainer = getattr(worker, "counts_drainer", None)
-    if drainer is not None:
-        drainer.stop()
+    """Stop the drainer and the relay, and close pooled Postgres connections with the worker."""
+    for name in ("counts_drainer", "counts_relay"):
+        thread = getattr(worker, name, None)
+        if thread is not None:
+            thread.stop()
     resources = _resources(worker)
     if resources is not None:
         resources.close()

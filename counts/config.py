@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,42 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int) ->
         return kind(raw)
     except ValueError:
         raise RuntimeError(f"{name} must be a number, got {raw!r}") from None
+
+
+SOURCES = ("own", "attached")
+
+# A Postgres name as `schema.function`: each part a plain identifier (folded to lower case, as
+# Postgres folds it) or a "quoted" one (kept as written, "" standing for one quote).
+_NAME_PART = r'(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))'
+_QUALIFIED_NAME = re.compile(_NAME_PART + r"\." + _NAME_PART)
+
+
+def parse_function_name(raw: str) -> tuple[str, str]:
+    """`schema.function` as the (schema, function) Postgres means by it, or a start-up error."""
+    found = _QUALIFIED_NAME.fullmatch(raw.strip())
+    if found is None:
+        raise RuntimeError(
+            f"COUNTS_UNREAD_FUNCTION must name a function with its schema, like "
+            f"public.counts_unread; got {raw!r}")
+    quoted_schema, plain_schema, quoted_name, plain_name = found.groups()
+    schema = quoted_schema.replace('""', '"') if quoted_schema else plain_schema.lower()
+    name = quoted_name.replace('""', '"') if quoted_name else plain_name.lower()
+    return schema, name
+
+
+def _source(env: dict[str, str]) -> dict[str, Any]:
+    """Where counts come from: our own tables, or the app's unread function (attached)."""
+    source = env.get("COUNTS_SOURCE") or "own"
+    if source not in SOURCES:
+        raise RuntimeError(f"COUNTS_SOURCE must be 'own' or 'attached', got {source!r}")
+    function = env.get("COUNTS_UNREAD_FUNCTION") or None
+    if source == "attached" and function is None:
+        raise RuntimeError(
+            "COUNTS_SOURCE=attached needs COUNTS_UNREAD_FUNCTION: the app's function "
+            "(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, unread bigint), "
+            "with its schema, like public.counts_unread")
+    return {"SOURCE": source,
+            "UNREAD_FUNCTION": parse_function_name(function) if source == "attached" else None}
 
 
 def load_config(env: dict[str, str] | None = None,
@@ -60,6 +97,8 @@ def load_config(env: dict[str, str] | None = None,
         "LOG_FLUSH_INTERVAL": _number(env, "COUNTS_LOG_FLUSH_SECONDS", 1.0, float),
         # Requests larger than this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
+        # own: our tables and write API; attached: the app's tables, through its unread function.
+        **_source(env),
         **(overrides or {}),
     }
     _check_identity(config)

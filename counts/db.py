@@ -17,6 +17,7 @@ from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
 from counts import metrics
 from counts.errors import DependencyUnavailable
+from counts.queries import session
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ class CountingCursor(psycopg2.extensions.cursor):
 class Database:
     """A lazily created, per-process, bounded pool of Postgres connections with timeouts."""
 
-    def __init__(self, url: str, timeout: float, pool_size: int):
+    def __init__(self, url: str, timeout: float, pool_size: int, schema: str | None = None):
         self.url = url
         self.timeout = timeout
         self.pool_size = pool_size
+        self.schema = schema  # searched first, ahead of the session's default (attached: counts)
         self._idle: list = []
         self._pid = None
         self._lock = threading.Lock()
@@ -108,18 +110,33 @@ class Database:
         self._connection_class = type("TimedConnection", (psycopg2.extensions.connection,),
                                       {"timeout": timeout})
 
-    def _connect(self):
-        """Open one connection with server- and client-side timeouts."""
+    def _connect(self, application_name: str = "counts"):
+        """Open one connection with server- and client-side timeouts, searching our schema first."""
         conn = psycopg2.connect(
             self.url,
             connect_timeout=max(1, round(self.timeout)),
-            application_name="counts",
+            application_name=application_name,
             # The server cancels a runaway statement; the wait callback covers a silent server.
             options=f"-c statement_timeout={int(self.timeout * 1000)}",
             cursor_factory=CountingCursor,
             connection_factory=self._connection_class,
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
         )
+        if self.schema is not None:
+            try:
+                with conn.cursor() as cur:
+                    session.prepend_search_path(cur, self.schema)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def dedicated(self, application_name: str):
+        """A connection of its own in autocommit, outside the pool and its slots (a LISTEN: it
+        must never be lent to a request); the caller closes it."""
+        conn = self._connect(application_name)
+        conn.autocommit = True
         return conn
 
     def _take(self):

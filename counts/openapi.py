@@ -275,8 +275,9 @@ def paths() -> dict[str, dict]:
     }
 
 
-def build_spec() -> dict:
-    """The whole OpenAPI document, as a dict."""
+def build_spec(writable: bool = True) -> dict:
+    """The whole OpenAPI document, as a dict; without our schema's writes when not `writable`
+    (attached mode, where they answer 404)."""
     spec = APISpec(title="counts", version=API_VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()],
                    info={"description": "Unread-message counts that answer 304 from Redis."},
@@ -296,11 +297,13 @@ def build_spec() -> dict:
     for name, description, headers in ERRORS.values():
         spec.components.response(name, response_with_body(description, "Problem", headers, PROBLEM))
     for path, item in paths().items():
+        if not writable and path.startswith("/v1/conversations"):
+            continue
         parameters = item.pop("parameters", [])
         spec.path(path=path, parameters=parameters, operations=item)
     return spec.to_dict()
 
 
-def spec_bytes() -> bytes:
+def spec_bytes(writable: bool = True) -> bytes:
     """The document serialized once, for GET /openapi.json."""
-    return json.dumps(build_spec(), separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(build_spec(writable), separators=(",", ":"), sort_keys=True).encode()

@@ -73,22 +73,28 @@ def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 
     """
     total = 0
     while True:
-        def bump_batch(cur) -> tuple[int, int]:
-            rows = bumps.claim_bumps(cur, min_age_seconds, batch_size)
-            user_ids = {uid for _, users in rows for uid in users}
-            # Raising here rolls back: the claimed rows stay queued for the next drain.
-            bumped = markers.bump(client, user_ids, ttl)
-            bumps.forget_bumps(cur, [row_id for row_id, _ in rows])
-            return len(rows), bumped
-
         try:
-            rows, bumped = db.run(bump_batch)
+            rows, bumped = db.run(bump_batch, client, ttl, min_age_seconds, batch_size)
         except redis.RedisError as error:
             log.info("outbox drain waits for Redis: %s", error)
             return total
         total += bumped
         if rows < batch_size:
             return total
+
+
+def bump_batch(cur, client: redis.Redis, ttl: int, min_age_seconds: float,
+               batch_size: int) -> tuple[int, int]:
+    """Take up to `batch_size` rows and bump their users in one round trip, before the caller
+    commits; (rows, users bumped). The one bump step of the drainer and the relay.
+
+    SKIP LOCKED: several workers (and instances) drain at once, and none bumps a row twice. A
+    Redis error raised here rolls back: the taken rows stay queued for the next drain.
+    """
+    rows = bumps.take_bumps(cur, min_age_seconds, batch_size)
+    if not rows:
+        return 0, 0
+    return len(rows), markers.bump(client, {uid for _, users in rows for uid in users}, ttl)
 
 
 class Drainer(threading.Thread):

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from counts import markers
+from counts import markers, source
 from counts.auth import TokenVerifier
 from counts.db import Database
 from counts.load import LoadGauge
@@ -18,7 +18,10 @@ class Resources:
     """
 
     def __init__(self, config: dict[str, Any]):
-        self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
+        # Where counts come from (own tables or the app's function), decided here, once.
+        self.source = source.from_config(config)
+        self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"],
+                           schema=self.source.schema)
         self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
         self.tokens = TokenVerifier.from_config(config)
         self.marker_ttl: int = config["MARKER_TTL"]
@@ -44,3 +47,11 @@ class Resources:
         drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval)
         drainer.start()
         return drainer
+
+    def start_relay(self):
+        """Start this process's LISTEN relay thread (attached mode; once per worker, after fork)."""
+        from counts.relay import Relay
+
+        relay = Relay(self.db, self.redis, self.marker_ttl)
+        relay.start()
+        return relay

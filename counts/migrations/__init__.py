@@ -1,23 +1,56 @@
-"""Versioned SQL migrations: `NNNN_name.sql` files applied in order, each recorded once."""
+"""Versioned SQL migrations (`NNNN_name.sql`), applied by `flask --app app db upgrade`.
+
+Three directories, so that each mode gets what it needs and nothing of the other's:
+
+- `own/` (COUNTS_SOURCE=own): our chat schema (conversations, members, messages) and the outbox
+  it has always had, in the database's default schema (public), where every deployment made
+  before attached mode has them. Nothing of own mode moves.
+- `attached/` (COUNTS_SOURCE=attached): only what counts needs beside the app's tables (the
+  outbox, `counts.bump()`), in a schema of its own, `counts`.
+- here, at the top: service tables BOTH modes need (devices, push jobs, ...), written once and
+  unqualified. Each mode applies them with its own schema alone on the search_path, so they land
+  beside that mode's outbox (public in own mode, counts in attached mode), and our connections
+  search that schema first (counts.db.Database(schema=...)), so the code that uses them is the
+  same in both modes too.
+
+A mode applies its directory and the top one in file-name order, each file once, recording it in
+its schema's `schema_migrations`, in one transaction under an advisory lock (a second, concurrent
+upgrade waits, then finds nothing to do). Numbers are shared: a new file takes the next number
+after every file in all three directories, so it sorts after whatever it builds on.
+
+Why own mode's outbox does not move to `counts` too: a rolling deploy would leave old workers
+writing to a table that had moved under them.
+"""
 
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from counts.queries import migrations as migration_sql
+from counts.source import Source
+from counts.source.own import OwnSource
 
 
-def available() -> list[tuple[str, str]]:
-    """(version, sql) for every migration file shipped with the package, in order."""
-    files = sorted(f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql"))
+def _sql_files(directory: Traversable) -> list[Traversable]:
+    """The migration files directly in `directory`."""
+    return [f for f in directory.iterdir() if f.is_file() and f.name.endswith(".sql")]
+
+
+def available(source: Source | None = None) -> list[tuple[str, str]]:
+    """(version, sql) for every migration the source's mode applies, in order (default: own)."""
+    root = resources.files(__package__)
+    track = (source or OwnSource()).name
+    files = sorted(_sql_files(root / track) + _sql_files(root), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
-def upgrade(db) -> list[str]:
+def upgrade(db, source: Source | None = None) -> list[str]:
     """Apply the migrations the database lacks, in one transaction; the versions applied."""
+    source = source or OwnSource()
 
     def apply_missing(cur) -> list[str]:
-        done = migration_sql.applied_migrations(cur)
+        done = migration_sql.applied_migrations(cur, source.schema)
         applied = []
-        for version, sql in available():
+        for version, sql in available(source):
             if version not in done:
                 migration_sql.apply_migration(cur, version, sql)
                 applied.append(version)

@@ -2,8 +2,11 @@
 
 - `reads`: the unread counts of one user or many; the readiness ping.
 - `conversations`: count-changing writes of our own schema (conversations, members, messages).
-- `bumps`: the marker outbox (bumps recorded in the writing transaction, drained later).
+- `bumps`: the marker outbox (bumps recorded in the writing transaction, drained later) and
+  the channel counts.bump() notifies.
+- `attached`: the app's unread function (attached mode): calling it, checking it at start-up.
 - `migrations`: the record of applied schema migrations.
+- `session`: settings our connections make once (attached mode's search_path).
 
 Functions take a cursor and know nothing of Flask, so tests and other services can call them.
 """

@@ -1,4 +1,5 @@
-"""The marker outbox (invariant 6): bumps recorded in the write's transaction, drained later."""
+"""The marker outbox (invariant 6): bumps recorded in the write's transaction, drained later;
+and, in attached mode, the notifications counts.bump() sends when it records one."""
 
 from collections.abc import Iterable
 from uuid import UUID
@@ -8,14 +9,23 @@ ENQUEUE_BUMPS = "INSERT INTO marker_outbox (user_ids) VALUES (%s::uuid[]) RETURN
 FORGET_BUMPS = "DELETE FROM marker_outbox WHERE id = ANY(%s)"
 
 # SKIP LOCKED: several workers drain at once without waiting on, or double-taking, each other.
-CLAIM_BUMPS = """
-SELECT id, user_ids FROM marker_outbox
-WHERE created_at <= now() - make_interval(secs => %s)
-ORDER BY id LIMIT %s
-FOR UPDATE SKIP LOCKED
+# Deleted as they are taken: the caller bumps them before committing, and a failed bump rolls
+# the delete back.
+TAKE_BUMPS = """
+DELETE FROM marker_outbox WHERE id IN (
+    SELECT id FROM marker_outbox
+    WHERE created_at <= now() - make_interval(secs => %s)
+    ORDER BY id LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, user_ids
 """
 
 PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
+
+# The channel counts.bump() notifies (migrations/attached/0002_counts_bump.sql).
+BUMPS_CHANNEL = "counts_bumps"
+LISTEN_BUMPS = f"LISTEN {BUMPS_CHANNEL}"
 
 
 def enqueue_bumps(cur, user_ids: Iterable[UUID]) -> int:
@@ -29,9 +39,10 @@ def forget_bumps(cur, outbox_ids: list[int]) -> None:
     cur.execute(FORGET_BUMPS, (outbox_ids,))
 
 
-def claim_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
-    """Lock up to `limit` outbox rows older than `min_age_seconds`, for this transaction."""
-    cur.execute(CLAIM_BUMPS, (min_age_seconds, limit))
+def take_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
+    """Delete up to `limit` outbox rows older than `min_age_seconds`, nobody else's in this
+    instant, and return them: gone once this transaction commits, back if it rolls back."""
+    cur.execute(TAKE_BUMPS, (min_age_seconds, limit))
     return [(row_id, users) for row_id, users in cur.fetchall()]
 
 
@@ -39,3 +50,8 @@ def pending_bumps(cur) -> int:
     """How many outbox rows wait for Redis."""
     cur.execute(PENDING_BUMPS)
     return cur.fetchone()[0]
+
+
+def listen_for_bumps(cur) -> None:
+    """Have this session notified of every commit that called counts.bump()."""
+    cur.execute(LISTEN_BUMPS)

@@ -35,10 +35,16 @@ PING = "SELECT 1"
 
 def unread_counts(cur, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
     """Unread counts for each user: {user_id: {"total", "unread_conversations", "conversations"}}."""
+    return counts_by_user(cur, UNREAD_COUNTS, user_ids)
+
+
+def counts_by_user(cur, statement, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
+    """Run a counts statement (rows of user_id text, conversation_id text, unread; parameter
+    user_ids) and fold its rows into each user's counts, users without rows included."""
     user_ids = list(user_ids)
     result = {uid: {"total": 0, "unread_conversations": 0, "conversations": []} for uid in user_ids}
     by_text = {str(uid): result[uid] for uid in user_ids}
-    cur.execute(UNREAD_COUNTS, {"user_ids": list(by_text)})
+    cur.execute(statement, {"user_ids": list(by_text)})
     for user_id, conversation_id, unread in cur.fetchall():
         counts = by_text[user_id]
         counts["total"] += unread

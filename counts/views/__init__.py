@@ -1,8 +1,9 @@
 """HTTP views: parse, authorize, call the data layer, respond. Nothing else lives here."""
 
+import json
 from uuid import UUID
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from marshmallow import Schema
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
@@ -58,3 +59,8 @@ def load_body(schema: Schema) -> dict:
     except RecursionError:
         raise BadRequest("The JSON body is nested too deeply.") from None
     return schema.load(data)
+
+
+def json_response(body: dict, status: int = 200) -> Response:
+    """A JSON response."""
+    return Response(json.dumps(body), status=status, mimetype="application/json")

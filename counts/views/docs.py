@@ -13,7 +13,8 @@ SPEC_KEY = "counts.openapi"
 @bp.record_once
 def build_once(state: BlueprintSetupState) -> None:
     """Serialize the document when the blueprint is registered, not on every request."""
-    state.app.extensions[SPEC_KEY] = openapi.spec_bytes()
+    writable = state.app.extensions["counts"].source.writable
+    state.app.extensions[SPEC_KEY] = openapi.spec_bytes(writable)
 
 
 @bp.get("/openapi.json")

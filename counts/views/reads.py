@@ -13,7 +13,6 @@ from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
 from counts.conditional import MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
-from counts.queries import reads as reads_sql
 from counts.views import authenticate, load_body, parse_uuid, resources
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,8 @@ def counts_body(user_id: UUID, counts: dict) -> dict:
 
 @bp.get("/v1/users/<user_id>/unread-counts")
 def get_unread_counts(user_id: str) -> Response:
-    """A user's unread counts, from Postgres: the 304s were answered by counts.conditional."""
+    """A user's unread counts, from Postgres (our tables or the app's function: the source's
+    business): the 304s were answered by counts.conditional."""
     principal = authenticate()  # auth before conditionals (invariant 8)
     uid = parse_uuid(user_id, "user_id")
     require_user_or_service(principal, uid)
@@ -41,7 +41,7 @@ def get_unread_counts(user_id: str) -> Response:
     # Read by counts.conditional before this query (invariant 2): the ETag may be older than the
     # data, never newer. None when Redis failed.
     marker = request.environ[MARKER_KEY]
-    counts = res.db.read(reads_sql.unread_counts, [uid])[uid]
+    counts = res.db.read(res.source.unread_counts, [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
                     headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
 
@@ -66,7 +66,7 @@ def post_batch() -> Response:
     fresh, unavailable = {}, False
     if changed:
         try:
-            fresh = res.db.read(reads_sql.unread_counts, changed)
+            fresh = res.db.read(res.source.unread_counts, changed)
         except DependencyUnavailable:
             unavailable = True
     results = []

@@ -1,21 +1,23 @@
-"""The write paths: each commits to Postgres, then bumps the markers of the users it affected."""
+"""The write paths of our own schema: each commits to Postgres, then bumps the markers of the
+users it affected. In attached mode the app owns its writes, and these answer 404."""
 
-import json
-
-import redis
 from flask import Blueprint, Response
 
-from counts import markers, metrics, outbox, schemas, writes
+from counts import outbox, schemas, writes
 from counts.auth import require_service, require_user_or_service
-from counts.errors import DependencyUnavailable
-from counts.views import authenticate, load_body, parse_uuid, resources
+from counts.errors import NotFound
+from counts.views import authenticate, json_response, load_body, parse_uuid, resources
 
 bp = Blueprint("writes", __name__)
 
 
-def json_response(body: dict, status: int = 200) -> Response:
-    """A JSON response."""
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+@bp.before_request
+def refuse_when_attached() -> None:
+    """No writes here when counts is attached to the app's database: the app writes its own
+    tables, and its triggers call counts.bump()."""
+    if not resources().source.writable:
+        raise NotFound("This service is attached to the app's database (COUNTS_SOURCE=attached): "
+                       "the app writes its own tables, and its triggers bump the markers.")
 
 
 def write_then_bump(work, *args):
@@ -90,20 +92,3 @@ def mark_read(conversation_id: str) -> Response:
     require_user_or_service(principal, body["user_id"])
     state = write_then_bump(writes.mark_read, cid, body["user_id"], body["up_to_seq"])
     return json_response({"conversation_id": str(cid), "user_id": str(body["user_id"]), **state})
-
-
-@bp.post("/v1/markers/bump")
-def bump_markers() -> Response:
-    """Bump markers for services that write Postgres themselves; queued durably if Redis is down."""
-    require_service(authenticate())
-    user_ids = load_body(schemas.bump)["user_ids"]
-    res = resources()
-    try:
-        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl)})
-    except redis.RedisError:
-        metrics.redis_failed("bump")
-    try:
-        outbox.enqueue(res.db, user_ids)
-    except DependencyUnavailable:
-        raise DependencyUnavailable("Neither Redis nor Postgres can take the bump; retry it.") from None
-    return json_response({"queued": len(set(user_ids))}, 202)

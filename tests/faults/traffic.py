@@ -324,6 +324,18 @@ class Traffic:
 
     # --- the verdict ----------------------------------------------------------------------------
 
+    def truth(self, pg, user: str) -> int:
+        """The user's unread total by Postgres."""
+        return true_total(pg, user)
+
+    def lost_writes(self, pg) -> list[str]:
+        """Acknowledged writes Postgres does not hold."""
+        return lost_writes(pg, self.acked_messages, self.acked_reads)
+
+    def inconsistencies(self, pg) -> list[str]:
+        """Conversations Postgres holds in a state no write sequence could leave."""
+        return inconsistent_conversations(pg, list(self.world.members))
+
     def finish(self, pg, name: str) -> Figures:
         """Stop, let the outbox drain, poll once more from every device, and judge it all."""
         self.stop()
@@ -339,21 +351,21 @@ class Traffic:
             client.session.close()
             client.session = requests.Session()  # the final check, not the traffic's connections
             outcome = self.poll(client, kind="final")
-            truth = true_total(pg, client.user)
+            truth = self.truth(pg, client.user)
             shown = None if client.counts is None else client.counts["total"]
             if shown != truth:
                 stale.append(f"{client.name} shows {shown} after a {outcome.status or outcome.error}"
                              f" with {client.etag}; Postgres says {truth}")
             client.session.close()
         problems += [p for p in (o.problem() for o in self.outcomes) if p]
-        problems += inconsistent_conversations(pg, list(self.world.members))
+        problems += self.inconsistencies(pg)
         problems += markers_gone_back(self.outcomes)
         figures = Figures(
             name=name, faults=len(self.faults), requests=len(self.outcomes),
             statuses=collections.Counter(o.status or o.error for o in self.outcomes),
             acked_writes=len(self.acked_messages) + len(self.acked_reads), clients=len(clients),
             retried=sum(o.retried for o in self.outcomes), stale=stale,
-            lost=lost_writes(pg, self.acked_messages, self.acked_reads), problems=problems)
+            lost=self.lost_writes(pg), problems=problems)
         FIGURES.append(figures)
         print(figures.line())
         return figures

@@ -1,0 +1,11 @@
+"""Settings of our own connections, made once per connection."""
+
+# Our tables come first, then whatever the role or database already searches: the app's unread
+# function, which runs with the caller's search_path unless it pins one, resolves its names as
+# it does for the app.
+PREPEND_SEARCH_PATH = "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)"
+
+
+def prepend_search_path(cur, schema: str) -> None:
+    """Search `schema` first for the rest of this session (commit to keep it)."""
+    cur.execute(PREPEND_SEARCH_PATH, (schema,))

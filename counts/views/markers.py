@@ -1,0 +1,29 @@
+"""The bump API, for writers that change counts where counts does not see them (both modes)."""
+
+import redis
+from flask import Blueprint, Response
+
+from counts import markers, metrics, outbox, schemas
+from counts.auth import require_service
+from counts.errors import DependencyUnavailable
+from counts.views import authenticate, json_response, load_body, resources
+
+bp = Blueprint("markers", __name__)
+
+
+@bp.post("/v1/markers/bump")
+def bump_markers() -> Response:
+    """Bump markers for services that write Postgres themselves; queued durably if Redis is down."""
+    require_service(authenticate())
+    user_ids = load_body(schemas.bump)["user_ids"]
+    res = resources()
+    try:
+        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl)})
+    except redis.RedisError:
+        metrics.redis_failed("bump")
+    try:
+        outbox.enqueue(res.db, user_ids)
+    except DependencyUnavailable:
+        raise DependencyUnavailable("Neither Redis nor Postgres can take the bump; retry it.") from None
+    return json_response({"queued": len(set(user_ids))}, 202)
+

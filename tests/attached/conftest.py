@@ -1,0 +1,83 @@
+"""Fixtures for attached mode: examples/supabase-chat on a database of its own, and the service
+attached to it (in-process, or under gunicorn)."""
+
+import os
+
+import pytest
+
+from counts import create_app, migrations
+from counts.config import parse_function_name
+from counts.db import Database
+from counts.source.attached import AttachedSource
+from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
+from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, throwaway_database
+from tests.services import Gunicorn
+
+# How long a test waits for the relay to move a marker. The relay takes milliseconds (see
+# bench/relay.py); this only bounds a test on a loaded machine.
+RELAY_BOUND = 10.0
+
+
+def attached_source() -> AttachedSource:
+    """The source the example's function makes."""
+    return AttachedSource(parse_function_name(UNREAD_FUNCTION))
+
+
+@pytest.fixture(scope="session")
+def chat():
+    """The example on a database of this run's own: counts' schema, then the app's files."""
+    suffix = run_suffix()
+    try:
+        with throwaway_database(f"counts_test_attached_{os.getpid()}") as url:
+            db = Database(url, timeout=10, pool_size=1, schema="counts")
+            try:
+                migrations.upgrade(db, attached_source())
+            finally:
+                db.close()
+            made = Chat(url, suffix)
+            made.load()
+            yield made
+    finally:
+        drop_roles(ADMIN_URL, suffix)
+
+
+@pytest.fixture
+def writer(chat):
+    """A PostgREST-like session for the test's writes."""
+    session = chat.writer()
+    yield session
+    session.close()
+
+
+def attached_settings(chat: Chat) -> dict:
+    """App settings for attached mode on the example's database and the tests' Redis db."""
+    return {"DATABASE_URL": chat.url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
+            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
+            "MARKER_TTL": MARKER_TTL, "RATE_LIMIT": 0, "ANONYMOUS_RATE_LIMIT": 0,
+            "SOURCE": "attached", "UNREAD_FUNCTION": parse_function_name(UNREAD_FUNCTION)}
+
+
+@pytest.fixture
+def attached_app(chat):
+    """The app in attached mode, in-process (no relay: the tests drive it)."""
+    app = create_app(attached_settings(chat))
+    yield app
+    app.extensions["counts"].close()
+
+
+def attached_env(chat: Chat, **extra: str) -> dict[str, str]:
+    """The environment of the service under gunicorn in attached mode. No drainer: what moves a
+    marker within RELAY_BOUND is the relay."""
+    return {"DATABASE_URL": chat.url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
+            "COUNTS_SOURCE": "attached", "COUNTS_UNREAD_FUNCTION": UNREAD_FUNCTION,
+            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0",
+            "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
+            "COUNTS_ANONYMOUS_RATE_LIMIT": "0", **extra}
+
+
+@pytest.fixture(scope="module", params=["gthread", "gevent"])
+def attached_server(request, chat):
+    """The service under gunicorn (2 workers) attached to the example, per worker class."""
+    server = Gunicorn(attached_env(chat, GUNICORN_CMD_ARGS=f"--worker-class {request.param}")).start()
+    yield server
+    server.stop()
