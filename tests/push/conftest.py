@@ -1,0 +1,82 @@
+"""Fixtures for push: a test CA, the fake providers on it, the app configured for them, dispatchers."""
+
+import threading
+
+import pytest
+
+from counts.push import vapid
+from counts.push.worker import make_dispatcher
+from tests.pushfakes.server import FakeServer
+from tests.pushfakes.tls import make_pki
+from tests.pushfakes.webpush import PushService, Subscriber
+
+VAPID_SUBJECT = "mailto:ops@counts.test"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA the service trusts through COUNTS_PUSH_CA_FILE, and the fakes' certificate."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def push_service(pki):
+    """A Web Push service on https://127.0.0.1:<port>."""
+    service = PushService()
+    server = FakeServer(service, pki).start()
+    service.origin = server.url
+    service.server = server
+    yield service
+    server.stop()
+
+
+@pytest.fixture
+def push_config(config, pki, push_service) -> dict:
+    """App settings with Web Push on, trusting the test CA, with short windows and backoffs."""
+    return {**config, "VAPID_PRIVATE_KEY": vapid.generate(), "VAPID_SUBJECT": VAPID_SUBJECT,
+            "WEBPUSH_ALLOWED_HOSTS": (push_service.server.host,), "PUSH_CA_FILE": pki.ca_file,
+            "PUSH_COALESCE": 0.3, "PUSH_POLL_INTERVAL": 1.0, "PUSH_RETRY_BASE": 0.2,
+            "PUSH_TIMEOUT": 2.0}
+
+
+@pytest.fixture
+def push_app(app_factory, push_config):
+    return app_factory(**push_config)
+
+
+@pytest.fixture
+def push_api(push_app, tokens):
+    from tests.conftest import Api
+
+    return Api(push_app.test_client(), tokens)
+
+
+@pytest.fixture
+def dispatchers(push_app):
+    """Start dispatchers (threads in this process) on the app's config; all stopped afterwards."""
+    running = []
+
+    def start(**overrides):
+        dispatcher = make_dispatcher({**push_app.config, **overrides})
+        thread = threading.Thread(target=dispatcher.run, name="test-dispatcher", daemon=True)
+        thread.start()
+        running.append((dispatcher, thread))
+        return dispatcher
+
+    yield start
+    for dispatcher, thread in running:
+        dispatcher.stop()
+        thread.join(30)
+        dispatcher.close()
+        dispatcher.db.close()
+
+
+def subscribe(push_api, push_service, user) -> Subscriber:
+    """A browser of `user` subscribes with the service's key and registers the subscription."""
+    key = push_api.client.get("/v1/push/webpush-key").get_json()["public_key"]
+    subscriber = Subscriber(push_service, push_service.origin, key)
+    response = push_api.client.post(f"/v1/users/{user}/devices", headers=push_api.tokens.user(user),
+                                    json={"platform": "webpush", "subscription": subscriber.subscription()})
+    assert response.status_code == 201, response.get_json()
+    subscriber.device_id = response.get_json()["device_id"]
+    return subscriber
