@@ -24,6 +24,7 @@ class Device:
     platform: str
     token: str
     settings: dict[str, Any]
+    hold_until: float = float("-inf")  # epoch: pushed recently, the next push waits until then
 
     @property
     def hint(self) -> str:

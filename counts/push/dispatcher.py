@@ -35,7 +35,7 @@ LiveUsers = Callable[[list[str]], set[str]]
 
 # Outcomes of the dispatcher's own making, beside the providers' (never sent):
 EXPIRED = "expired"  # older than COUNTS_PUSH_MAX_AGE: dropped, and counted
-DEFERRED = "deferred"  # its host is backing off: queued again, not counted
+DEFERRED = "deferred"  # in its coalescing window, or its host is backing off: queued again
 SKIPPED = "skipped"  # its provider is not configured (logged once at start): dropped
 
 
@@ -176,6 +176,10 @@ class Dispatcher:
             return Outcome(SKIPPED)
         if now - delivery.newest > self.max_age:
             return Outcome(EXPIRED)
+        if device.hold_until > now:
+            # Pushed within the coalescing window, and these jobs were written while that round
+            # was still sending (so they could not see its window): one push at the window's end.
+            return Outcome(DEFERRED, retry_after=device.hold_until - now)
         host = provider.destination(device)
         wait = self.hosts.wait(host, now)
         if wait > 0:
@@ -204,7 +208,7 @@ class Dispatcher:
                 push_sql.update_device_settings(cur, device.id, outcome.settings)
             if kind == SKIPPED:
                 continue
-            if kind == DEFERRED:  # not tried: its host is backing off
+            if kind == DEFERRED:  # not tried (coalescing, or its host is backing off); not counted
                 retries.append(self._retry(delivery, delivery.attempts, outcome.retry_after))
                 continue
             if kind == RETRY:

@@ -133,7 +133,7 @@ ORDER BY id FOR UPDATE SKIP LOCKED
 """
 
 DEVICES_OF = """
-SELECT id, user_id, platform, token, settings FROM push_devices
+SELECT id, user_id, platform, token, settings, extract(epoch FROM hold_until)::float8 FROM push_devices
 WHERE user_id = ANY(%s::uuid[]) ORDER BY id
 """
 
@@ -186,7 +186,7 @@ def claim_jobs(cur, user_ids: list[UUID]) -> list[tuple]:
 
 
 def devices_of(cur, user_ids: list[UUID]) -> list[tuple]:
-    """(id, user_id, platform, token, settings) of every device of these users."""
+    """(id, user_id, platform, token, settings, hold_until epoch) of every device of these users."""
     cur.execute(DEVICES_OF, ([str(uid) for uid in user_ids],))
     return cur.fetchall()
 

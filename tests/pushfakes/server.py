@@ -90,6 +90,18 @@ class Trouble:
         self.until = 0.0
         self.hanging = False
         self.requests_refused = 0
+        self.holding: threading.Event | None = None
+
+    def hold(self) -> threading.Event:
+        """Take requests in (a push service records them) but answer only once the returned event
+        is set: the provider has the push, its sender does not know yet."""
+        self.holding = threading.Event()
+        return self.holding
+
+    async def answer_when_released(self) -> None:
+        """Wait while holding (see hold())."""
+        while self.holding is not None and not self.holding.is_set():
+            await asyncio.sleep(0.01)
 
     def fail(self, status: int, retry_after: str | None = None, seconds: float = 3600.0) -> None:
         """Answer every request with `status` for `seconds`."""
@@ -104,6 +116,8 @@ class Trouble:
     def heal(self) -> None:
         """Back to answering properly."""
         self.status, self.hanging = None, False
+        if self.holding is not None:
+            self.holding.set()
 
     async def intervene(self, send) -> bool:
         """Misbehave on this request if told to; True if the request was dealt with."""

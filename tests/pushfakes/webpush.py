@@ -102,6 +102,7 @@ class PushService:
         self.received.append(message)
         if self.on_receive is not None:
             self.on_receive(message)
+        await self.trouble.answer_when_released()
         await respond(send, 201, b"", [(b"location", f"/message/{secrets.token_hex(8)}".encode()),
                                        (b"ttl", headers["ttl"].encode())])
 

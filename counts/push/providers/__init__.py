@@ -21,6 +21,13 @@ from counts.push.payload import Push
 
 log = logging.getLogger(__name__)
 
+# Tokens are in the URLs (a Web Push endpoint, an APNs /3/device/<token> path) and bearer tokens
+# in the headers: httpx logs every request line at INFO, httpcore, h2 and hpack log headers and
+# frames at DEBUG, google-auth its token requests. None of them may write a line at any level we
+# run at, even COUNTS_LOG_LEVEL=debug.
+for _name in ("httpx", "httpcore", "h2", "hpack", "google.auth", "google_auth_httplib2", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
 ACCEPTED, RETRY, GONE, FAILED = "accepted", "retry", "gone", "failed"
 
 
