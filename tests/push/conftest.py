@@ -3,9 +3,12 @@
 import threading
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from counts.push import vapid
 from counts.push.worker import make_dispatcher
+from tests.pushfakes.apns import ApnsWorld
 from tests.pushfakes.server import FakeServer
 from tests.pushfakes.tls import make_pki
 from tests.pushfakes.webpush import PushService, Subscriber
@@ -80,3 +83,38 @@ def subscribe(push_api, push_service, user) -> Subscriber:
     assert response.status_code == 201, response.get_json()
     subscriber.device_id = response.get_json()["device_id"]
     return subscriber
+
+
+APNS_TOPIC = "com.example.chat"
+
+
+@pytest.fixture
+def apns(pki, tmp_path):
+    """Apple: the team's key (written where COUNTS_APNS_KEY_FILE points), production and sandbox."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_file = tmp_path / "AuthKey.p8"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    world = ApnsWorld("TEAM123456", "KEY1234567", key.public_key())
+    servers = {env: FakeServer(world.server(env), pki, alpn=("h2",)).start()
+               for env in ("production", "sandbox")}
+    world.key_file, world.servers = str(key_file), servers
+    yield world
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def apns_config(push_config, apns) -> dict:
+    return {**push_config, "APNS_KEY_FILE": apns.key_file, "APNS_KEY_ID": apns.key_id,
+            "APNS_TEAM_ID": apns.team_id, "APNS_HOST": apns.servers["production"].host,
+            "APNS_SANDBOX_HOST": apns.servers["sandbox"].host}
+
+
+def register_apns(api, user, token: str, environment: str = "production") -> str:
+    """Register an iPhone of `user`; its device id."""
+    response = api.client.post(f"/v1/users/{user}/devices", headers=api.tokens.user(user), json={
+        "platform": "apns", "token": token, "topic": APNS_TOPIC, "environment": environment})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["device_id"]
+

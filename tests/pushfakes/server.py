@@ -27,12 +27,13 @@ def _quiet_cancellation(loop, context) -> None:
 class FakeServer:
     """One fake provider on https://127.0.0.1:<port>, until stop()."""
 
-    def __init__(self, app, pki: TestPKI, port: int | None = None):
+    def __init__(self, app, pki: TestPKI, port: int | None = None,
+                 alpn: tuple[str, ...] = ("h2", "http/1.1")):
         self.app, self.port = app, port or free_port()
         self.config = Config()
         self.config.bind = [f"127.0.0.1:{self.port}"]
         self.config.certfile, self.config.keyfile = pki.cert_file, pki.key_file
-        self.config.alpn_protocols = ["h2", "http/1.1"]
+        self.config.alpn_protocols = list(alpn)
         self.config.accesslog = None
         self.config.errorlog = logging.getLogger("tests.pushfakes")
         self.config.graceful_timeout = 0.5  # a hung request must not hold the test's teardown
