@@ -1,5 +1,6 @@
 """Fixtures for push: a test CA, the fake providers on it, the app configured for them, dispatchers."""
 
+import json
 import threading
 
 import pytest
@@ -9,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from counts.push import vapid
 from counts.push.worker import make_dispatcher
 from tests.pushfakes.apns import ApnsWorld
+from tests.pushfakes.fcm import FcmService
 from tests.pushfakes.server import FakeServer
 from tests.pushfakes.tls import make_pki
 from tests.pushfakes.webpush import PushService, Subscriber
@@ -118,3 +120,37 @@ def register_apns(api, user, token: str, environment: str = "production") -> str
     assert response.status_code == 201, response.get_json()
     return response.get_json()["device_id"]
 
+
+
+@pytest.fixture
+def fcm(pki, tmp_path):
+    """Google: a service account (its JSON where COUNTS_FCM_CREDENTIALS_FILE points), the token
+    endpoint its token_uri names, and FCM."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    service = FcmService("counts-test", "push@counts-test.iam.gserviceaccount.com", key.public_key())
+    server = FakeServer(service, pki).start()
+    service.token_uri = f"{server.url}/token"
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps({
+        "type": "service_account", "project_id": service.project_id, "private_key_id": "k1",
+        "private_key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode(),
+        "client_email": service.client_email, "client_id": "1", "token_uri": service.token_uri}))
+    service.credentials_file, service.server = str(credentials), server
+    yield service
+    server.stop()
+
+
+@pytest.fixture
+def fcm_config(push_config, fcm) -> dict:
+    return {**push_config, "FCM_CREDENTIALS_FILE": fcm.credentials_file, "FCM_URL": fcm.server.url}
+
+
+def register_fcm(api, user, token: str) -> str:
+    """Register an Android phone of `user`; its device id."""
+    response = api.client.post(f"/v1/users/{user}/devices", headers=api.tokens.user(user),
+                               json={"platform": "fcm", "token": token})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["device_id"]
