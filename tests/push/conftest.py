@@ -154,3 +154,82 @@ def register_fcm(api, user, token: str) -> str:
                                json={"platform": "fcm", "token": token})
     assert response.status_code == 201, response.get_json()
     return response.get_json()["device_id"]
+
+
+def worker_env(config: dict) -> dict[str, str]:
+    """The environment of a `flask --app app push-worker` process with the app's push settings."""
+    from tests.conftest import REDIS_URL, SECRET
+
+    return {
+        "DATABASE_URL": config["DATABASE_URL"], "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
+        "COUNTS_VAPID_PRIVATE_KEY": config["VAPID_PRIVATE_KEY"],
+        "COUNTS_VAPID_SUBJECT": config["VAPID_SUBJECT"],
+        "COUNTS_WEBPUSH_ALLOWED_HOSTS": ",".join(config["WEBPUSH_ALLOWED_HOSTS"]),
+        "COUNTS_PUSH_CA_FILE": config["PUSH_CA_FILE"],
+        **{f"COUNTS_{name}": str(config[name]) for name in (
+            "PUSH_COALESCE", "PUSH_POLL_INTERVAL", "PUSH_RETRY_BASE", "PUSH_TIMEOUT")},
+    }
+
+
+class WorkerProcess:
+    """`flask --app app push-worker` as its own process (optionally monkey-patched by gevent)."""
+
+    def __init__(self, env: dict[str, str], log_path, use_gevent: bool = False):
+        import os
+
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.use_gevent = use_gevent
+        self.process = None
+
+    def start(self) -> "WorkerProcess":
+        import subprocess
+        import sys
+
+        from tests.services import ROOT, wait_until
+
+        if self.use_gevent:
+            command = [sys.executable, "-c", "from gevent import monkey; monkey.patch_all()\n"
+                       "import sys; from flask.cli import main\n"
+                       "sys.argv = ['flask', '--app', 'app', 'push-worker']; main()"]
+        else:
+            command = [sys.executable, "-m", "flask", "--app", "app", "push-worker"]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self._log,
+                                        stderr=self._log)
+        wait_until(lambda: "push dispatcher started" in self.log(), what="the push worker to start")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def signal(self, signum) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the process to end; its exit status."""
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def stop(self) -> None:
+        """SIGKILL it if it is still running (a test's cleanup)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.wait()
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start push worker processes; every one still running is killed afterwards."""
+    started = []
+
+    def start(env: dict[str, str], use_gevent: bool = False) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", use_gevent).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
