@@ -14,10 +14,8 @@ import random
 import select
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from uuid import UUID
 
 from counts import metrics
@@ -26,6 +24,7 @@ from counts.errors import DependencyUnavailable
 from counts.push import payload
 from counts.push.devices import Device
 from counts.push.payload import Push
+from counts.push.plan import Delivery, Job, plan
 from counts.push.providers import ACCEPTED, GONE, RETRY, Outcome, Provider
 from counts.queries import push as push_sql
 
@@ -37,51 +36,6 @@ LiveUsers = Callable[[list[str]], set[str]]
 EXPIRED = "expired"  # older than COUNTS_PUSH_MAX_AGE: dropped, and counted
 DEFERRED = "deferred"  # in its coalescing window, or its host is backing off: queued again
 SKIPPED = "skipped"  # its provider is not configured (logged once at start): dropped
-
-
-@dataclass(frozen=True)
-class Job:
-    """A claimed push_jobs row."""
-
-    id: int
-    user_id: UUID
-    device_id: UUID | None
-    alert: bool
-    conversation_id: UUID | None
-    created: float
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What one device gets this round: the jobs addressed to it, merged."""
-
-    device: Device
-    alert: bool
-    conversation_id: UUID | None
-    oldest: float  # epoch of the oldest write it answers: latency counts from there
-    newest: float  # epoch of the newest: COUNTS_PUSH_MAX_AGE counts from there
-    attempts: int
-
-
-def plan(jobs: list[Job], devices: list[Device]) -> list[Delivery]:
-    """Merge each device's jobs (its user's, and retries for it) into one delivery."""
-    by_user: dict[UUID, list[Job]] = defaultdict(list)
-    for job in jobs:
-        by_user[job.user_id].append(job)
-    deliveries = []
-    for device in devices:
-        mine = [job for job in by_user.get(device.user_id, ())
-                if job.device_id is None or job.device_id == device.id]
-        if not mine:
-            continue
-        changed = [job.conversation_id for job in mine if job.conversation_id is not None]
-        deliveries.append(Delivery(
-            device, alert=any(job.alert for job in mine),
-            conversation_id=changed[-1] if changed else None,  # jobs come in id order: the latest
-            oldest=min(job.created for job in mine), newest=max(job.created for job in mine),
-            attempts=max(job.attempts for job in mine)))
-    return deliveries
 
 
 class HostBackoff:
