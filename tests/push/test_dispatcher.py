@@ -209,3 +209,33 @@ def test_tokens_never_reach_the_logs(push_api, push_service, dispatchers, pg):
     for subscriber in (kept, gone):
         assert subscriber.id not in logs
         assert subscriber.subscription()["keys"]["auth"] not in logs
+
+
+def test_a_second_dispatcher_skips_a_user_whose_push_is_in_flight(push_app, push_api, push_service, pg):
+    from counts.push.worker import make_dispatcher
+
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    first, second = make_dispatcher(push_app.config), make_dispatcher(push_app.config)
+    release = push_service.trouble.hold()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            push_api.send(conversation, alice)
+            first_round = pool.submit(first.run_once)
+            wait_until(browser.received, what="the first round's push to be in flight")
+            push_api.send(conversation, alice)  # a job the first round did not claim
+            # Pushing bob now could deliver total 2 before the held total 1: the round skips him.
+            assert pool.submit(second.run_once).result(timeout=20) == 0
+            assert len(browser.received()) == 1
+            release.set()
+            assert first_round.result(timeout=20) == 1
+        # The second message waits out bob's coalescing window, then goes with the latest total.
+        wait_until(lambda: second.run_once() >= 0 and len(browser.received()) == 2,
+                   what="the second push")
+        assert [message["total"] for message in browser.messages()] == [1, 2]
+    finally:
+        release.set()
+        for dispatcher in (first, second):
+            dispatcher.close()
+            dispatcher.db.close()
