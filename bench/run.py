@@ -2,8 +2,8 @@
 
 Starts a private Postgres (pg_stat_statements preloaded) and Redis, seeds them, runs the hot-path
 benchmark, the load simulator (conditional, then naive: the same traffic), a search for the
-highest rate meeting p99 if the full load misses it, and the scaling benchmark; writes
-bench/RESULTS.md and bench/results.png; stops everything it started.
+highest rate meeting p99 if the full load misses it, the scaling benchmark and the push
+benchmark (issue 12); writes bench/RESULTS.md and bench/results.png; stops everything it started.
 """
 
 import argparse
@@ -24,6 +24,7 @@ import redis
 from bench import chart, dataset, pg, report
 from bench.hotpath import run_hotpath
 from bench.profile import PySpy
+from bench.push import run_push
 from bench.scaling import run_scaling
 from bench.services import OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
 from bench.simulate import PassResult, SimConfig, simulate
@@ -61,12 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     hot.add_argument("--hotpath-seconds", type=float, default=4)
     scale = parser.add_argument_group("scaling")
     scale.add_argument("--sizes", default="1000000,10000000", help="total messages, comma-separated")
+    push = parser.add_argument_group("push")
+    push.add_argument("--push-users", type=int, default=None, help="users with a device (default --users)")
+    push.add_argument("--push-jobs", type=int, default=5000, help="pushes queued for the throughput run")
+    push.add_argument("--push-duration", type=float, default=40,
+                      help="seconds of writes for the latency run (rate: --messages-per-user-day "
+                           "x --time-compression)")
     out = parser.add_argument_group("report")
     out.add_argument("--price-per-million-reads", type=float, default=0.20,
                      help="USD; an assumption (managed-database I/O pricing), not the seed's figure")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     out.add_argument("--chart", type=Path, default=ROOT / "bench" / "results.png")
-    parser.add_argument("--skip", default="", help="comma-separated: hotpath, simulate, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated: hotpath, simulate, scaling, push")
     return parser.parse_args(argv)
 
 
@@ -154,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         if "scaling" not in skip:
             sizes = tuple(int(size) for size in args.sizes.split(","))
             run.scaling = run_scaling(b.pg_admin_url, b.redis_url, sizes)
+        if "push" not in skip:
+            run.push = run_push(b.pg_admin_url, b.redis_url, args.push_users or args.users,
+                                args.push_duration, args.messages_per_user_day, args.time_compression,
+                                args.push_jobs, workers=args.workers, threads=args.threads)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)

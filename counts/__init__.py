@@ -18,7 +18,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     from counts.config import load_config
     from counts.observe import ROUTE_KEY, Observe
     from counts.resources import Resources
-    from counts.views import docs, health, markers, reads, writes
+    from counts.views import docs, health, markers, push, reads, writes
 
     app = Flask(__name__, static_folder=None)
     app.config.update(load_config(overrides=config))
@@ -26,7 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     resources = app.extensions["counts"] = Resources(app.config)
 
     errors.register_error_handlers(app)
-    for blueprint in (reads.bp, writes.bp, markers.bp, health.bp, docs.bp):
+    for blueprint in (reads.bp, writes.bp, markers.bp, push.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
 

@@ -1,4 +1,4 @@
-"""Command-line tools: `flask --app app db upgrade | bump | token | drain-outbox`."""
+"""Command-line tools: `flask --app app db upgrade | bump | token | drain-outbox | push-worker`."""
 
 from uuid import UUID
 
@@ -76,3 +76,10 @@ def register(app: Flask) -> None:
         """Bump every queued bump now (the workers also do this every few seconds)."""
         res = _resources()
         click.echo(f"bumped {outbox.drain(res.db, res.redis, res.marker_ttl)}")
+
+    @app.cli.command("push-worker")
+    def push_worker():
+        """Run a push dispatcher until SIGTERM or SIGINT (which finish the round in flight)."""
+        from counts.push.worker import run_worker
+
+        run_worker(current_app.config)

@@ -8,6 +8,12 @@ from urllib.parse import urlsplit
 
 DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105 - by design
 
+# The browsers' push services (Chrome, Firefox, Edge, Safari): a Web Push subscription must point
+# at one of them, or the dispatcher would POST wherever a client asked it to.
+DEFAULT_WEBPUSH_HOSTS = ("fcm.googleapis.com", "android.googleapis.com",
+                         "updates.push.services.mozilla.com", "*.notify.windows.com",
+                         "web.push.apple.com")
+
 
 def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> Any:
     """Read a numeric setting, failing at start-up (not at first request) on garbage."""
@@ -99,9 +105,11 @@ def load_config(env: dict[str, str] | None = None,
         "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
         # own: our tables and write API; attached: the app's tables, through its unread function.
         **_source(env),
+        **push_settings(env),
         **(overrides or {}),
     }
     _check_identity(config)
+    check_push_settings(config)
     return config
 
 
@@ -129,3 +137,63 @@ def _check_identity(config: dict[str, Any]) -> None:
         raise RuntimeError("COUNTS_JWKS_REFRESH must be a positive number of seconds")
     if not (math.isfinite(config["JWT_LEEWAY"]) and config["JWT_LEEWAY"] >= 0):
         raise RuntimeError("COUNTS_JWT_LEEWAY must be a number of seconds, 0 or more")
+
+
+def _words(env: dict[str, str], name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A comma-separated list setting."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return tuple(word.strip() for word in raw.split(",") if word.strip())
+
+
+def push_settings(env: dict[str, str]) -> dict[str, Any]:
+    """The push dispatcher's and providers' settings (counts.push); unset providers stay None."""
+    return {
+        # A burst for one user within this many seconds becomes one push with the latest total.
+        "PUSH_COALESCE": _number(env, "COUNTS_PUSH_COALESCE", 2.0, float),
+        # An undelivered push older than this is dropped and counted: an old alert is worse than none.
+        "PUSH_MAX_AGE": _number(env, "COUNTS_PUSH_MAX_AGE", 24 * 3600.0, float),
+        "PUSH_BATCH": _number(env, "COUNTS_PUSH_BATCH", 100),
+        "PUSH_CONCURRENCY": _number(env, "COUNTS_PUSH_CONCURRENCY", 32),
+        "PUSH_POLL_INTERVAL": _number(env, "COUNTS_PUSH_POLL_INTERVAL", 5.0, float),
+        "PUSH_TIMEOUT": _number(env, "COUNTS_PUSH_TIMEOUT", 10.0, float),
+        "PUSH_RETRY_BASE": _number(env, "COUNTS_PUSH_RETRY_BASE", 1.0, float),
+        "PUSH_RETRY_MAX": _number(env, "COUNTS_PUSH_RETRY_MAX", 900.0, float),
+        "PUSH_MAX_DEVICES": _number(env, "COUNTS_PUSH_MAX_DEVICES", 10),
+        "PUSH_METRICS_PORT": _number(env, "COUNTS_PUSH_METRICS_PORT", 0),
+        "PUSH_METRICS_HOST": env.get("COUNTS_PUSH_METRICS_HOST", "127.0.0.1"),
+        # CA bundle for outbound TLS to the providers (default: certifi's); for fakes and proxies.
+        "PUSH_CA_FILE": env.get("COUNTS_PUSH_CA_FILE") or None,
+        "VAPID_PRIVATE_KEY": env.get("COUNTS_VAPID_PRIVATE_KEY") or None,
+        "VAPID_SUBJECT": env.get("COUNTS_VAPID_SUBJECT") or None,
+        "WEBPUSH_ALLOWED_HOSTS": _words(env, "COUNTS_WEBPUSH_ALLOWED_HOSTS", DEFAULT_WEBPUSH_HOSTS),
+        "APNS_KEY_FILE": env.get("COUNTS_APNS_KEY_FILE") or None,
+        "APNS_KEY_ID": env.get("COUNTS_APNS_KEY_ID") or None,
+        "APNS_TEAM_ID": env.get("COUNTS_APNS_TEAM_ID") or None,
+        # Override Apple's hosts (host[:port]), for a local fake or a proxy.
+        "APNS_HOST": env.get("COUNTS_APNS_HOST") or "api.push.apple.com",
+        "APNS_SANDBOX_HOST": env.get("COUNTS_APNS_SANDBOX_HOST") or "api.sandbox.push.apple.com",
+        "APNS_TOPICS": _words(env, "COUNTS_APNS_TOPICS"),
+        "FCM_CREDENTIALS_FILE": env.get("COUNTS_FCM_CREDENTIALS_FILE") or None,
+        "FCM_URL": env.get("COUNTS_FCM_URL") or "https://fcm.googleapis.com",
+    }
+
+
+def check_push_settings(config: dict[str, Any]) -> None:
+    """Half-configured providers fail at start-up, not at the first push."""
+    if config["VAPID_PRIVATE_KEY"]:
+        subject = config["VAPID_SUBJECT"] or ""
+        if not subject.startswith(("mailto:", "https:")):
+            raise RuntimeError("COUNTS_VAPID_SUBJECT must be a mailto: or https: URI when "
+                               f"COUNTS_VAPID_PRIVATE_KEY is set, got {subject!r}")
+    apns = [config[name] for name in ("APNS_KEY_FILE", "APNS_KEY_ID", "APNS_TEAM_ID")]
+    if any(apns) and not all(apns):
+        raise RuntimeError("Set all of COUNTS_APNS_KEY_FILE, COUNTS_APNS_KEY_ID and "
+                           "COUNTS_APNS_TEAM_ID, or none of them")
+    for name in ("PUSH_COALESCE", "PUSH_MAX_AGE", "PUSH_TIMEOUT", "PUSH_RETRY_BASE"):
+        if config[name] <= 0:
+            raise RuntimeError(f"COUNTS_{name} must be positive, got {config[name]}")
+    for name in ("PUSH_BATCH", "PUSH_CONCURRENCY", "PUSH_MAX_DEVICES"):
+        if config[name] < 1:
+            raise RuntimeError(f"COUNTS_{name} must be at least 1, got {config[name]}")

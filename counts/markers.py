@@ -168,3 +168,12 @@ def bump(client: redis.Redis, user_ids: Iterable[UUID | str], ttl: int = DEFAULT
     metrics.BUMPS.inc()
     metrics.BUMPED_USERS.observe(len(keys))
     return len(keys)
+
+
+def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:
+    """The users among `user_ids` with a live stream or WebSocket open (they get no alert push).
+
+    A placeholder: the live transports (issue 10) implement it with the presence they keep in
+    Redis. Until then nobody is live, so every alert is pushed.
+    """
+    return set()

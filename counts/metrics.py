@@ -16,6 +16,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -39,6 +40,12 @@ RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429."
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
                        ["outcome"])
+# Push (counts.push.dispatcher). outcome: accepted, retried, gone, failed, expired.
+PUSH_SENT = Counter("counts_push_sent_total", "Pushes the dispatcher dealt with, by provider and outcome.",
+                    ["provider", "outcome"])
+PUSH_LATENCY = Histogram("counts_push_latency_seconds",
+                         "From the write that queued a push (in its transaction) to its acceptance.",
+                         buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
 
 _degraded: dict[str, bool] = {}
 
@@ -62,10 +69,39 @@ def jwks_fetched(ok: bool) -> None:
     dependency_state("jwks", available=ok)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The Prometheus text for this service: every worker's samples under gunicorn."""
+def push_sent(provider: str, outcome: str) -> None:
+    """Count one push's outcome."""
+    PUSH_SENT.labels(provider, outcome).inc()
+
+
+def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:
+    """The push queue's gauges, read from Postgres at scrape time (any process can)."""
+    return [GaugeMetricFamily("counts_push_queue_depth", "Push jobs waiting (due or not).", depth),
+            GaugeMetricFamily("counts_push_oldest_job_age_seconds",
+                              "Age of the oldest queued push job's write.", oldest_seconds)]
+
+
+class _Families:
+    """A collector of metric families made for one scrape."""
+
+    def __init__(self, families: list):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def exposition(extra: list | None = None) -> tuple[bytes, str]:
+    """The Prometheus text for this service: every worker's samples under gunicorn, plus `extra`
+    families computed for this scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    if extra:
+        scrape = CollectorRegistry()
+        scrape.register(_Families(extra))
+        text += generate_latest(scrape)
+    return text, CONTENT_TYPE_LATEST

@@ -87,12 +87,43 @@ class Health(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
+class PushQueue(Schema):
+    queued = fields.Integer(required=True, validate=validate.Range(min=0))
+    oldest_seconds = fields.Float(required=True, validate=validate.Range(min=0),
+                                  metadata={"description": "Age of the oldest queued job's write."})
+
+
 class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
     postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     redis = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     # Only with COUNTS_JWKS_URL: stale = the endpoint fails and the keys fetched before are used.
     jwks = fields.String(validate=validate.OneOf(["ok", "stale", "unavailable"]))
+    push = fields.Nested(PushQueue, metadata={"description": "The push queue, while Postgres answers."})
+
+
+class DeviceCreated(Schema):
+    device_id = fields.UUID(required=True)
+
+
+class DeviceShown(Schema):
+    device_id = fields.UUID(required=True)
+    platform = fields.String(required=True, validate=validate.OneOf(["webpush", "apns", "fcm"]))
+    token_hint = fields.String(required=True, metadata={
+        "description": "sha256: and the first 12 hex digits of the token's SHA-256 (never the token)."})
+    registered_at = fields.String(required=True, metadata={"format": "date-time"})
+    endpoint_host = fields.String(metadata={"description": "webpush: the push service's host."})
+    topic = fields.String(metadata={"description": "apns: the app's bundle id."})
+    environment = fields.String(validate=validate.OneOf(["production", "sandbox"]))
+
+
+class Devices(Schema):
+    devices = fields.List(fields.Nested(DeviceShown), required=True)
+
+
+class WebPushKey(Schema):
+    public_key = fields.String(required=True, metadata={
+        "description": "The VAPID public key (uncompressed P-256 point, base64url)."})
 
 
 class Problem(Schema):
@@ -110,10 +141,14 @@ class Problem(Schema):
 
 REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd": schemas.MemberAdd,
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
-                   "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch}
+                   "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
+                   "SubscriptionKeys": schemas.SubscriptionKeys, "Subscription": schemas.Subscription,
+                   "WebPushDevice": schemas.WebPushDevice, "ApnsDevice": schemas.ApnsDevice,
+                   "FcmDevice": schemas.FcmDevice}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
-    Membership, MessageCreated, ReadState, Bumped, Queued, Health, Readiness, Problem)}
+    Membership, MessageCreated, ReadState, Bumped, Queued, Health, PushQueue, Readiness,
+    DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
 
 
 # --- reusable headers, parameters and error responses ------------------------------------------
@@ -132,7 +167,7 @@ HEADERS = {
 COUNTS_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Poll-Interval")
 
 PATH_IDS = {name: f"{name} must be a UUID (400 otherwise)."
-            for name in ("user_id", "conversation_id", "message_id")}
+            for name in ("user_id", "conversation_id", "message_id", "device_id")}
 
 # status: (component name, description, required headers)
 ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
@@ -259,6 +294,7 @@ def paths() -> dict[str, dict]:
             {200: response_with_body("Bumped.", "Bumped"),
              202: response_with_body("Redis is unreachable; queued in Postgres.", "Queued")},
             body_errors, "Bump")},
+        **push_paths(body_errors),
         "/healthz": {"get": operation("Liveness", "healthz",
                                       {200: response_with_body("The process answers.", "Health")},
                                       (), public=True)},
@@ -272,6 +308,28 @@ def paths() -> dict[str, dict]:
             (), public=True)},
         "/openapi.json": {"get": operation("This document", "openapi", {
             200: response_with_body("OpenAPI 3.", {"type": "object"})}, (), public=True)},
+    }
+
+
+def push_paths(body_errors: tuple[int, ...]) -> dict[str, dict]:
+    """The device registry and the Web Push key."""
+    registration = {"oneOf": [{"$ref": f"#/components/schemas/{name}"}
+                              for name in ("WebPushDevice", "ApnsDevice", "FcmDevice")]}
+    return {
+        "/v1/users/{user_id}/devices": {"parameters": ["user_id"], "post": operation(
+            "Register a device for push (that user, or services)", "registerDevice",
+            {201: response_with_body("Registered.", "DeviceCreated"),
+             200: response_with_body("This token was registered already: its id.", "DeviceCreated")},
+            body_errors, registration), "get": operation(
+            "A user's devices, tokens masked (that user, or services)", "listDevices",
+            {200: response_with_body("The devices.", "Devices")}, ())},
+        "/v1/users/{user_id}/devices/{device_id}": {
+            "parameters": ["user_id", "device_id"], "delete": operation(
+                "Forget a device (that user, or services)", "deleteDevice",
+                {204: {"description": "Forgotten."}}, (404,))},
+        "/v1/push/webpush-key": {"get": operation(
+            "The Web Push applicationServerKey", "webpushKey",
+            {200: response_with_body("The VAPID public key.", "WebPushKey")}, (404,), public=True)},
     }
 
 

@@ -17,7 +17,9 @@ import redis
 from counts import markers, metrics
 from counts.db import Database
 from counts.errors import DependencyUnavailable
+from counts.push import jobs as push_jobs
 from counts.queries import bumps
+from counts.writes import Changes
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,19 @@ T = TypeVar("T")
 
 
 def write_then_bump(db: Database, client: redis.Redis, ttl: int,
-                    work: Callable[..., tuple[T, list[UUID]]], *args) -> T:
-    """Run `work(cur, *args) -> (result, users_to_bump)` in a transaction, then bump those users.
+                    work: Callable[..., tuple[T, Changes]], *args) -> T:
+    """Run `work(cur, *args) -> (result, changes)` in a transaction, then bump the changed users.
 
+    The bumps and the push jobs are recorded in the write's own transaction (invariants 6 and 12).
     The bump is attempted before this returns, so a client polling right after the write sees it.
     """
 
     def work_and_enqueue(cur):
-        result, user_ids = work(cur, *args)
+        result, changes = work(cur, *args)
+        user_ids = changes.bump
         outbox_id = bumps.enqueue_bumps(cur, user_ids) if user_ids else None
+        if changes.alert or changes.badge:
+            push_jobs.enqueue(cur, changes.alert, changes.badge, changes.conversation_id)
         return result, user_ids, outbox_id
 
     result, user_ids, outbox_id = db.run(work_and_enqueue)

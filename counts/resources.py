@@ -7,6 +7,7 @@ from counts.auth import TokenVerifier
 from counts.db import Database
 from counts.load import LoadGauge
 from counts.logs import AccessLog
+from counts.push.devices import Registry
 from counts.ratelimit import RateLimit
 
 
@@ -31,6 +32,7 @@ class Resources:
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
         self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
+        self.push = Registry.from_config(config)
 
     def close(self) -> None:
         """Flush the access log; stop the JWKS refresher; close pooled Postgres connections and

@@ -111,3 +111,82 @@ message_create = MessageCreate()
 mark_read = MarkRead()
 bump = Bump()
 batch = Batch()
+
+
+# --- push devices ------------------------------------------------------------------------------
+
+def _b64url_bytes(length: int, what: str):
+    """A validator: base64url (padding optional) of exactly `length` bytes."""
+    def check(value: str) -> None:
+        from counts.push.vapid import b64url_decode
+
+        try:
+            raw = b64url_decode(value)
+        except ValueError:
+            raise ValidationError(f"Must be the base64url {what}.") from None
+        if len(raw) != length:
+            raise ValidationError(f"Must be the base64url {what} ({length} bytes).")
+    return check
+
+
+def _p256_point(value: str) -> None:
+    """The browser's P-256 public key: an uncompressed point on the curve, base64url."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from counts.push.vapid import b64url_decode
+
+    _b64url_bytes(65, "P-256 public key")(value)
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(value))
+    except ValueError:
+        raise ValidationError("Must be a point on the P-256 curve.") from None
+
+
+class SubscriptionKeys(Schema):
+    p256dh = fields.String(required=True, validate=_p256_point)
+    auth = fields.String(required=True, validate=_b64url_bytes(16, "auth secret"))
+
+
+class Subscription(Schema):
+    """A browser's PushSubscription, as PushSubscription.toJSON() gives it."""
+
+    endpoint = fields.String(required=True, validate=[validate.Length(min=9, max=2048),
+                                                      validate.URL(schemes={"https"}, require_tld=False)])
+    expirationTime = fields.Integer(load_default=None, allow_none=True)  # noqa: N815 - the browser's name
+    keys = fields.Nested(SubscriptionKeys, required=True)
+
+
+class WebPushDevice(Schema):
+    platform = fields.String(required=True, validate=validate.Equal("webpush"))
+    subscription = fields.Nested(Subscription, required=True)
+
+
+class ApnsDevice(Schema):
+    platform = fields.String(required=True, validate=validate.Equal("apns"))
+    # 32 bytes today; Apple asks providers not to assume the length.
+    token = fields.String(required=True, validate=validate.Regexp(r"^(?:[0-9a-fA-F]{2}){32,100}$"))
+    topic = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,154}$"))
+    environment = fields.String(load_default="production",
+                                validate=validate.OneOf(["production", "sandbox"]))
+
+
+class FcmDevice(Schema):
+    platform = fields.String(required=True, validate=validate.Equal("fcm"))
+    token = fields.String(required=True, validate=validate.Regexp(r"^[\x21-\x7e]{1,4096}$"))
+
+
+DEVICE_SCHEMAS = {"webpush": WebPushDevice(), "apns": ApnsDevice(), "fcm": FcmDevice()}
+
+
+class DeviceRegistration(Schema):
+    """One of the platform schemas above, chosen by `platform`."""
+
+    def load(self, data, **kwargs):
+        """Validate with the schema of the body's platform."""
+        schema = DEVICE_SCHEMAS.get(data.get("platform")) if isinstance(data, dict) else None
+        if schema is None:
+            raise ValidationError({"platform": ["Must be one of: webpush, apns, fcm."]})
+        return schema.load(data, **kwargs)
+
+
+device_registration = DeviceRegistration()

@@ -56,7 +56,8 @@ def pg(database_url):
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox")
+        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox, "
+                    "push_devices, push_jobs")
     yield conn
     conn.close()
 

@@ -286,7 +286,8 @@ def test_hung_postgres_costs_a_timeout_not_a_hang(proxied_app, pg_proxy, tokens)
 
 def test_readyz_reports_each_dependency(proxied_app, pg_proxy):
     client = proxied_app.test_client()
-    assert client.get("/readyz").get_json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ok", "postgres": "ok", "redis": "ok",
+                                                "push": {"queued": 0, "oldest_seconds": 0.0}}
     pg_proxy.set_mode("cut")
     response = client.get("/readyz")
     assert response.status_code == 503

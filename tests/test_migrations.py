@@ -10,7 +10,8 @@ from counts.db import Database
 from counts.queries import migrations as migration_sql
 from tests.conftest import throwaway_database
 
-TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations"}
+TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
+          "push_devices", "push_jobs"}
 
 
 def query(url: str, sql: str) -> list[tuple]:
@@ -74,7 +75,7 @@ def test_upgrade_from_0001_records_each_conversations_last_deleted_seq(fresh_url
             SELECT '00000000-0000-4000-8000-000000000002'::uuid, 1, gen_random_uuid(), gen_random_uuid(),
                    '', NULL
             """))
-        assert migrations.upgrade(db) == ["0002_last_deleted_seq"]
+        assert migrations.upgrade(db)[0] == "0002_last_deleted_seq"
     finally:
         db.close()
     assert query(fresh_url, "SELECT id::text, last_deleted_seq FROM conversations ORDER BY id") == [

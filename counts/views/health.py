@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 
 from counts import metrics
 from counts.errors import DependencyUnavailable
+from counts.queries import push as push_sql
 from counts.queries import reads
 from counts.views import resources
 
@@ -43,6 +44,13 @@ def readyz() -> Response:
             "postgres": postgres, "redis": redis_state}
     if jwks is not None:
         body["jwks"] = jwks
+    if ready:
+        # Push is its own process: a stuck dispatcher shows here, without making the API unready.
+        try:
+            depth, oldest = res.db.read(push_sql.queue_stats)
+            body["push"] = {"queued": depth, "oldest_seconds": round(oldest, 3)}
+        except DependencyUnavailable:
+            pass
     headers = {} if ready else {"Retry-After": str(res.retry_after)}
     return Response(json.dumps(body), status=200 if ready else 503,
                     mimetype="application/json", headers=headers)
@@ -50,6 +58,10 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    """Prometheus text exposition, summed over every gunicorn worker."""
-    body, content_type = metrics.exposition()
+    """Prometheus text exposition, summed over every gunicorn worker, with the push queue's state."""
+    try:
+        queue = metrics.push_queue(*resources().db.read(push_sql.queue_stats))
+    except DependencyUnavailable:
+        queue = []
+    body, content_type = metrics.exposition(queue)
     return Response(body, content_type=content_type)

@@ -1,0 +1,271 @@
+"""The push dispatcher: its own process (`flask --app app push-worker`), as many as you like.
+
+Each round is one transaction: lock due jobs (FOR UPDATE SKIP LOCKED) and their users (one
+dispatcher per user at a time), read those users' counts *now*, push to every device, then delete
+the jobs, queue retries, start each pushed device's coalescing window and forget gone devices, and
+commit. A dispatcher killed mid-round commits nothing, so its jobs are pushed again by the next
+round (at least once): a crash repeats at most the pushes of the one round in flight. LISTEN/NOTIFY
+only wakes it; it also polls, so a lost notification costs latency, never a push.
+"""
+
+import logging
+import os
+import random
+import select
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from uuid import UUID
+
+from counts import metrics
+from counts.db import Database
+from counts.errors import DependencyUnavailable
+from counts.push.devices import Device
+from counts.push.payload import Push
+from counts.push.plan import Delivery, Job, plan
+from counts.push.providers import ACCEPTED, GONE, RETRY, Outcome, Provider
+from counts.queries import push as push_sql
+from counts.source.own import OwnSource
+
+log = logging.getLogger(__name__)
+
+LiveUsers = Callable[[list[str]], set[str]]
+# The read path's counts (counts.source): the badge is what a poll would answer.
+CountsOf = Callable[..., dict[UUID, dict]]
+
+# Outcomes of the dispatcher's own making, beside the providers' (never sent):
+EXPIRED = "expired"  # older than COUNTS_PUSH_MAX_AGE: dropped, and counted
+DEFERRED = "deferred"  # in its coalescing window, or its host is backing off: queued again
+SKIPPED = "skipped"  # its provider is not configured (logged once at start): dropped
+
+
+class HostBackoff:
+    """Hosts that did not answer are left alone for a while, so one hung provider cannot hold
+    every round for its timeout. Per dispatcher process; it forgets a host once it answers."""
+
+    def __init__(self, base: float, cap: float):
+        self.base, self.cap = base, cap
+        self._until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, host: str, now: float) -> float:
+        """Seconds left before `host` may be tried again (0: go)."""
+        return max(0.0, self._until.get(host, 0.0) - now)
+
+    def failed(self, host: str, now: float) -> None:
+        """`host` gave no answer: wait longer each time, up to the cap."""
+        with self._lock:
+            failures = self._failures[host] = self._failures.get(host, 0) + 1
+            self._until[host] = now + min(self.cap, self.base * 2 ** (failures - 1))
+
+    def answered(self, host: str) -> None:
+        """`host` answered: forget its failures."""
+        with self._lock:
+            self._until.pop(host, None)
+            self._failures.pop(host, None)
+
+
+class Dispatcher:
+    """Claims due push jobs, pushes the users' current counts, records what the providers said."""
+
+    def __init__(self, db: Database, providers: dict[str, Provider], config: dict,
+                 live_users: LiveUsers | None = None, counts_of: CountsOf | None = None):
+        self.db, self.providers = db, providers
+        self.live_users = live_users or (lambda user_ids: set())
+        self.counts_of = counts_of or OwnSource().unread_counts
+        self.coalesce = config["PUSH_COALESCE"]
+        self.max_age = config["PUSH_MAX_AGE"]
+        self.batch = config["PUSH_BATCH"]
+        self.poll_interval = config["PUSH_POLL_INTERVAL"]
+        self.retry_base, self.retry_max = config["PUSH_RETRY_BASE"], config["PUSH_RETRY_MAX"]
+        self.hosts = HostBackoff(self.retry_base, min(60.0, self.retry_max))
+        self.pool = ThreadPoolExecutor(config["PUSH_CONCURRENCY"], thread_name_prefix="counts-push")
+        self.stopped = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()  # stop() interrupts a wait at once
+
+    # --- one round ---------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One round in one transaction; how many users it handled."""
+        # One attempt: a round retried after a deadlock would push its devices twice; its jobs
+        # stay queued for the next round instead.
+        return self.db.run(self._round, attempts=1)
+
+    def _round(self, cur) -> int:
+        """Claim, push, record (see the module docstring)."""
+        users = push_sql.lock_users(cur, push_sql.candidate_users(cur, 2 * self.batch)[:self.batch])
+        if not users:
+            return 0
+        jobs = [Job(*row) for row in push_sql.claim_jobs(cur, users)]
+        devices = [Device(*row) for row in push_sql.devices_of(cur, users)]
+        counts = self.counts_of(cur, users)  # now, not at the write: a burst coalesces
+        live = self._live(users)
+        deliveries = plan(jobs, devices)
+        outcomes = self._push_all(deliveries, counts, live)
+        self._record(cur, deliveries, outcomes)
+        push_sql.forget_jobs(cur, [job.id for job in jobs])
+        return len(users)
+
+    def _live(self, users: list[UUID]) -> set[str]:
+        """Users with a live connection open (no alert for them); nobody, if that cannot be known."""
+        try:
+            return self.live_users([str(uid) for uid in users])
+        except Exception as error:  # noqa: BLE001 - presence is an optimisation: alert rather than miss
+            log.warning("presence unknown, alerting everyone this round: %r", error)
+            return set()
+
+    def _push_all(self, deliveries: list[Delivery], counts: dict, live: set[str]) -> list[Outcome]:
+        """Push every delivery concurrently; one outcome each, in order."""
+        now = time.time()
+        futures = []
+        for delivery in deliveries:
+            futures.append(self.pool.submit(self._push_one, delivery, counts[delivery.device.user_id],
+                                            str(delivery.device.user_id) in live, now))
+        return [future.result() for future in futures]
+
+    def _push_one(self, delivery: Delivery, counts: dict, live: bool, now: float) -> Outcome:
+        """Push one device, unless it is too late, its provider is off, or its host backed off."""
+        device = delivery.device
+        provider = self.providers.get(device.platform)
+        if provider is None:
+            return Outcome(SKIPPED)
+        if now - delivery.newest > self.max_age:
+            return Outcome(EXPIRED)
+        if device.hold_until > now:
+            # Pushed within the coalescing window, and these jobs were written while that round
+            # was still sending (so they could not see its window): one push at the window's end.
+            return Outcome(DEFERRED, retry_after=device.hold_until - now)
+        host = provider.destination(device)
+        wait = self.hosts.wait(host, now)
+        if wait > 0:
+            return Outcome(DEFERRED, retry_after=wait)
+        push = Push(str(device.user_id), counts["total"], counts["unread_conversations"],
+                    None if delivery.conversation_id is None else str(delivery.conversation_id),
+                    alert=delivery.alert and not live, expires_at=delivery.newest + self.max_age)
+        try:
+            outcome = provider.send(device, push)
+        except Exception:  # a bug in a provider must not lose the round's other pushes
+            log.exception("push provider %s raised for device %s", device.platform, device.hint)
+            outcome = Outcome(RETRY, "provider raised")
+        if outcome.unreachable:
+            self.hosts.failed(host, time.time())
+        else:
+            self.hosts.answered(host)
+        return outcome
+
+    def _record(self, cur, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
+        """Write down, in the round's transaction, what each push came to."""
+        now = time.time()
+        pushed, gone, retries = [], [], []
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            device, kind = delivery.device, outcome.kind
+            if outcome.settings:
+                push_sql.update_device_settings(cur, device.id, outcome.settings)
+            if kind == SKIPPED:
+                continue
+            if kind == DEFERRED:  # not tried (coalescing, or its host is backing off); not counted
+                retries.append(self._retry(delivery, delivery.attempts, outcome.retry_after))
+                continue
+            if kind == RETRY:
+                delay = self._delay(delivery.attempts + 1, outcome.retry_after)
+                if delivery.newest + self.max_age < now + delay:
+                    kind = EXPIRED  # the retry would come too late: an old alert is worse than none
+                else:
+                    retries.append(self._retry(delivery, delivery.attempts + 1, delay))
+            metrics.push_sent(device.platform, {RETRY: "retried"}.get(kind, kind))
+            if kind == ACCEPTED:
+                pushed.append(device.id)
+                metrics.PUSH_LATENCY.observe(now - delivery.oldest)
+            elif kind == GONE:
+                gone.append(device.id)
+                log.info("push device %s (%s) is gone: %s", device.hint, device.platform, outcome.detail)
+            elif kind != EXPIRED:
+                log.warning("push to device %s (%s) %s: %s", device.hint, device.platform,
+                            "will be retried" if kind == RETRY else "failed", outcome.detail)
+        push_sql.hold_devices(cur, pushed, self.coalesce)
+        push_sql.forget_devices(cur, gone)
+        push_sql.retry_jobs(cur, retries)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number `attempt`: the provider's Retry-After when it gave one,
+        else exponential backoff with jitter (half fixed, half random, capped)."""
+        if retry_after is not None:
+            return retry_after * random.uniform(1.0, 1.1)  # never earlier than asked
+        ceiling = min(self.retry_max, self.retry_base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    @staticmethod
+    def _retry(delivery: Delivery, attempts: int, delay: float | None) -> tuple:
+        """A retry row: for this device only, keeping the write's time (for latency and max age)."""
+        return (delivery.device.user_id, delivery.device.id, delivery.alert,
+                delivery.conversation_id, attempts, delivery.newest, delay or 0.0)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Push until stop(): LISTEN for wake-ups, poll too, survive Postgres going away."""
+        failures = 0
+        while not self.stopped.is_set():
+            try:
+                with self.db.connection(autocommit=True) as listener:
+                    with listener.cursor() as cur:
+                        push_sql.listen(cur)
+                    failures = 0
+                    self._serve(listener)
+            except DependencyUnavailable as error:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.warning("push dispatcher waits %.1f s for Postgres: %s", delay, error)
+                self.stopped.wait(delay)
+            except Exception:  # a bad round must not end the process; its jobs stay queued
+                failures += 1
+                log.exception("push round failed")
+                self.stopped.wait(min(30.0, 0.5 * 2 ** (failures - 1)))
+
+    def _serve(self, listener) -> None:
+        """Rounds back to back while work is due; between them, wait for a wake-up or a due time."""
+        while not self.stopped.is_set():
+            handled = self.run_once()
+            if handled >= self.batch:
+                continue  # a full round: more is probably due
+            idle = self._idle_seconds(handled)
+            if idle > 0:
+                self._wait(listener, idle)
+
+    def _idle_seconds(self, handled: int) -> float:
+        """Until the next job is due (a coalescing window's end, a retry), at most the poll interval."""
+        due_in = self.db.read(push_sql.seconds_to_next_due)
+        if due_in is None:
+            return self.poll_interval
+        if due_in <= 0:
+            # Due already: go on if the last round did something; else other dispatchers hold
+            # those users, so look again shortly rather than spin.
+            return 0.0 if handled else min(self.poll_interval, 0.2)
+        return min(self.poll_interval, due_in)
+
+    def _wait(self, listener, timeout: float) -> None:
+        """Sleep until a NOTIFY, stop(), or `timeout` seconds."""
+        if listener.notifies:
+            listener.notifies.clear()
+            return
+        ready = select.select([listener, self._wake_read], [], [], timeout)[0]
+        if self._wake_read in ready:
+            os.read(self._wake_read, 512)
+        if listener in ready:
+            listener.poll()  # reads the notifications (or raises if the server went away)
+            listener.notifies.clear()
+
+    def stop(self) -> None:
+        """Finish the round in flight, then return from run(). Safe from a signal handler."""
+        self.stopped.set()
+        os.write(self._wake_write, b"x")
+
+    def close(self) -> None:
+        """Release the pool, the pipe and the providers' connections (after run() returned)."""
+        self.pool.shutdown(wait=True)
+        for provider in self.providers.values():
+            provider.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)

@@ -1,0 +1,162 @@
+"""Apple Push Notification service: the HTTP/2 provider API with token-based authentication.
+
+One httpx client (HTTP/2, kept-open connections, many streams on each) for both of Apple's hosts;
+the device's registered environment picks production or sandbox. The provider token is an ES256
+JWT (`kid` = COUNTS_APNS_KEY_ID, `iss` = COUNTS_APNS_TEAM_ID, `iat`), reused for 40 minutes:
+Apple refuses one older than an hour (ExpiredProviderToken) and refreshes more often than every
+20 minutes (TooManyProviderTokenUpdates).
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from counts.push.devices import Device
+from counts.push.payload import COLLAPSE_KEY, Push
+from counts.push.providers import (
+    ACCEPTED,
+    FAILED,
+    GONE,
+    RETRY,
+    Outcome,
+    http_client,
+    retry_after,
+    transport_failure,
+)
+
+TOKEN_LIFETIME = 40 * 60
+OTHER = {"production": "sandbox", "sandbox": "production"}
+# The notification's text comes from the app's Localizable.strings (no message bodies are pushed);
+# a Notification Service Extension may fetch and show the message itself (mutable-content).
+ALERT_LOC_KEY = "COUNTS_NEW_MESSAGE"
+
+
+def aps(push: Push) -> dict:
+    """The `aps` dictionary: the badge always; an alert, sound and thread for a new message."""
+    body: dict = {"badge": push.total}
+    if push.alert:
+        body.update(alert={"loc-key": ALERT_LOC_KEY, "loc-args": [str(push.total)]},
+                    sound="default", **{"mutable-content": 1})
+        if push.conversation_id:
+            body["thread-id"] = push.conversation_id
+    return body
+
+
+class APNs:
+    """Pushes to Apple devices."""
+
+    name = "apns"
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, key_id: str, team_id: str,
+                 hosts: dict[str, str], client: httpx.Client, clock=time.time):
+        self.key, self.key_id, self.team_id = key, key_id, team_id
+        self.hosts, self.client, self.clock = hosts, client, clock
+        self._token: tuple[str, float] | None = None  # (JWT, issued at)
+        self._lock = threading.Lock()
+
+    def destination(self, device: Device) -> str:
+        """Apple's host for the device's environment."""
+        return self.hosts[device.settings.get("environment", "production")]
+
+    def provider_token(self, stale: str | None = None) -> str:
+        """The current JWT; a new one after TOKEN_LIFETIME, or if Apple called `stale` expired."""
+        with self._lock:
+            now = self.clock()
+            if self._token is None or now - self._token[1] >= TOKEN_LIFETIME or self._token[0] == stale:
+                issued = int(now)
+                self._token = (jwt.encode({"iss": self.team_id, "iat": issued}, self.key,
+                                          algorithm="ES256", headers={"kid": self.key_id}), issued)
+            return self._token[0]
+
+    def close(self) -> None:
+        """Close the kept-open connections."""
+        self.client.close()
+
+    def send(self, device: Device, push: Push) -> Outcome:
+        """Push to the device's environment; on BadDeviceToken, learn whether it is the other one's."""
+        environment = device.settings.get("environment", "production")
+        outcome, reason = self._post(environment, device, push)
+        if reason != "BadDeviceToken":
+            return outcome
+        # BadDeviceToken means a bad token *or* the wrong environment (a development build's
+        # token sent to production): the device is gone only if the other environment agrees.
+        other, other_reason = self._post(OTHER[environment], device, push)
+        if other.kind == ACCEPTED:
+            return Outcome(ACCEPTED, other.detail, settings={"environment": OTHER[environment]})
+        if other_reason == "BadDeviceToken":
+            return Outcome(GONE, "BadDeviceToken in both environments")
+        return other
+
+    def _post(self, environment: str, device: Device, push: Push) -> tuple[Outcome, str]:
+        """One request (plus one more with a fresh token if Apple said ours expired)."""
+        url = f"https://{self.hosts[environment]}/3/device/{device.token}"
+        body = json.dumps({"aps": aps(push), "counts": push.body()}, separators=(",", ":"))
+        token = self.provider_token()
+        for _ in range(2):
+            headers = {
+                "authorization": f"bearer {token}",
+                "apns-topic": device.settings["topic"],
+                "apns-push-type": "alert",  # alerts and badge updates alike
+                # 10: now; 5: when the device is awake anyway (a badge can wait a little).
+                "apns-priority": "10" if push.alert else "5",
+                "apns-expiration": str(int(push.expires_at)),
+                "apns-collapse-id": COLLAPSE_KEY,  # a newer push replaces an undelivered one
+            }
+            try:
+                response = self.client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as error:
+                return transport_failure(error), ""
+            reason = _reason(response)
+            if response.status_code == 403 and reason == "ExpiredProviderToken":
+                token = self.provider_token(stale=token)
+                continue
+            return classify(response, reason), reason
+        return Outcome(RETRY, "ExpiredProviderToken twice"), "ExpiredProviderToken"
+
+
+def _reason(response: httpx.Response) -> str:
+    """The `reason` of an error response ("" on success or an unreadable body)."""
+    if response.status_code == 200:
+        return ""
+    try:
+        return str(response.json().get("reason", ""))
+    except ValueError:
+        return ""
+
+
+def classify(response: httpx.Response, reason: str) -> Outcome:
+    """Apple's "Handling notification responses": 200 sent; 410 the token is no longer active;
+    429 and 5xx later; any other 4xx names our mistake, which a retry would repeat."""
+    status = response.status_code
+    detail = f"HTTP {status} {reason}".strip()
+    if status == 200:
+        return Outcome(ACCEPTED, detail)
+    if status == 410:  # Unregistered or ExpiredToken
+        return Outcome(GONE, detail)
+    if status == 429 or status >= 500:
+        return Outcome(RETRY, detail, retry_after=retry_after(response))
+    return Outcome(FAILED, detail)
+
+
+def load_key(path: str) -> ec.EllipticCurvePrivateKey:
+    """The .p8 signing key from Apple (PEM, P-256), or RuntimeError at start-up."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"COUNTS_APNS_KEY_FILE {path!r} is not a readable PEM key: {error}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise RuntimeError("COUNTS_APNS_KEY_FILE must hold a P-256 EC key (Apple's .p8)")
+    return key
+
+
+def from_config(config: dict) -> APNs:
+    """The APNs provider from COUNTS_APNS_*."""
+    return APNs(load_key(config["APNS_KEY_FILE"]), config["APNS_KEY_ID"], config["APNS_TEAM_ID"],
+                {"production": config["APNS_HOST"], "sandbox": config["APNS_SANDBOX_HOST"]},
+                http_client(config, http2=True))

@@ -1,0 +1,58 @@
+"""`flask --app app push-worker`: one dispatcher process, its metrics, and a clean stop."""
+
+import logging
+import signal
+from functools import partial
+
+from prometheus_client import REGISTRY, start_http_server
+
+from counts import markers, metrics, source
+from counts.db import Database
+from counts.errors import DependencyUnavailable
+from counts.push import providers
+from counts.push.dispatcher import Dispatcher
+from counts.queries import push as push_sql
+
+log = logging.getLogger(__name__)
+
+
+class QueueCollector:
+    """The push queue's depth and oldest job, read from Postgres at each scrape."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def collect(self):
+        """Gauges for this scrape; none while Postgres is unreachable."""
+        try:
+            return metrics.push_queue(*self.db.read(push_sql.queue_stats))
+        except DependencyUnavailable:
+            return []
+
+
+def make_dispatcher(config: dict) -> Dispatcher:
+    """A dispatcher with its own connections (a LISTEN, a round, a read) and the configured providers."""
+    counts_source = source.from_config(config)
+    db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], 3, schema=counts_source.schema)
+    client = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+    return Dispatcher(db, providers.build(config), config, partial(markers.live_users, client),
+                      counts_source.unread_counts)
+
+
+def run_worker(config: dict) -> None:
+    """Push until SIGTERM/SIGINT; the round in flight is finished and committed first."""
+    dispatcher = make_dispatcher(config)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: dispatcher.stop())
+    if config["PUSH_METRICS_PORT"]:
+        REGISTRY.register(QueueCollector(dispatcher.db))
+        start_http_server(config["PUSH_METRICS_PORT"], addr=config["PUSH_METRICS_HOST"])
+        log.info("push metrics on http://%s:%d/metrics", config["PUSH_METRICS_HOST"],
+                 config["PUSH_METRICS_PORT"])
+    log.info("push dispatcher started (providers: %s)", ", ".join(sorted(dispatcher.providers)) or "none")
+    try:
+        dispatcher.run()
+    finally:
+        dispatcher.close()
+        dispatcher.db.close()
+        log.info("push dispatcher stopped")

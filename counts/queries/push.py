@@ -1,0 +1,240 @@
+"""Push: the device registry, the job queue written by the writes, and the dispatcher's claims."""
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from psycopg2.extras import Json
+
+# --- devices -----------------------------------------------------------------------------------
+
+# A token that another user registered moves to this one: the install changed hands (a new login
+# on the phone), and the previous user's pushes must stop reaching it.
+TAKE_OVER_DEVICE = """
+DELETE FROM push_devices WHERE platform = %(platform)s AND token = %(token)s AND user_id <> %(user_id)s
+"""
+
+REGISTER_DEVICE = """
+INSERT INTO push_devices (id, user_id, platform, token, settings)
+VALUES (%(id)s, %(user_id)s, %(platform)s, %(token)s, %(settings)s)
+ON CONFLICT (platform, token) DO UPDATE
+SET settings = EXCLUDED.settings, registered_at = now()
+RETURNING id, (xmax = 0) AS inserted
+"""
+
+# Apps re-register on every launch; the installs that stopped doing so go first.
+EVICT_DEVICES = """
+DELETE FROM push_devices WHERE id IN (
+    SELECT id FROM push_devices WHERE user_id = %(user_id)s
+    ORDER BY registered_at DESC, id OFFSET %(keep)s
+)
+"""
+
+USER_DEVICES = """
+SELECT id, platform, token, settings, registered_at FROM push_devices
+WHERE user_id = %s ORDER BY registered_at, id
+"""
+
+DELETE_DEVICE = "DELETE FROM push_devices WHERE id = %s AND user_id = %s"
+
+
+def register_device(cur, device_id: UUID, user_id: UUID, platform: str, token: str,
+                    settings: dict, keep: int) -> tuple[UUID, bool]:
+    """Insert or refresh a device; (its id, whether it is new). Keeps the user's `keep` newest."""
+    params = {"id": str(device_id), "user_id": str(user_id), "platform": platform, "token": token,
+              "settings": Json(settings), "keep": keep}
+    cur.execute(TAKE_OVER_DEVICE, params)
+    cur.execute(REGISTER_DEVICE, params)
+    device_id, inserted = cur.fetchone()
+    cur.execute(EVICT_DEVICES, params)
+    return device_id, inserted
+
+
+def user_devices(cur, user_id: UUID) -> list[tuple]:
+    """(id, platform, token, settings, registered_at) of each of a user's devices."""
+    cur.execute(USER_DEVICES, (str(user_id),))
+    return cur.fetchall()
+
+
+def delete_device(cur, user_id: UUID, device_id: UUID) -> bool:
+    """Remove one of a user's devices; False if they have no such device."""
+    cur.execute(DELETE_DEVICE, (str(device_id), str(user_id)))
+    return cur.rowcount == 1
+
+
+# --- jobs, written by the count-changing writes ------------------------------------------------
+
+# Only users with a device get a job (a probe of push_devices_by_user each), and a device that was
+# pushed within the coalescing window holds the job until the window ends: the burst that follows
+# a push becomes one push at the window's end, with the latest total.
+ENQUEUE_JOBS = """
+INSERT INTO push_jobs (user_id, alert, conversation_id, due_at)
+SELECT t.user_id, t.alert, %(conversation_id)s, greatest(clock_timestamp(), d.hold_until)
+FROM (SELECT user_id, bool_or(alert) AS alert
+      FROM unnest(%(user_ids)s::uuid[], %(alerts)s::boolean[]) AS t(user_id, alert)
+      GROUP BY user_id) t
+CROSS JOIN LATERAL (SELECT max(hold_until) AS hold_until FROM push_devices
+                    WHERE user_id = t.user_id HAVING count(*) > 0) d
+"""
+
+CHANNEL = "counts_push"
+
+# Delivered at commit, once per transaction however often it was sent: a wake-up, never the job.
+NOTIFY = "SELECT pg_notify('counts_push', '')"
+
+LISTEN = "LISTEN counts_push"
+
+
+def enqueue_jobs(cur, alert: Iterable[UUID], badge: Iterable[UUID],
+                 conversation_id: UUID | None) -> int:
+    """In the caller's transaction: a job per user with a device; wake the dispatchers at commit."""
+    flags = {str(uid): False for uid in badge}
+    flags.update((str(uid), True) for uid in alert)
+    if not flags:
+        return 0
+    cur.execute(ENQUEUE_JOBS, {"user_ids": list(flags), "alerts": list(flags.values()),
+                               "conversation_id": None if conversation_id is None else str(conversation_id)})
+    queued = cur.rowcount
+    if queued:
+        cur.execute(NOTIFY)
+    return queued
+
+
+def listen(cur) -> None:
+    """Subscribe this (autocommit) connection to the dispatchers' wake-ups."""
+    cur.execute(LISTEN)
+
+
+# --- the dispatcher's round --------------------------------------------------------------------
+
+# Due rows no other dispatcher holds; their users are the candidates of this round.
+CANDIDATES = """
+SELECT DISTINCT user_id FROM (
+    SELECT user_id FROM push_jobs WHERE due_at <= clock_timestamp()
+    ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+) due
+"""
+
+# One dispatcher per user at a time, until its transaction ends: two dispatchers pushing one user
+# at once could deliver an older total after a newer one. (Row locks alone cannot say it: a job
+# inserted after a claim is not locked by it.) A function scan evaluates the lock once per user.
+LOCK_USERS = """
+SELECT u FROM unnest(%(user_ids)s::uuid[]) AS u
+WHERE pg_try_advisory_xact_lock(%(namespace)s, hashtext(u::text))
+"""
+
+LOCK_NAMESPACE = 0x70757368  # "push": the two-key advisory lock space, apart from any other lock
+
+CLAIM_JOBS = """
+SELECT id, user_id, device_id, alert, conversation_id,
+       extract(epoch FROM created_at)::float8, attempts
+FROM push_jobs
+WHERE user_id = ANY(%(user_ids)s::uuid[]) AND due_at <= clock_timestamp()
+ORDER BY id FOR UPDATE SKIP LOCKED
+"""
+
+DEVICES_OF = """
+SELECT id, user_id, platform, token, settings, extract(epoch FROM hold_until)::float8 FROM push_devices
+WHERE user_id = ANY(%s::uuid[]) ORDER BY id
+"""
+
+FORGET_JOBS = "DELETE FROM push_jobs WHERE id = ANY(%s)"
+
+RETRY_JOBS = """
+INSERT INTO push_jobs (user_id, device_id, alert, conversation_id, attempts, created_at, due_at)
+SELECT user_id, device_id, alert, conversation_id, attempts,
+       to_timestamp(created_at), clock_timestamp() + make_interval(secs => delay)
+FROM unnest(%(user_ids)s::uuid[], %(device_ids)s::uuid[], %(alerts)s::boolean[],
+            %(conversation_ids)s::uuid[], %(attempts)s::int[], %(created)s::float8[],
+            %(delays)s::float8[])
+     AS r(user_id, device_id, alert, conversation_id, attempts, created_at, delay)
+"""
+
+HOLD_DEVICES = """
+UPDATE push_devices SET hold_until = clock_timestamp() + make_interval(secs => %s)
+WHERE id = ANY(%s::uuid[])
+"""
+
+FORGET_DEVICES = "DELETE FROM push_devices WHERE id = ANY(%s::uuid[])"
+
+UPDATE_DEVICE_SETTINGS = "UPDATE push_devices SET settings = settings || %s WHERE id = %s"
+
+SECONDS_TO_NEXT_DUE = "SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM push_jobs"
+
+QUEUE_STATS = """
+SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0)
+FROM push_jobs
+"""
+
+
+def candidate_users(cur, limit: int) -> list[UUID]:
+    """Users with due jobs that no other dispatcher is working on (their rows stay locked)."""
+    cur.execute(CANDIDATES, {"limit": limit})
+    return [row[0] for row in cur.fetchall()]
+
+
+def lock_users(cur, user_ids: list[UUID]) -> list[UUID]:
+    """The users this transaction now holds; others are another dispatcher's this round."""
+    cur.execute(LOCK_USERS, {"user_ids": [str(uid) for uid in user_ids], "namespace": LOCK_NAMESPACE})
+    return [row[0] for row in cur.fetchall()]
+
+
+def claim_jobs(cur, user_ids: list[UUID]) -> list[tuple]:
+    """Lock the due jobs of users this transaction holds:
+    (id, user_id, device_id, alert, conversation_id, created_at epoch, attempts)."""
+    cur.execute(CLAIM_JOBS, {"user_ids": [str(uid) for uid in user_ids]})
+    return cur.fetchall()
+
+
+def devices_of(cur, user_ids: list[UUID]) -> list[tuple]:
+    """(id, user_id, platform, token, settings, hold_until epoch) of every device of these users."""
+    cur.execute(DEVICES_OF, ([str(uid) for uid in user_ids],))
+    return cur.fetchall()
+
+
+def forget_jobs(cur, job_ids: list[int]) -> None:
+    """Delete jobs this round has dealt with."""
+    if job_ids:
+        cur.execute(FORGET_JOBS, (job_ids,))
+
+
+def retry_jobs(cur, retries: list[tuple]) -> None:
+    """Queue device retries: (user_id, device_id, alert, conversation_id, attempts,
+    created_at epoch, delay seconds) each."""
+    if not retries:
+        return
+    columns = list(zip(*retries, strict=True))
+    cur.execute(RETRY_JOBS, {
+        "user_ids": [str(v) for v in columns[0]], "device_ids": [str(v) for v in columns[1]],
+        "alerts": list(columns[2]),
+        "conversation_ids": [None if v is None else str(v) for v in columns[3]],
+        "attempts": list(columns[4]), "created": list(columns[5]), "delays": list(columns[6])})
+
+
+def hold_devices(cur, device_ids: list[UUID], seconds: float) -> None:
+    """Start the coalescing window of devices just pushed."""
+    if device_ids:
+        cur.execute(HOLD_DEVICES, (seconds, [str(d) for d in device_ids]))
+
+
+def forget_devices(cur, device_ids: list[UUID]) -> None:
+    """Remove devices their provider called gone."""
+    if device_ids:
+        cur.execute(FORGET_DEVICES, ([str(d) for d in device_ids],))
+
+
+def update_device_settings(cur, device_id: UUID, settings: dict) -> None:
+    """Merge settings learnt while pushing (an APNs token's real environment)."""
+    cur.execute(UPDATE_DEVICE_SETTINGS, (Json(settings), str(device_id)))
+
+
+def seconds_to_next_due(cur) -> float | None:
+    """Seconds until the earliest job is due (negative: overdue), or None when the queue is empty."""
+    cur.execute(SECONDS_TO_NEXT_DUE)
+    return cur.fetchone()[0]
+
+
+def queue_stats(cur) -> tuple[int, float]:
+    """(jobs queued, age in seconds of the oldest)."""
+    cur.execute(QUEUE_STATS)
+    depth, oldest = cur.fetchone()
+    return depth, oldest

@@ -1,0 +1,241 @@
+"""The dispatcher's rules: coalescing, presence, retries and backoff, gone devices, max age,
+hung providers, several dispatchers at once, and tokens kept out of the logs."""
+
+import concurrent.futures
+import itertools
+import logging
+import time
+
+from prometheus_client import REGISTRY
+
+from counts import markers
+from counts.logs import JsonFormatter
+from tests.conftest import new_user, true_total
+from tests.push.conftest import subscribe
+from tests.pushfakes.server import FakeServer
+from tests.pushfakes.webpush import PushService
+from tests.services import wait_until
+
+
+def sent(outcome: str, provider: str = "webpush") -> float:
+    """counts_push_sent_total for this process."""
+    return REGISTRY.get_sample_value("counts_push_sent_total",
+                                     {"provider": provider, "outcome": outcome}) or 0.0
+
+
+def queue_empty(pg) -> bool:
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM push_jobs")
+        return cur.fetchone()[0] == 0
+
+
+def devices_of(pg, user) -> int:
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM push_devices WHERE user_id = %s", (str(user),))
+        return cur.fetchone()[0]
+
+
+def test_a_burst_becomes_at_most_two_pushes_ending_on_the_latest_total(push_api, push_service,
+                                                                        dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    dispatchers(PUSH_COALESCE=1.0)
+    for n in range(6):
+        assert push_api.send(conversation, alice, f"burst {n}").status_code == 201
+    wait_until(lambda: queue_empty(pg) and browser.messages(), what="the burst to be pushed")
+    totals = [message["total"] for message in browser.messages()]
+    assert len(totals) <= 2  # the first at once, the rest at the window's end
+    assert totals[-1] == 6
+
+
+def test_a_user_with_a_live_connection_gets_a_badge_only_push(push_api, push_service, dispatchers,
+                                                              monkeypatch):
+    alice, bob = new_user(), new_user()
+    monkeypatch.setattr(markers, "live_users", lambda client, user_ids: {str(bob)} & set(user_ids))
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    dispatchers()
+    push_api.send(conversation, alice, "seen live")
+    wait_until(browser.messages, what="the push")
+    assert browser.messages()[0]["alert"] is False
+    assert browser.messages()[0]["total"] == 1
+    assert browser.received()[0].headers["urgency"] == "low"
+
+
+def test_a_gone_subscription_is_forgotten_and_counted(push_api, push_service, dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    gone_410, gone_404 = subscribe(push_api, push_service, bob), subscribe(push_api, push_service, bob)
+    push_service.gone(gone_410.id)
+    push_service.gone(gone_404.id, status=404)
+    before = sent("gone")
+    dispatchers()
+    push_api.send(conversation, alice)
+    wait_until(lambda: devices_of(pg, bob) == 0, what="both devices to be forgotten")
+    assert sent("gone") - before == 2
+    assert queue_empty(pg)
+
+
+def test_4xx_other_than_gone_keeps_the_device(push_api, push_service, dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    subscribe(push_api, push_service, bob)
+    push_service.trouble.fail(403)  # e.g. a VAPID key rotated: our mistake, not a gone device
+    before = sent("failed")
+    dispatchers()
+    push_api.send(conversation, alice)
+    wait_until(lambda: sent("failed") > before and queue_empty(pg), what="the failure")
+    assert devices_of(pg, bob) == 1
+
+
+def test_retry_after_is_honoured_then_the_push_goes_through(push_api, push_service, dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    attempts = []
+    push_service.trouble.fail(503, retry_after="1", seconds=1.5)
+    original = push_service.trouble.intervene
+
+    async def recording(send):
+        attempts.append(time.monotonic())
+        return await original(send)
+
+    push_service.trouble.intervene = recording
+    before = sent("retried")
+    dispatchers()
+    push_api.send(conversation, alice)
+    wait_until(browser.messages, timeout=20, what="the push after the outage")
+    assert browser.messages()[-1]["total"] == 1
+    assert sent("retried") - before == len(attempts) - 1 >= 1
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert all(gap >= 1.0 for gap in gaps), gaps  # never earlier than Retry-After asked
+
+
+def test_no_push_after_max_age_and_the_expiry_is_counted(push_api, push_service, dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    push_service.trouble.fail(503, seconds=3600)  # no Retry-After: our own backoff
+    before = sent("expired")
+    dispatchers(PUSH_MAX_AGE=1.5, PUSH_RETRY_BASE=0.2)
+    push_api.send(conversation, alice)
+    wait_until(lambda: sent("expired") > before and queue_empty(pg), what="the push to expire")
+    refused = push_service.trouble.requests_refused
+    assert 1 <= refused <= 6  # backoff: 0.1-0.2, 0.2-0.4, 0.4-0.8 s... within 1.5 s
+    push_service.trouble.heal()
+    assert browser.messages() == []
+    assert devices_of(pg, bob) == 1
+
+
+def test_a_hung_push_service_does_not_hold_the_others(push_api, push_service, dispatchers, pki, pg):
+    healthy = PushService()
+    server = FakeServer(healthy, pki).start()
+    healthy.origin = server.url
+    try:
+        alice, bob, carol = new_user(), new_user(), new_user()
+        conversation = push_api.conversation(alice, bob, carol)
+        hung_browser = subscribe(push_api, push_service, bob)
+        push_api.client.application.extensions["counts"].push.hosts.rules.append(("127.0.0.1", server.port))
+        carols = subscribe(push_api, healthy, carol)
+        push_service.trouble.hang()
+        dispatcher = dispatchers(PUSH_TIMEOUT=0.5,
+                                 WEBPUSH_ALLOWED_HOSTS=(push_service.server.host, server.host))
+        push_api.send(conversation, alice, "one")
+        wait_until(carols.messages, what="carol's push")
+        push_api.send(conversation, alice, "two")  # the hung host is backing off by now
+        wait_until(lambda: len(carols.messages()) == 2 and carols.messages()[-1]["total"] == 2,
+                   timeout=10, what="carol's second push, not held by the hung host")
+        assert dispatcher.hosts.wait(push_service.server.host, time.time()) > 0
+        push_service.trouble.heal()
+        wait_until(lambda: hung_browser.messages() and hung_browser.messages()[-1]["total"] == 2,
+                   timeout=20, what="bob's push once his push service answers again")
+    finally:
+        server.stop()
+
+
+def test_two_dispatchers_and_concurrent_writers_end_on_each_users_true_total(
+        push_api, push_service, dispatchers, pg, tokens):
+    alice = new_user()
+    users = [new_user() for _ in range(4)]
+    conversations = [push_api.conversation(alice, user) for user in users]
+    browsers = {user: subscribe(push_api, push_service, user) for user in users}
+    dispatchers(PUSH_COALESCE=0.05)
+    dispatchers(PUSH_COALESCE=0.05)
+
+    def traffic(index: int) -> None:
+        user, conversation = users[index % 4], conversations[index % 4]
+        for n in range(8):
+            push_api.send(conversation, alice, f"m{n}")
+            if n % 3 == 2:
+                push_api.read(conversation, user)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(traffic, range(8)))
+    for user, browser in browsers.items():
+        wait_until(lambda u=user, b=browser: queue_empty(pg) and b.messages()
+                   and b.messages()[-1]["total"] == true_total(pg, u),
+                   timeout=20, what=f"{user}'s last push to carry the true total")
+
+
+class Lines(logging.Handler):
+    """Every log record of the test, formatted as the service formats them."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def test_tokens_never_reach_the_logs(push_api, push_service, dispatchers, pg):
+    lines, root = Lines(), logging.getLogger()
+    level = root.level
+    root.addHandler(lines)
+    root.setLevel(logging.DEBUG)  # COUNTS_LOG_LEVEL=debug must not leak them either
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    kept, gone = subscribe(push_api, push_service, bob), subscribe(push_api, push_service, bob)
+    push_service.gone(gone.id)
+    dispatchers()
+    push_api.send(conversation, alice)
+    wait_until(lambda: kept.messages() and devices_of(pg, bob) == 1, what="the pushes")
+    root.removeHandler(lines)
+    root.setLevel(level)
+    logs = "\n".join(lines.lines)
+    assert "sha256:" in logs  # the gone device is logged, by its hint
+    for subscriber in (kept, gone):
+        assert subscriber.id not in logs
+        assert subscriber.subscription()["keys"]["auth"] not in logs
+
+
+def test_a_second_dispatcher_skips_a_user_whose_push_is_in_flight(push_app, push_api, push_service, pg):
+    from counts.push.worker import make_dispatcher
+
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    first, second = make_dispatcher(push_app.config), make_dispatcher(push_app.config)
+    release = push_service.trouble.hold()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            push_api.send(conversation, alice)
+            first_round = pool.submit(first.run_once)
+            wait_until(browser.received, what="the first round's push to be in flight")
+            push_api.send(conversation, alice)  # a job the first round did not claim
+            # Pushing bob now could deliver total 2 before the held total 1: the round skips him.
+            assert pool.submit(second.run_once).result(timeout=20) == 0
+            assert len(browser.received()) == 1
+            release.set()
+            assert first_round.result(timeout=20) == 1
+        # The second message waits out bob's coalescing window, then goes with the latest total.
+        wait_until(lambda: second.run_once() >= 0 and len(browser.received()) == 2,
+                   what="the second push")
+        assert [message["total"] for message in browser.messages()] == [1, 2]
+    finally:
+        release.set()
+        for dispatcher in (first, second):
+            dispatcher.close()
+            dispatcher.db.close()

@@ -1,0 +1,44 @@
+"""The README's push session, pasted into bash after its curl session, does what it says."""
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import SECRET
+from tests.push.conftest import worker_env
+from tests.pushfakes.browser import pki_in
+from tests.services import ROOT, Gunicorn, free_port
+from tests.test_readme import curl_session
+
+
+def push_session() -> str:
+    """The second ```sh block of the README's push section (the first starts make run)."""
+    section = (ROOT / "README.md").read_text().split("## Push for apps in the background", 1)[1]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)[1]
+
+
+def test_readme_push_session_shows_the_alert_then_the_badge(push_config, server_env, workers,
+                                                             tmp_path):
+    port = free_port()
+    pki = pki_in(tmp_path / "fake")  # what `browser env` makes
+    config = {**push_config, "WEBPUSH_ALLOWED_HOSTS": (f"127.0.0.1:{port}",), "PUSH_CA_FILE": pki.ca_file}
+    env = {**server_env, **worker_env(config)}
+    server = Gunicorn(env).start()
+    try:
+        workers(env)
+        flask = f"{sys.executable} -m flask --app {ROOT / 'app.py'}"
+        script = (curl_session() + push_session()).replace("URL=http://127.0.0.1:8000", f"URL={server.url}")
+        script = (script.replace(".venv/bin/flask --app app", flask)
+                  .replace(".venv/bin/python -m tests.pushfakes.browser run",
+                           f"{sys.executable} -m tests.pushfakes.browser run --port {port} "
+                           f"--dir {tmp_path / 'fake'}")
+                  .replace("kill %1", "sleep 4; kill %1"))  # the badge waits for the window's end
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                              env={**env, "COUNTS_JWT_SECRET": SECRET, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=90, check=False)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    pushes = re.findall(r'"urgency": "(\w+)".*"total": (\d), .*"alert": (true|false)', done.stdout)
+    assert pushes[-2:] == [("normal", "1", "true"), ("low", "0", "false")], done.stdout
+    assert '"token_hint": "sha256:' in done.stdout

@@ -1,0 +1,95 @@
+"""Web Push end to end: the test is the browser (it subscribes, receives, decrypts, checks VAPID)."""
+
+import time
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import new_user
+from tests.push.conftest import VAPID_SUBJECT, subscribe
+from tests.pushfakes.webpush import b64url_decode
+from tests.services import wait_until
+
+
+def vapid_claims(message, public_key: str, audience: str) -> dict:
+    """The VAPID token of a received push, verified with the service's published key."""
+    scheme, _, params = message.headers["authorization"].partition(" ")
+    assert scheme == "vapid"
+    fields = dict(part.strip().split("=", 1) for part in params.split(","))
+    assert fields["k"] == public_key
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(public_key))
+    return jwt.decode(fields["t"], key, algorithms=["ES256"], audience=audience)
+
+
+def test_a_message_reaches_the_subscriber_encrypted_and_signed_and_a_read_clears_the_badge(
+        push_api, push_service, dispatchers):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    bobs_browser = subscribe(push_api, push_service, bob)
+    dispatchers()
+
+    assert push_api.send(conversation, alice, "Lunch?").status_code == 201
+    wait_until(lambda: len(bobs_browser.messages()) == 1, what="the alert push")
+    alert = bobs_browser.received()[0]
+    assert bobs_browser.messages()[0] == {
+        "type": "unread", "user_id": str(bob), "total": 1, "unread_conversations": 1,
+        "conversation_id": conversation, "alert": True}
+    assert b"Lunch?" not in alert.body  # encrypted, and never the message body anyway
+    public_key = push_api.client.get("/v1/push/webpush-key").get_json()["public_key"]
+    claims = vapid_claims(alert, public_key, push_service.origin)
+    assert claims["sub"] == VAPID_SUBJECT
+    assert time.time() < claims["exp"] <= time.time() + 24 * 3600
+    assert alert.headers["content-encoding"] == "aes128gcm"
+    assert alert.headers["urgency"] == "normal"
+    assert alert.headers["topic"] == "unread"
+    assert 23 * 3600 < int(alert.headers["ttl"]) <= 24 * 3600
+
+    # Bob reads on his phone: the browser's badge must clear.
+    assert push_api.read(conversation, bob).status_code == 200
+    wait_until(lambda: len(bobs_browser.messages()) == 2, what="the badge-only push")
+    assert bobs_browser.messages()[1] == {
+        "type": "unread", "user_id": str(bob), "total": 0, "unread_conversations": 0,
+        "conversation_id": conversation, "alert": False}
+    assert bobs_browser.received()[1].headers["urgency"] == "low"
+    assert push_service.rejected == []
+
+
+def test_the_sender_gets_no_alert_and_users_without_devices_get_no_job(push_api, push_service,
+                                                                         dispatchers, pg):
+    alice, bob, carol = new_user(), new_user(), new_user()
+    conversation = push_api.conversation(alice, bob, carol)
+    alices_browser = subscribe(push_api, push_service, alice)
+    bobs_browser = subscribe(push_api, push_service, bob)
+    assert push_api.send(conversation, alice, "hi").status_code == 201
+    with pg.cursor() as cur:
+        cur.execute("SELECT user_id::text, alert FROM push_jobs ORDER BY user_id")
+        assert cur.fetchall() == [(str(bob), True)]  # not alice (sent it), not carol (no device)
+    dispatchers()
+    wait_until(lambda: len(bobs_browser.messages()) == 1, what="bob's push")
+    assert alices_browser.messages() == []
+
+
+def test_a_push_job_exists_exactly_when_its_write_committed(push_api, push_service, pg, monkeypatch):
+    from counts import outbox
+
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    subscribe(push_api, push_service, bob)
+    real = outbox.push_jobs.enqueue
+
+    def enqueue_then_fail(*args):
+        real(*args)
+        raise RuntimeError("the write fails after its push job was written")
+
+    monkeypatch.setattr(outbox.push_jobs, "enqueue", enqueue_then_fail)
+    assert push_api.send(conversation, alice).status_code == 500
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM push_jobs")
+        assert cur.fetchone()[0] == 0  # rolled back with the message
+        cur.execute("SELECT count(*) FROM messages")
+        assert cur.fetchone()[0] == 0
+    monkeypatch.setattr(outbox.push_jobs, "enqueue", real)
+    assert push_api.send(conversation, alice).status_code == 201
+    with pg.cursor() as cur:
+        cur.execute("SELECT user_id::text, alert, conversation_id::text FROM push_jobs")
+        assert cur.fetchall() == [(str(bob), True, conversation)]
