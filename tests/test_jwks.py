@@ -367,7 +367,8 @@ def test_a_jwks_without_usable_keys_is_a_failed_fetch(provider, keyset, clock, m
 def test_readyz_reports_the_jwks(provider, app_factory):
     client = app_factory(JWKS_URL=provider.url).test_client()
     body = client.get("/readyz").get_json()
-    assert body == {"status": "ok", "postgres": "ok", "redis": "ok", "jwks": "ok"}
+    assert body == {"status": "ok", "postgres": "ok", "redis": "ok", "jwks": "ok",
+                    "push": {"queued": 0, "oldest_seconds": 0.0}}
     provider.mode = "error"
     keys = client.application.extensions["counts"].tokens.keys
     keys._unknown_kid_fetch_at -= 61  # a minute on: the next unknown kid fetches (and fails)
@@ -376,7 +377,7 @@ def test_readyz_reports_the_jwks(provider, app_factory):
     response = client.get("/readyz")
     assert response.status_code == 200  # Postgres answers: ready, the known keys still work
     assert response.get_json() == {"status": "degraded", "postgres": "ok", "redis": "ok",
-                                   "jwks": "stale"}
+                                   "jwks": "stale", "push": {"queued": 0, "oldest_seconds": 0.0}}
 
 
 def test_readyz_without_any_key_is_degraded_not_down(provider, app_factory):
