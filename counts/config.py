@@ -3,6 +3,10 @@
 import os
 from typing import Any
 
+import psycopg2.extensions
+
+from counts import stores
+
 DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105 - by design
 
 
@@ -17,6 +21,20 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int) ->
         raise RuntimeError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _urls(env: dict[str, str], name: str) -> list[str]:
+    """A comma-separated list of Postgres URLs, each checked at start-up."""
+    urls = [url.strip() for url in env.get(name, "").split(",") if url.strip()]
+    for url in urls:
+        try:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise psycopg2.ProgrammingError("not a postgresql:// URL")
+            psycopg2.extensions.parse_dsn(url)
+        except psycopg2.ProgrammingError as error:
+            # Never the URL itself in the message: it may carry a password.
+            raise RuntimeError(f"{name} holds a URL that is not a Postgres URL: {error}") from None
+    return urls
+
+
 def load_config(env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The app config: environment variables (COUNTS_*, DATABASE_URL, REDIS_URL), then overrides."""
@@ -25,6 +43,9 @@ def load_config(env: dict[str, str] | None = None,
         "COUNTS_ENV": env.get("COUNTS_ENV", "production"),
         "JWT_SECRET": env.get("COUNTS_JWT_SECRET"),
         "DATABASE_URL": env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/counts"),
+        # Postgres read replicas for the 200 path (comma-separated); writes stay on DATABASE_URL.
+        "DATABASE_REPLICA_URLS": _urls(env, "DATABASE_REPLICA_URLS"),
+        # redis://, rediss://, redis+sentinel://... or redis+cluster://... (counts.stores).
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "POLL_INTERVAL": _number(env, "COUNTS_POLL_INTERVAL", 30),
         "MARKER_TTL": _number(env, "COUNTS_MARKER_TTL", 30 * 24 * 3600),
@@ -51,6 +72,10 @@ def load_config(env: dict[str, str] | None = None,
         "MAX_CONTENT_LENGTH": _number(env, "COUNTS_MAX_BODY_BYTES", 1024 * 1024),
         **(overrides or {}),
     }
+    try:
+        stores.parse_redis_url(config["REDIS_URL"])
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
     if not config["JWT_SECRET"]:
         if config["COUNTS_ENV"] != "development":
             # An unset secret must not quietly become a well-known one in production.

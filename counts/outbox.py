@@ -3,7 +3,13 @@
 A write records the users to bump in its own transaction (so a commit without its bump is
 impossible to forget), bumps them in Redis after commit (invariant 1), then deletes the record. If
 Redis was unreachable, or the writer died in between, the record stays; `drain` bumps it once
-Redis answers again, so no client stays on a stale 304 (invariant 6).
+Redis answers again, so no client stays on a stale 304 (invariant 6). On a Redis Cluster a bump
+is one call per node: when some nodes took it and others did not, only the users the failed
+nodes hold stay queued.
+
+`wal` (counts.replicas.Postgres.wal: set when Postgres replicas answer reads) reads the primary's
+WAL position; bumps record it beside the markers (invariant 11). Read after the commit, or by the
+drainer after it found the committed rows, it is past the commit of every change being bumped.
 """
 
 import logging
@@ -24,8 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+Wal = Callable[[], int] | None
+
+
 def write_then_bump(db: Database, client: redis.Redis, ttl: int,
-                    work: Callable[..., tuple[T, list[UUID]]], *args) -> T:
+                    work: Callable[..., tuple[T, list[UUID]]], *args, wal: Wal = None) -> T:
     """Run `work(cur, *args) -> (result, users_to_bump)` in a transaction, then bump those users.
 
     The bump is attempted before this returns, so a client polling right after the write sees it.
@@ -38,25 +47,33 @@ def write_then_bump(db: Database, client: redis.Redis, ttl: int,
 
     result, user_ids, outbox_id = db.run(work_and_enqueue)
     if outbox_id is not None:
-        bump_and_forget(db, client, ttl, [outbox_id], user_ids)
+        bump_and_forget(db, client, ttl, [outbox_id], user_ids, wal)
     return result
 
 
 def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: list[int],
-                    user_ids: list[UUID]) -> bool:
-    """Bump committed changes and delete their outbox rows; False if Redis did not take them."""
+                    user_ids: list[UUID], wal: Wal = None) -> bool:
+    """Bump committed changes and delete their outbox rows (keeping the users a failed Redis
+    node holds); False if some users were not bumped."""
+    failed = []
     try:
-        markers.bump(client, user_ids, ttl)
-    except redis.RedisError as error:
+        markers.bump(client, user_ids, ttl, wal)
+    except markers.PartialBump as partial:
+        log.warning("bump of %d users deferred to the outbox: %r", len(partial.failed),
+                    partial.cause)
+        metrics.redis_failed("bump")
+        failed = partial.failed
+    except (redis.RedisError, DependencyUnavailable) as error:
+        # DependencyUnavailable: no WAL position to record, so no bump until the drainer's.
         log.warning("bump of %d users deferred to the outbox: %r", len(user_ids), error)
         metrics.redis_failed("bump")
         return False
     try:
-        db.run(bumps.forget_bumps, outbox_ids)
+        db.run(bumps.requeue_bumps, outbox_ids, failed)
     except DependencyUnavailable:
-        # The bump landed; the drainer will bump these users once more, which costs one 200.
+        # Some bumps landed; the drainer will bump these users once more, which costs one 200.
         log.warning("outbox rows %s outlive their bump", outbox_ids)
-    return True
+    return not failed
 
 
 def enqueue(db: Database, user_ids: list[UUID]) -> int:
@@ -65,45 +82,52 @@ def enqueue(db: Database, user_ids: list[UUID]) -> int:
 
 
 def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 0.0,
-          batch_size: int = 500) -> int:
+          batch_size: int = 500, wal: Wal = None) -> int:
     """Bump every outbox row older than `min_age_seconds`; how many users were bumped.
 
     `min_age_seconds` leaves a writer time to bump and forget its own rows. Stops at the first
-    Redis error, leaving the rest queued.
+    Redis error, leaving the rest queued (only the users of the failed nodes, on a Cluster).
     """
     total = 0
     while True:
-        def bump_batch(cur) -> tuple[int, int]:
+        def bump_batch(cur) -> tuple[int, int, bool]:
             rows = bumps.claim_bumps(cur, min_age_seconds, batch_size)
             user_ids = {uid for _, users in rows for uid in users}
-            # Raising here rolls back: the claimed rows stay queued for the next drain.
-            bumped = markers.bump(client, user_ids, ttl)
-            bumps.forget_bumps(cur, [row_id for row_id, _ in rows])
-            return len(rows), bumped
+            failed = []
+            try:
+                # Raising here rolls back: the claimed rows stay queued for the next drain.
+                bumped = markers.bump(client, user_ids, ttl, wal)
+            except markers.PartialBump as partial:
+                bumped, failed = partial.bumped, partial.failed
+            bumps.requeue_bumps(cur, [row_id for row_id, _ in rows], failed)
+            return len(rows), bumped, bool(failed)
 
         try:
-            rows, bumped = db.run(bump_batch)
+            rows, bumped, stopped = db.run(bump_batch)
         except redis.RedisError as error:
             log.info("outbox drain waits for Redis: %s", error)
             return total
         total += bumped
-        if rows < batch_size:
+        if stopped or rows < batch_size:
             return total
 
 
 class Drainer(threading.Thread):
     """A daemon thread that drains the outbox every `interval` seconds until stopped."""
 
-    def __init__(self, db: Database, client: redis.Redis, ttl: int, interval: float):
+    def __init__(self, db: Database, client: redis.Redis, ttl: int, interval: float,
+                 wal: Wal = None):
         super().__init__(name="counts-outbox-drainer", daemon=True)
         self.db, self.client, self.ttl, self.interval = db, client, ttl, interval
+        self.wal = wal
         self.stopped = threading.Event()
 
     def run(self) -> None:
         """Drain, wait, repeat; an unreachable Postgres or Redis only delays the next try."""
         while not self.stopped.wait(self.interval):
             try:
-                bumped = drain(self.db, self.client, self.ttl, min_age_seconds=self.interval)
+                bumped = drain(self.db, self.client, self.ttl, min_age_seconds=self.interval,
+                               wal=self.wal)
             except DependencyUnavailable:
                 continue
             if bumped:

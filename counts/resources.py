@@ -8,10 +8,12 @@ from counts.db import Database
 from counts.load import LoadGauge
 from counts.logs import AccessLog
 from counts.ratelimit import RateLimit
+from counts.replicas import Postgres
 
 
 class Resources:
-    """What the views need: Postgres, Redis, the token verifier and the settings they use.
+    """What the views need: Postgres (`db`, the primary; `postgres`, with its read replicas),
+    the marker store (`redis`, whatever the topology), the token verifier and the settings.
 
     Nothing here opens a socket at construction: connections are made in the worker process
     that first uses them, after gunicorn has forked.
@@ -19,6 +21,8 @@ class Resources:
 
     def __init__(self, config: dict[str, Any]):
         self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
+        self.postgres = Postgres(self.db, config.get("DATABASE_REPLICA_URLS", []),
+                                 config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
         self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
         self.tokens = TokenVerifier(config["JWT_SECRET"])
         self.marker_ttl: int = config["MARKER_TTL"]
@@ -34,12 +38,14 @@ class Resources:
         tests)."""
         self.access_log.close()
         self.db.close()
+        self.postgres.close()
         self.redis.close()
 
     def start_drainer(self):
         """Start this process's outbox drainer thread (call once per worker, after fork)."""
         from counts.outbox import Drainer
 
-        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval)
+        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval,
+                          wal=self.postgres.wal)
         drainer.start()
         return drainer

@@ -21,7 +21,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Postgres answers; a Redis outage only degrades (reads fall back to Postgres)."""
+    """Ready when the Postgres primary answers; Redis or replicas down only degrade (reads fall
+    back to Postgres, replica reads to the primary)."""
     res = resources()
     try:
         res.db.read(reads.ping)
@@ -35,8 +36,12 @@ def readyz() -> Response:
         metrics.redis_failed("ping")
         redis_state = "unavailable"
     ready = postgres == "ok"
-    body = {"status": ("ok" if redis_state == "ok" else "degraded") if ready else "unavailable",
+    replicas = res.postgres.replica_states()
+    healthy = redis_state == "ok" and all(r["state"] == "ok" for r in replicas)
+    body = {"status": ("ok" if healthy else "degraded") if ready else "unavailable",
             "postgres": postgres, "redis": redis_state}
+    if replicas:
+        body["postgres_replicas"] = replicas
     headers = {} if ready else {"Retry-After": str(res.retry_after)}
     return Response(json.dumps(body), status=200 if ready else 503,
                     mimetype="application/json", headers=headers)

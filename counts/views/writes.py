@@ -21,7 +21,8 @@ def json_response(body: dict, status: int = 200) -> Response:
 def write_then_bump(work, *args):
     """Run a write from counts.writes in a transaction, then bump whom it affected."""
     res = resources()
-    return outbox.write_then_bump(res.db, res.redis, res.marker_ttl, work, *args)
+    return outbox.write_then_bump(res.db, res.redis, res.marker_ttl, work, *args,
+                                  wal=res.postgres.wal)
 
 
 @bp.post("/v1/conversations")
@@ -99,11 +100,16 @@ def bump_markers() -> Response:
     user_ids = load_body(schemas.bump)["user_ids"]
     res = resources()
     try:
-        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl)})
+        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl,
+                                                     res.postgres.wal)})
+    except markers.PartialBump as partial:  # some Redis Cluster nodes took it, others did not
+        metrics.redis_failed("bump")
+        bumped, queue = {"bumped": partial.bumped}, partial.failed
     except redis.RedisError:
         metrics.redis_failed("bump")
+        bumped, queue = {}, user_ids
     try:
-        outbox.enqueue(res.db, user_ids)
+        outbox.enqueue(res.db, queue)
     except DependencyUnavailable:
         raise DependencyUnavailable("Neither Redis nor Postgres can take the bump; retry it.") from None
-    return json_response({"queued": len(set(user_ids))}, 202)
+    return json_response({"queued": len(set(map(str, queue))), **bumped}, 202)
