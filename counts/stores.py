@@ -107,7 +107,10 @@ def connect_redis(url: str, timeout: float):
         return redis.Redis.from_url(url, retry=once, health_check_interval=30, **sockets)
     auth = {"username": topology.username, "password": topology.password, "ssl": topology.tls}
     if topology.kind == "sentinel":
-        sentinels = {**sockets, "ssl": topology.tls, "password": topology.sentinel_password}
+        # No retry at a Sentinel (redis-py's default waits seconds between three): the next one
+        # is asked instead.
+        sentinels = {**sockets, "ssl": topology.tls, "password": topology.sentinel_password,
+                     "retry": Retry(NoBackoff(), 0)}
         manager = Sentinel(list(topology.nodes), sentinel_kwargs=sentinels)
         # A demoted primary answers our scripts with READONLY (counts.markers): redis-py's
         # Sentinel connection then drops it, asks the sentinels again, and `once` retries there.
