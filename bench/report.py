@@ -145,6 +145,10 @@ def scaling_targets(sc: ScalingResult) -> list[list[str]]:
     if bump is not None:
         rows.append(["A 10,000-user bump in one round trip under 20 ms (p99, markers.bump)",
                      f"{fmt(bump.p99, 2)} ms (p50 {fmt(bump.p50, 2)} ms)", verdict(bump.p99 < 20)])
+    if sc.cluster_bump is not None:
+        rows.append(["A 10,000-user bump on a 3-primary Redis Cluster <= 100 ms (p99, one script "
+                     "per node)", f"{fmt(sc.cluster_bump.p99, 2)} ms (p50 "
+                     f"{fmt(sc.cluster_bump.p50, 2)} ms)", verdict(sc.cluster_bump.p99 <= 100)])
     return rows
 
 
@@ -369,12 +373,25 @@ def scaling_section(sc: ScalingResult | None) -> list[str]:
                       "POST /v1/markers/bump (p50 / p99 ms)"], bump_rows), "",
               f"Redis memory per marker: **{sc.marker_bytes:.0f} bytes** (used_memory over 100,000 "
               f"markers with their TTL); MEMORY USAGE of one marker key: {sc.marker_memory_usage} "
-              "bytes.", ""]
+              f"bytes. With Postgres replicas, each user's LSN record adds "
+              f"**{sc.lsn_record_bytes:.0f} bytes**.", "", *topology_lines(sc)]
     lines += profile_lines("Where the 200 path's CPU goes (1,000 memberships, py-spy of the worker)",
                            sc.profile_200)
     lines += profile_lines("Where a 10,000-user markers.bump spends its time (py-spy of the caller)",
                            sc.profile_bump)
     return lines
+
+
+def topology_lines(sc: ScalingResult) -> list[str]:
+    """A 10,000-user bump with LSN records, and on a Redis Cluster."""
+    rows = [[label, f"{fmt(t.p50, 2)} / {fmt(t.p99, 2)}"] for label, t in (
+        ("one server, with LSN records (Postgres replicas configured)", sc.bump_lsn),
+        ("3-primary Redis Cluster (one script per node, in parallel)", sc.cluster_bump),
+        ("3-primary Redis Cluster, with LSN records", sc.cluster_bump_lsn)) if t is not None]
+    if not rows:
+        return []
+    return ["### A 10,000-user bump by topology", "",
+            *table(["where", "markers.bump (p50 / p99 ms)"], rows), ""]
 
 
 def machine_section(run: Run) -> list[str]:

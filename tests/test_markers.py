@@ -264,13 +264,12 @@ class Wal:
 
 def lsn_of(store, user) -> int | None:
     """The WAL position a replica must have replayed to answer for `user` (None: the primary)."""
-    return markers.read(store, user, TTL, with_lsn=True).lsn
+    return markers.read(store, user, TTL).lsn
 
 
 def test_a_user_never_bumped_with_a_position_must_be_read_from_the_primary(user, store):
     markers.bump(store, [user], TTL)  # no replicas: no position recorded
     assert lsn_of(store, user) is None
-    assert markers.read(store, user, TTL).lsn is None  # not asked for
 
 
 def test_a_bump_records_the_position_and_confirms_a_new_record(user, store):
@@ -278,7 +277,9 @@ def test_a_bump_records_the_position_and_confirms_a_new_record(user, store):
     markers.bump(store, [user], TTL, wal)
     assert wal.reads == 2  # one position for the bump, one more to confirm the new record
     assert lsn_of(store, user) == wal.position  # the later of the two
-    assert TTL - 5 <= store.ttl(markers.lsn_key(user)) <= TTL
+    assert TTL - 5 <= store.ttl(markers.marker_key(user)) <= TTL  # the record lives in the marker
+    assert markers.read_marker(store, user, TTL).rsplit(".", 1)[0].encode() + b"|" in \
+        store.get(markers.marker_key(user))  # ...after it, and never in the token
 
 
 def test_a_trusted_record_needs_one_position_per_bump_and_never_goes_back(user, store):
@@ -295,7 +296,7 @@ def test_a_trusted_record_needs_one_position_per_bump_and_never_goes_back(user, 
 def test_a_lost_record_is_untrusted_until_a_later_position_confirms_it(user, store, monkeypatch):
     wal = Wal()
     markers.bump(store, [user], TTL, wal)
-    store.delete(markers.lsn_key(user))  # eviction, FLUSHALL...
+    store.delete(markers.marker_key(user))  # eviction, FLUSHALL...
     assert lsn_of(store, user) is None  # the primary answers
     monkeypatch.setattr(markers, "_confirm", lambda pending, wal: None)  # died after its bump
     markers.bump(store, [user], TTL, wal)
@@ -305,11 +306,19 @@ def test_a_lost_record_is_untrusted_until_a_later_position_confirms_it(user, sto
     assert lsn_of(store, user) == wal.position
 
 
+def test_a_bump_without_a_position_drops_the_record(user, store):
+    """A writer not configured for replicas must not leave an old position trusted under a new
+    marker: a replica at that position would serve counts older than the marker."""
+    markers.bump(store, [user], TTL, Wal())
+    markers.bump(store, [user], TTL)
+    assert lsn_of(store, user) is None
+
+
 def test_a_record_from_another_epoch_is_not_trusted(user, store):
     """What a failover leaves: records the new primary's epoch did not write."""
     markers.bump(store, [user], TTL, Wal())
-    record = store.get(markers.lsn_key(user))
-    store.set(markers.lsn_key(user), b"0" * 12 + record[-16:])  # another epoch's tag
+    marker, record = store.get(markers.marker_key(user)).split(b"|")
+    store.set(markers.marker_key(user), marker + b"|" + b"0" * 12 + record[-16:])  # another tag
     assert lsn_of(store, user) is None
 
 
@@ -321,7 +330,7 @@ def test_a_confirm_after_another_bump_or_loss_changes_nothing(user, store, monke
     monkeypatch.setattr(markers, "_confirm", lambda groups, wal: pending.append(groups))
     markers.bump(store, users, TTL, Wal())
     markers.bump(store, users[:1], TTL, Wal())  # another bump re-tags user's record
-    store.delete(markers.lsn_key(users[1]))  # and users[1]'s record is lost
+    store.delete(markers.marker_key(users[1]))  # and users[1]'s record is lost
     real_confirm(pending[0], Wal(2**40))  # the first bump's confirmation comes late
     assert lsn_of(store, users[0]) is None
     assert lsn_of(store, users[1]) is None
@@ -333,6 +342,6 @@ def test_read_markers_returns_trusted_positions(store):
     wal = Wal()
     bumped, fresh = uuid.uuid4(), uuid.uuid4()
     markers.bump(store, [bumped], TTL, wal)
-    tokens, positions = markers.read_markers_and_lsns(store, [bumped, fresh], TTL, with_lsn=True)
+    tokens, positions = markers.read_markers_and_lsns(store, [bumped, fresh], TTL)
     assert positions == {str(bumped): wal.position, str(fresh): None}
     assert tokens[str(bumped)] == markers.read_marker(store, bumped, TTL)

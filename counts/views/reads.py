@@ -55,8 +55,7 @@ def post_batch() -> Response:
     res = resources()
     user_ids = [entry["user_id"] for entry in entries]
     try:
-        current, positions = markers.read_markers_and_lsns(res.redis, user_ids, res.marker_ttl,
-                                                           with_lsn=bool(res.postgres.replicas))
+        current, positions = markers.read_markers_and_lsns(res.redis, user_ids, res.marker_ttl)
     except redis.RedisError as error:
         log.warning("redis failed, answering the batch from Postgres: %r", error)
         metrics.redis_failed("read_markers")
