@@ -2,7 +2,8 @@
 
 Starts a private Postgres (pg_stat_statements preloaded) and Redis, seeds them, runs the hot-path
 benchmark, the load simulator (conditional, then naive: the same traffic), a search for the
-highest rate meeting p99 if the full load misses it, and the scaling benchmark; writes
+highest rate meeting p99 if the full load misses it, the scaling benchmark and the per-user Redis
+costs by topology (a Redis Cluster started for it); writes
 bench/RESULTS.md and bench/results.png; stops everything it started.
 """
 
@@ -27,6 +28,7 @@ from bench.profile import PySpy
 from bench.scaling import run_scaling
 from bench.services import OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
 from bench.simulate import PassResult, SimConfig, simulate
+from bench.topology import run_topology
 
 SIM_DB = "bench_sim"
 SEARCH_FACTORS = (0.75, 0.5, 0.3, 0.2)
@@ -66,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="USD; an assumption (managed-database I/O pricing), not the seed's figure")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     out.add_argument("--chart", type=Path, default=ROOT / "bench" / "results.png")
-    parser.add_argument("--skip", default="", help="comma-separated: hotpath, simulate, scaling")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: hotpath, simulate, scaling, topology")
     return parser.parse_args(argv)
 
 
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if "scaling" not in skip:
             sizes = tuple(int(size) for size in args.sizes.split(","))
             run.scaling = run_scaling(b.pg_admin_url, b.redis_url, sizes)
+        if "topology" not in skip:
+            run.topology = run_topology(b.redis_url)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)

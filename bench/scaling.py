@@ -1,5 +1,5 @@
 """Scaling benchmark: 200-path time versus memberships, total messages and unread backlog; bump
-time versus fan-out, on one Redis and on a Redis Cluster; Redis bytes per marker and LSN record.
+time versus fan-out; Redis bytes per marker. (By topology: bench/topology.py.)
 
 One database grows from the small message count to the large one (same conversations, same
 probe users), so the two sizes differ only in the messages table and its indexes.
@@ -80,11 +80,7 @@ class ScalingResult:
     seed_seconds: dict[int, float] = field(default_factory=dict)
     bump_api: dict[int, Timing] = field(default_factory=dict)
     bump_http: dict[int, Timing] = field(default_factory=dict)
-    bump_lsn: Timing | None = None  # 10,000 users, one server, LSN records written (replicas)
-    cluster_bump: Timing | None = None  # 10,000 users on a 3-primary Redis Cluster
-    cluster_bump_lsn: Timing | None = None  # ... with LSN records
     marker_bytes: float = 0.0
-    lsn_record_bytes: float = 0.0
     marker_memory_usage: int = 0
     probes: list[Probe] = field(default_factory=list)
     profile_200: dict | None = None  # py-spy of the worker: the 1,000-membership 200 path
@@ -328,63 +324,16 @@ def measure_bumps(result: ScalingResult, redis_url: str, server: Gunicorn) -> No
     client.close()
 
 
-class FakeWal:
-    """A WAL position that moves forward on every read, as the primary's does under writes."""
-
-    def __init__(self) -> None:
-        self.position = 1 << 32
-
-    def __call__(self) -> int:
-        self.position += 4096
-        return self.position
-
-
-def time_bumps(client, users: list[str], reps: int, wal=None) -> Timing:
-    """markers.bump of `users`, `reps` times (the first, which creates records, not counted)."""
-    markers.bump(client, users, wal=wal)
-    samples = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        markers.bump(client, users, wal=wal)
-        samples.append((time.perf_counter() - started) * 1000)
-    return Timing.of(samples)
-
-
-def measure_cluster_bumps(result: ScalingResult, redis_url: str, reps: int = 40) -> None:
-    """A 10,000-user bump on one server with LSN records, and on a 3-primary Redis Cluster
-    (one script per node, in parallel) without and with them."""
-    from tests.clusters import RedisClusterProcesses  # the tests' process harness
-
-    users = [str(uuid.uuid4()) for _ in range(max(FANOUTS))]
-    single = markers.connect(redis_url, timeout=5)
-    result.bump_lsn = time_bumps(single, users, reps, FakeWal())
-    single.close()
-    cluster = RedisClusterProcesses(OUT / "redis-cluster", primaries=3, replicas=0)
-    try:
-        client = markers.connect(cluster.start().url, timeout=5)
-        result.cluster_bump = time_bumps(client, users, reps)
-        result.cluster_bump_lsn = time_bumps(client, users, reps, FakeWal())
-        client.close()
-    finally:
-        cluster.stop()
-
-
 def measure_marker_memory(result: ScalingResult, redis_url: str, count: int = 100_000) -> None:
-    """Redis memory per marker, and per LSN record: used_memory before and after `count` bumps
-    without and then with records, in a spare db."""
+    """Redis memory per marker: used_memory before and after `count` bumps, in a spare db."""
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
     client.flushdb()  # the bench's private Redis, its spare db
     before = client.info("memory")["used_memory"]
     users = [str(uuid.uuid4()) for _ in range(count)]
     for start in range(0, count, 10_000):
         markers.bump(client, users[start:start + 10_000])
-    with_markers = client.info("memory")["used_memory"]
-    result.marker_bytes = (with_markers - before) / count
+    result.marker_bytes = (client.info("memory")["used_memory"] - before) / count
     result.marker_memory_usage = client.memory_usage(markers.marker_key(users[0]), samples=0)
-    wal = FakeWal()
-    for start in range(0, count, 10_000):
-        markers.bump(client, users[start:start + 10_000], wal=wal)
-    result.lsn_record_bytes = (client.info("memory")["used_memory"] - with_markers) / count
     client.flushdb()
     client.close()
 
@@ -409,6 +358,5 @@ def run_scaling(admin_url: str, redis_url: str, sizes: tuple[int, ...]) -> Scali
             workers=1, threads=8)) for total, url in urls.items()}
         measure_sizes(result, urls, servers)
         measure_bumps(result, redis_url, servers[max(urls)])
-    measure_cluster_bumps(result, redis_url)
     measure_marker_memory(result, redis_url)
     return result

@@ -120,11 +120,14 @@ class RedisClusterProcesses:
     def start(self) -> "RedisClusterProcesses":
         """Start every node, join them with redis-cli --cluster create, wait for cluster_state ok."""
         for node in self.nodes:
+            (node.dir / "nodes.conf").unlink(missing_ok=True)  # a new cluster, whatever ran here
             node.start()
-        subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
-                        *(node.address for node in self.nodes),
-                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                       check=True, capture_output=True, timeout=SETUP_TIMEOUT)
+        created = subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+                                  *(node.address for node in self.nodes),
+                                  "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                                 capture_output=True, text=True, timeout=SETUP_TIMEOUT, check=False)
+        if created.returncode != 0:
+            raise AssertionError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}")
         wait_until(self.healthy, timeout=SETUP_TIMEOUT, what="the cluster to be ok on every node")
         return self
 
