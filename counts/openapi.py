@@ -81,16 +81,28 @@ class Bumped(Schema):
 
 class Queued(Schema):
     queued = fields.Integer(required=True, validate=validate.Range(min=0))
+    bumped = fields.Integer(validate=validate.Range(min=0), metadata={
+        "description": "On a Redis Cluster whose nodes took part of the bump: the users bumped."})
 
 
 class Health(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
+class ReplicaState(Schema):
+    name = fields.String(required=True, metadata={"description": "host:port"})
+    state = fields.String(required=True,
+                          validate=validate.OneOf(["ok", "unavailable", "not_a_replica"]))
+    lag_bytes = fields.Integer(validate=validate.Range(min=0),
+                               metadata={"description": "WAL the replica has yet to replay."})
+
+
 class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
     postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     redis = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    postgres_replicas = fields.List(fields.Nested(ReplicaState), metadata={
+        "description": "Read replicas (DATABASE_REPLICA_URLS), when configured."})
 
 
 class Problem(Schema):

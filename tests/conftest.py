@@ -5,6 +5,7 @@ import uuid
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+import jsonschema_rs
 import psycopg2
 import pytest
 import redis
@@ -172,6 +173,13 @@ SELECT coalesce(sum(n), 0)::int FROM (
     GROUP BY m.conversation_id
 ) per_conversation
 """
+
+
+def documented(app, schema: str, body: dict) -> bool:
+    """Whether `body` conforms to the named schema of the app's OpenAPI document."""
+    document = app.test_client().get("/openapi.json").get_json()
+    return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{schema}",
+                                        "components": document["components"]}).is_valid(body)
 
 
 def true_total(pg_conn, user_id) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from counts import markers, outbox
 from counts.queries import bumps
-from tests.conftest import Api, true_total
+from tests.conftest import Api, documented, true_total
 
 TIMEOUT = 0.5
 
@@ -92,12 +92,19 @@ def test_a_node_that_fails_its_part_of_a_bump_leaves_only_its_users_queued(
         with pg.cursor() as cur:
             queued = {str(u) for _, users in bumps.claim_bumps(cur, 0, 10) for u in users}
         assert queued == frozen_users
+        by_api = cluster_app.test_client().post(  # a service's bump: 202, saying what happened
+            "/v1/markers/bump", headers=tokens.service(), json={"user_ids": [str(u) for u in members]})
+        on_frozen = sum(redis_cluster.primary_of(str(u)) == frozen for u in members)
+        assert (by_api.status_code, by_api.get_json()) == (
+            202, {"queued": on_frozen, "bumped": len(members) - on_frozen})
+        assert documented(cluster_app, "Queued", by_api.get_json())
         for user in members[1:]:
             if str(user) not in frozen_users:  # bumped on their own node despite the frozen one
                 assert api.counts(user, etag=etags[user]).status_code == 200
     finally:
         frozen.client().execute_command("CLIENT", "UNPAUSE")
-    assert outbox.drain(res.db, res.redis, res.marker_ttl) == len(frozen_users)
+    assert outbox.drain(res.db, res.redis, res.marker_ttl) == len(
+        frozen_users | {str(u) for u in members if redis_cluster.primary_of(str(u)) == frozen})
     for user in members[1:]:
         assert api.counts(user, etag=etags[user]).status_code == 200
 

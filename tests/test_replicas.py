@@ -13,7 +13,7 @@ from counts import metrics, migrations, replicas
 from counts.db import Database
 from counts.queries import replication
 from tests.clusters import PostgresReplicaPair
-from tests.conftest import Api, new_user, proxied_url, with_database
+from tests.conftest import Api, documented, new_user, proxied_url, with_database
 from tests.services import TcpProxy, wait_until
 
 DATABASE = "counts_replica_test"
@@ -129,6 +129,7 @@ def test_a_replica_down_leaves_reads_to_the_primary_and_readyz_says_so(
         wait_until(lambda: caught_up(urls[1], primary), timeout=30, what="the replica")
         ready = app.test_client().get("/readyz").get_json()
         assert ready["status"] == "ok" and ready["postgres_replicas"][0]["state"] == "ok"
+        assert documented(app, "Readiness", ready)
         proxy.set_mode("cut")
         before = outcomes()
         assert api.counts(bob).get_json()["total"] == 1
@@ -139,6 +140,7 @@ def test_a_replica_down_leaves_reads_to_the_primary_and_readyz_says_so(
         assert ready.get_json()["status"] == "degraded"
         assert ready.get_json()["postgres_replicas"] == [
             {"name": f"127.0.0.1:{proxy.port}", "state": "unavailable"}]
+        assert documented(app, "Readiness", ready.get_json())
     finally:
         proxy.close()
 
