@@ -1,24 +1,13 @@
 """Everything the service keeps in Redis: per-user change markers, LSN records, request counters.
 
 Every Redis key and script the service uses is built here. A marker is a random token that
-changes whenever anything that can change a user's counts changes. Markers are random, never
-counters, so a marker that Redis lost (flush, restart, eviction, TTL) is replaced by one no client
-can hold (DESIGN.md invariant 4).
-
-The ETag is a *token*, `<marker>.<epoch>`, built by the script that reads the marker: the epoch is
-the start of the Redis primary's replication id, which changes on every restart and promotion.
-A failover or a restart from an old snapshot can roll a marker back to a value a client holds;
-it cannot bring back the epoch that went with it, so the client gets a 200, never a stale 304
-(invariant 9). 12 hex digits (48 bits): even if all of 100 million devices held a rolled-back
-marker, a new epoch would match an old one for one of them once in about three million failovers.
-
-With Postgres replicas, each marker carries an LSN record: the highest WAL position after the
-commits that bumped the user, written by the same script as the marker, tagged with the epoch it
-was written under. It tells a replica read what the replica must have replayed (invariant 11); a
-record Redis may have lost or rolled back is not trusted, and the primary answers. Kept in the
-marker's own key, it expires and is evicted with it, costs no key of its own, and a bump that
-records no position (a writer not configured for replicas) drops it rather than leave it stale.
-"""
+changes whenever anything that can change a user's counts changes: random, never a counter, so a
+marker Redis lost is replaced by one no client can hold (DESIGN.md invariant 4). The ETag is a
+token, `<marker>.<epoch>`: the epoch, read by the same script as the marker, is the start of the
+Redis primary's replication id, which changes on every restart and promotion, so a marker rolled
+back by a failover comes back under a new token (invariant 9). With Postgres replicas, each marker
+also carries an LSN record: the WAL position a replica must have replayed to answer for the user
+(invariant 11)."""
 
 import functools
 import hashlib
@@ -236,13 +225,6 @@ def read(client, user_id: UUID | str, ttl: int = DEFAULT_TTL, window: int = 0) -
 def read_marker(client, user_id: UUID | str, ttl: int = DEFAULT_TTL) -> str:
     """The user's ETag token, the marker created (with its TTL) when missing."""
     return read(client, user_id, ttl).token
-
-
-def read_marker_and_count(client, user_id: UUID | str, ttl: int,
-                          window: int) -> tuple[str, int]:
-    """The user's token (created when missing) and their requests in this window, in one trip."""
-    found = read(client, user_id, ttl, window)
-    return found.token, found.requests
 
 
 def count_request(client, subject: str, window: int) -> int:
