@@ -140,7 +140,13 @@ class FailFastCluster(RedisCluster):
 
 class LazyCluster:
     """A FailFastCluster made on first use: its constructor connects to learn the slot map,
-    which must happen in the worker (after gunicorn forks) and must not fail the app's start."""
+    which must happen in the worker (after gunicorn forks) and must not fail the app's start.
+
+    For the live feed on a Cluster (sharded pub/sub): `client.pubsub()` reaches redis-py's
+    ClusterPubSub, whose ssubscribe() connects to the node that owns each channel's slot (a
+    channel hash-tagged by user lives with the user's marker), and a bump script sent to a
+    ServerGroup with `cluster_node` set must SPUBLISH rather than PUBLISH.
+    """
 
     def __init__(self, **kwargs: Any):
         self._kwargs = kwargs
