@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DATA := .data
 
 .PHONY: install run test lint stop-services
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Reinstalled whenever a requirements file changes.
 $(BIN)/.installed: requirements.txt tests/requirements.txt
@@ -39,9 +40,17 @@ run: install
 	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# The Cluster and Sentinel tests start redis-server processes of Redis 7+ (a script flag they
+# need) and join them with redis-cli: Debian's redis-server package, installed when missing.
+.PHONY: redis-tools
+redis-tools:
+	@command -v redis-cli >/dev/null && redis-server --version | grep -q ' v=[7-9]' || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
 # their own database and use Redis db 13 only.
-test: install
+test: install redis-tools
 	$(BIN)/ruff check .
 	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" \
@@ -58,7 +67,6 @@ stop-services:
 # make bench BENCH_ARGS='--duration 120 --users 20000' (python -m bench.run --help lists the flags).
 .PHONY: bench
 BENCH_ARGS ?=
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/.bench-installed: $(BIN)/.installed bench/requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	@# wrk drives the hot-path benchmark; it is a Debian package, not a Python one.

@@ -18,6 +18,7 @@ from bench.scaling import (
     ScalingResult,
 )
 from bench.simulate import PassResult
+from bench.topology import TopologyResult
 
 SEED_USERS, SEED_POLLS_PER_MINUTE = 10_000, 20  # the seed's "10K users x 20 polls/min"
 MINUTES_PER_MONTH = 60 * 24 * 30
@@ -36,6 +37,7 @@ class Run:
     hotpath: HotpathResult | None = None
     scaling: ScalingResult | None = None
     push: PushResult | None = None
+    topology: TopologyResult | None = None
     wall_seconds: float = 0.0
 
 
@@ -125,6 +127,11 @@ def targets_section(run: Run) -> list[str]:
                      verdict(es256 >= 0.95 * ratio)])
     if run.scaling is not None:
         rows += scaling_targets(run.scaling)
+    cluster = run.topology.bumps.get("3-primary Cluster") if run.topology else None
+    if cluster is not None:
+        rows.append(["A 10,000-user bump on a 3-primary Redis Cluster <= 100 ms (p99, one script "
+                     "per node, nodes in parallel)", f"{fmt(cluster.p99, 2)} ms (p50 "
+                     f"{fmt(cluster.p50, 2)} ms)", verdict(cluster.p99 <= 100)])
     return ["## Targets", "", *table(["target", "measured", ""], rows), ""]
 
 
@@ -417,6 +424,25 @@ def push_section(pr: PushResult | None) -> list[str]:
             *table(["", "measured", "goal"], rows), ""]
 
 
+def topology_section(topo) -> list[str]:
+    """Redis' cost per poll and per bumped user, memory per user, bumps by topology."""
+    if topo is None:
+        return []
+    rows = [[label, fmt(c.bytes_in, 0), fmt(c.bytes_out, 0), f"{c.commands:.2f}", fmt(c.server_us, 2)]
+            for label, c in topo.costs.items()]
+    memory = [[label, fmt(b, 0)] for label, b in topo.memory.items()]
+    bumps = [[label, f"{fmt(t.p50, 2)} / {fmt(t.p99, 2)}"] for label, t in topo.bumps.items()]
+    return ["## Past one machine: what a user costs Redis, and bumps by topology", "",
+            "Redis' own counters (INFO stats and commandstats, commands run inside scripts "
+            "included) around polls of 2,000 users and bumps of 10,000, on the private server; "
+            "then a 10,000-user markers.bump on one server and on a 3-primary Redis Cluster "
+            "started for the run. docs/SCALING.md multiplies these.", "",
+            *table(["operation", "bytes in", "bytes out", "commands (scripts' included)",
+                    "server us"], rows), "",
+            *table(["Redis memory per user", "bytes (used_memory)"], memory), "",
+            *table(["10,000-user bump", "p50 / p99 ms"], bumps), ""]
+
+
 def machine_section(run: Run) -> list[str]:
     """How and where the numbers were made."""
     rows = [[key, value] for key, value in run.machine.items()]
@@ -483,6 +509,6 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
         if p.profile:
             lines += profile_lines(f"Where the service's CPU goes in the {p.mode} pass (py-spy, "
                                    "last seconds)", p.profile)
-    lines += [*hotpath_section(run.hotpath), *scaling_section(run.scaling), *push_section(run.push),
-              *machine_section(run)]
+    lines += [*hotpath_section(run.hotpath), *scaling_section(run.scaling),
+              *topology_section(run.topology), *push_section(run.push), *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")

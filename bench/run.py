@@ -2,8 +2,9 @@
 
 Starts a private Postgres (pg_stat_statements preloaded) and Redis, seeds them, runs the hot-path
 benchmark, the load simulator (conditional, then naive: the same traffic), a search for the
-highest rate meeting p99 if the full load misses it, the scaling benchmark and the push
-benchmark (issue 12); writes bench/RESULTS.md and bench/results.png; stops everything it started.
+highest rate meeting p99 if the full load misses it, the scaling benchmark, the per-user Redis
+costs by topology (a Redis Cluster started for it) and the push benchmark (issue 12); writes
+bench/RESULTS.md and bench/results.png; stops everything it started.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from bench.push import run_push
 from bench.scaling import run_scaling
 from bench.services import OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
 from bench.simulate import PassResult, SimConfig, simulate
+from bench.topology import run_topology
 
 SIM_DB = "bench_sim"
 SEARCH_FACTORS = (0.75, 0.5, 0.3, 0.2)
@@ -73,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="USD; an assumption (managed-database I/O pricing), not the seed's figure")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     out.add_argument("--chart", type=Path, default=ROOT / "bench" / "results.png")
-    parser.add_argument("--skip", default="", help="comma-separated: hotpath, simulate, scaling, push")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: hotpath, simulate, scaling, topology, push")
     return parser.parse_args(argv)
 
 
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             run.push = run_push(b.pg_admin_url, b.redis_url, args.push_users or args.users,
                                 args.push_duration, args.messages_per_user_day, args.time_compression,
                                 args.push_jobs, workers=args.workers, threads=args.threads)
+        if "topology" not in skip:
+            run.topology = run_topology(b.redis_url)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)

@@ -1,5 +1,5 @@
 """Scaling benchmark: 200-path time versus memberships, total messages and unread backlog; bump
-time versus fan-out; Redis bytes per marker.
+time versus fan-out; Redis bytes per marker. (By topology: bench/topology.py.)
 
 One database grows from the small message count to the large one (same conversations, same
 probe users), so the two sizes differ only in the messages table and its indexes.

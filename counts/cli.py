@@ -49,7 +49,7 @@ def register(app: Flask) -> None:
     def bump(user_ids):
         """Bump the markers of USER_IDS (after you changed their counts in Postgres)."""
         res = _resources()
-        click.echo(f"bumped {markers.bump(res.redis, user_ids, res.marker_ttl)}")
+        click.echo(f"bumped {markers.bump(res.redis, user_ids, res.marker_ttl, res.postgres.wal)}")
 
     @app.cli.command("token")
     @click.argument("user_id")
@@ -75,7 +75,7 @@ def register(app: Flask) -> None:
     def drain_outbox():
         """Bump every queued bump now (the workers also do this every few seconds)."""
         res = _resources()
-        click.echo(f"bumped {outbox.drain(res.db, res.redis, res.marker_ttl)}")
+        click.echo(f"bumped {outbox.drain(res.db, res.redis, res.marker_ttl, wal=res.postgres.wal)}")
 
     @app.cli.command("push-worker")
     def push_worker():

@@ -27,6 +27,8 @@ COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"  # as Flask names the view's 
 
 # Where the middleware leaves the marker it read for the view: a str, or None if Redis failed.
 MARKER_KEY = "counts.marker"
+# ... and the WAL position a Postgres replica must have replayed to answer (None: the primary).
+LSN_KEY = "counts.lsn"
 # ... and the user's requests in the current rate window, counted in the same round trip.
 REQUESTS_KEY = "counts.requests_in_window"
 
@@ -86,23 +88,22 @@ class ConditionalCounts:
             return None  # the view answers with the right 400/401
         if not principal.is_service and principal.user_text != uid:
             return None  # the view answers 403 (auth before conditionals: invariant 8)
+        counted = not principal.is_service and res.rate_limit.per_user > 0
         try:
-            if principal.is_service or res.rate_limit.per_user <= 0:
-                marker = markers.read_marker(res.redis, uid, res.marker_ttl)
-            else:
-                marker, requests = markers.read_marker_and_count(
-                    res.redis, uid, res.marker_ttl, res.rate_limit.window)
-                environ[REQUESTS_KEY] = requests
-                if requests > res.rate_limit.per_user:
-                    environ[MARKER_KEY] = marker
-                    return None  # the view answers 429
+            found = markers.read(res.redis, uid, res.marker_ttl,
+                                 res.rate_limit.window if counted else 0)
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")
-            environ[MARKER_KEY] = None
+            environ[MARKER_KEY] = environ[LSN_KEY] = None
             return None
         metrics.dependency_state("redis", available=True)
-        environ[MARKER_KEY] = marker
+        marker = environ[MARKER_KEY] = found.token
+        environ[LSN_KEY] = found.lsn
+        if counted:
+            environ[REQUESTS_KEY] = found.requests
+            if found.requests > res.rate_limit.per_user:
+                return None  # the view answers 429
         if not etag_matches(environ.get("HTTP_IF_NONE_MATCH"), marker):
             return None
         return counts_headers(marker, res.load.poll_interval())

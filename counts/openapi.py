@@ -81,6 +81,8 @@ class Bumped(Schema):
 
 class Queued(Schema):
     queued = fields.Integer(required=True, validate=validate.Range(min=0))
+    bumped = fields.Integer(validate=validate.Range(min=0), metadata={
+        "description": "On a Redis Cluster whose nodes took part of the bump: the users bumped."})
 
 
 class Health(Schema):
@@ -93,6 +95,14 @@ class PushQueue(Schema):
                                   metadata={"description": "Age of the oldest queued job's write."})
 
 
+class ReplicaState(Schema):
+    name = fields.String(required=True, metadata={"description": "host:port"})
+    state = fields.String(required=True,
+                          validate=validate.OneOf(["ok", "unavailable", "not_a_replica"]))
+    lag_bytes = fields.Integer(validate=validate.Range(min=0),
+                               metadata={"description": "WAL the replica has yet to replay."})
+
+
 class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
     postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
@@ -100,6 +110,8 @@ class Readiness(Schema):
     # Only with COUNTS_JWKS_URL: stale = the endpoint fails and the keys fetched before are used.
     jwks = fields.String(validate=validate.OneOf(["ok", "stale", "unavailable"]))
     push = fields.Nested(PushQueue, metadata={"description": "The push queue, while Postgres answers."})
+    postgres_replicas = fields.List(fields.Nested(ReplicaState), metadata={
+        "description": "Read replicas (DATABASE_REPLICA_URLS), when configured."})
 
 
 class DeviceCreated(Schema):

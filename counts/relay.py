@@ -37,9 +37,9 @@ BATCH_SIZE = 500  # outbox rows per transaction
 class Relay(threading.Thread):
     """A daemon thread that LISTENs for counts.bump() and drains the outbox on every wake-up."""
 
-    def __init__(self, db: Database, client: redis.Redis, ttl: int):
+    def __init__(self, db: Database, client: redis.Redis, ttl: int, wal: outbox.Wal = None):
         super().__init__(name="counts-relay", daemon=True)
-        self.db, self.client, self.ttl = db, client, ttl
+        self.db, self.client, self.ttl, self.wal = db, client, ttl, wal
         self.stopped = threading.Event()
         self.listening = threading.Event()  # set while a LISTEN is in place
 
@@ -85,7 +85,8 @@ class Relay(threading.Thread):
         try:
             while True:
                 with conn.cursor() as cur:
-                    rows, bumped = outbox.bump_batch(cur, self.client, self.ttl, 0.0, BATCH_SIZE)
+                    rows, bumped, _ = outbox.bump_batch(cur, self.client, self.ttl, 0.0,
+                                                        BATCH_SIZE, self.wal)
                 conn.commit()
                 if bumped:
                     log.debug("relay bumped %d users", bumped)

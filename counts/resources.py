@@ -9,10 +9,12 @@ from counts.load import LoadGauge
 from counts.logs import AccessLog
 from counts.push.devices import Registry
 from counts.ratelimit import RateLimit
+from counts.replicas import Postgres
 
 
 class Resources:
-    """What the views need: Postgres, Redis, the token verifier and the settings they use.
+    """What the views need: Postgres (`db`, the primary; `postgres`, with its read replicas),
+    the marker store (`redis`, whatever the topology), the token verifier and the settings.
 
     Nothing here opens a socket at construction: connections are made in the worker process
     that first uses them, after gunicorn has forked.
@@ -23,6 +25,8 @@ class Resources:
         self.source = source.from_config(config)
         self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"],
                            schema=self.source.schema)
+        self.postgres = Postgres(self.db, config.get("DATABASE_REPLICA_URLS", []),
+                                 config["PG_TIMEOUT"], config["PG_POOL_SIZE"], self.source.schema)
         self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
         self.tokens = TokenVerifier.from_config(config)
         self.marker_ttl: int = config["MARKER_TTL"]
@@ -40,13 +44,15 @@ class Resources:
         self.access_log.close()
         self.tokens.close()
         self.db.close()
+        self.postgres.close()
         self.redis.close()
 
     def start_drainer(self):
         """Start this process's outbox drainer thread (call once per worker, after fork)."""
         from counts.outbox import Drainer
 
-        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval)
+        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval,
+                          wal=self.postgres.wal)
         drainer.start()
         return drainer
 
@@ -54,6 +60,6 @@ class Resources:
         """Start this process's LISTEN relay thread (attached mode; once per worker, after fork)."""
         from counts.relay import Relay
 
-        relay = Relay(self.db, self.redis, self.marker_ttl)
+        relay = Relay(self.db, self.redis, self.marker_ttl, wal=self.postgres.wal)
         relay.start()
         return relay

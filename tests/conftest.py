@@ -5,6 +5,7 @@ import uuid
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+import jsonschema_rs
 import psycopg2
 import pytest
 import redis
@@ -12,6 +13,7 @@ import redis
 from counts import create_app, migrations
 from counts.auth import mint_token
 from counts.db import Database
+from tests.clusters import RedisClusterProcesses
 from tests.identity import JwksServer, SigningKey
 from tests.services import Gunicorn, PrivateRedis, TcpProxy
 
@@ -176,6 +178,13 @@ SELECT coalesce(sum(n), 0)::int FROM (
 """
 
 
+def documented(app, schema: str, body: dict) -> bool:
+    """Whether `body` conforms to the named schema of the app's OpenAPI document."""
+    document = app.test_client().get("/openapi.json").get_json()
+    return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{schema}",
+                                        "components": document["components"]}).is_valid(body)
+
+
 def true_total(pg_conn, user_id) -> int:
     """A user's unread total counted the slow, obvious way (independent of the service's query)."""
     with pg_conn.cursor() as cur:
@@ -246,3 +255,14 @@ def provider():
     server = JwksServer(SigningKey("EC"), SigningKey("RSA")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A Redis Cluster of 3 primaries and 3 replicas, shared by the session's tests: a test that
+    kills a primary kills one whose replica then serves its slots (see tests/clusters.py)."""
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

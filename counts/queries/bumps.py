@@ -39,6 +39,14 @@ def forget_bumps(cur, outbox_ids: list[int]) -> None:
     cur.execute(FORGET_BUMPS, (outbox_ids,))
 
 
+def requeue_bumps(cur, outbox_ids: list[int], failed: list[UUID | str]) -> None:
+    """Delete outbox rows whose bumps reached Redis, queueing again only the users that did not
+    (a Cluster node that failed), in the caller's transaction."""
+    forget_bumps(cur, outbox_ids)
+    if failed:
+        enqueue_bumps(cur, failed)
+
+
 def take_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
     """Delete up to `limit` outbox rows older than `min_age_seconds`, nobody else's in this
     instant, and return them: gone once this transaction commits, back if it rolls back."""

@@ -22,8 +22,9 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Postgres answers. A Redis outage only degrades (reads fall back to Postgres),
-    and so does a JWKS endpoint that fails (the keys fetched before keep working)."""
+    """Ready when the Postgres primary answers. A Redis outage only degrades (reads fall back to
+    Postgres), and so do replicas down (replica reads go to the primary) and a JWKS endpoint that
+    fails (the keys fetched before keep working)."""
     res = resources()
     try:
         res.db.read(reads.ping)
@@ -39,11 +40,15 @@ def readyz() -> Response:
     # ok, stale (the endpoint fails; the keys fetched before are used) or unavailable (no keys)
     jwks = res.tokens.keys.status() if res.tokens.keys is not None else None
     ready = postgres == "ok"
-    degraded = redis_state != "ok" or jwks not in (None, "ok")
+    replicas = res.postgres.replica_states()
+    degraded = (redis_state != "ok" or jwks not in (None, "ok")
+                or any(r["state"] != "ok" for r in replicas))
     body = {"status": ("degraded" if degraded else "ok") if ready else "unavailable",
             "postgres": postgres, "redis": redis_state}
     if jwks is not None:
         body["jwks"] = jwks
+    if replicas:
+        body["postgres_replicas"] = replicas
     if ready:
         # Push is its own process: a stuck dispatcher shows here, without making the API unready.
         try:

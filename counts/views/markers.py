@@ -18,12 +18,16 @@ def bump_markers() -> Response:
     user_ids = load_body(schemas.bump)["user_ids"]
     res = resources()
     try:
-        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl)})
+        return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl,
+                                                     res.postgres.wal)})
+    except markers.PartialBump as partial:  # some Redis Cluster nodes took it, others did not
+        metrics.redis_failed("bump")
+        bumped, queue = {"bumped": partial.bumped}, partial.failed
     except redis.RedisError:
         metrics.redis_failed("bump")
+        bumped, queue = {}, user_ids
     try:
-        outbox.enqueue(res.db, user_ids)
+        outbox.enqueue(res.db, queue)
     except DependencyUnavailable:
         raise DependencyUnavailable("Neither Redis nor Postgres can take the bump; retry it.") from None
-    return json_response({"queued": len(set(user_ids))}, 202)
-
+    return json_response({"queued": len(set(map(str, queue))), **bumped}, 202)

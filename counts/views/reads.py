@@ -11,7 +11,7 @@ from werkzeug.http import unquote_etag
 
 from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
-from counts.conditional import MARKER_KEY, counts_headers
+from counts.conditional import LSN_KEY, MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
 from counts.views import authenticate, load_body, parse_uuid, resources
 
@@ -39,9 +39,11 @@ def get_unread_counts(user_id: str) -> Response:
     require_user_or_service(principal, uid)
     res = resources()
     # Read by counts.conditional before this query (invariant 2): the ETag may be older than the
-    # data, never newer. None when Redis failed.
+    # data, never newer. None when Redis failed. A replica answers only if it has replayed the
+    # user's last bumped write (invariant 11).
     marker = request.environ[MARKER_KEY]
-    counts = res.db.read(res.source.unread_counts, [uid])[uid]
+    counts = res.postgres.read_seen(request.environ.get(LSN_KEY), res.source.unread_counts,
+                                    [uid])[uid]
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
                     headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
 
@@ -54,19 +56,22 @@ def post_batch() -> Response:
     res = resources()
     user_ids = [entry["user_id"] for entry in entries]
     try:
-        current = markers.read_markers(res.redis, user_ids, res.marker_ttl)
+        current, positions = markers.read_markers_and_lsns(res.redis, user_ids, res.marker_ttl)
     except redis.RedisError as error:
         log.warning("redis failed, answering the batch from Postgres: %r", error)
         metrics.redis_failed("read_markers")
-        current = {}
+        current, positions = {}, {}
     changed = [uid for uid, entry in zip(user_ids, entries, strict=False)
                if current.get(str(uid)) is None
                or current[str(uid)] != unquote_etag(entry["etag"] or "")[0]]
     changed_set = set(changed)
     fresh, unavailable = {}, False
     if changed:
+        # A replica may answer for all of them once it has replayed every one's last write.
+        needed = [positions.get(str(uid)) for uid in changed]
+        position = None if None in needed else max(needed)
         try:
-            fresh = res.db.read(res.source.unread_counts, changed)
+            fresh = res.postgres.read_seen(position, res.source.unread_counts, changed)
         except DependencyUnavailable:
             unavailable = True
     results = []

@@ -23,7 +23,8 @@ def refuse_when_attached() -> None:
 def write_then_bump(work, *args):
     """Run a write from counts.writes in a transaction, then bump whom it affected."""
     res = resources()
-    return outbox.write_then_bump(res.db, res.redis, res.marker_ttl, work, *args)
+    return outbox.write_then_bump(res.db, res.redis, res.marker_ttl, work, *args,
+                                  wal=res.postgres.wal)
 
 
 @bp.post("/v1/conversations")

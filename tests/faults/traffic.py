@@ -10,6 +10,7 @@ the ETag it holds, and compares what each device ends up showing with Postgres' 
 """
 
 import collections
+import itertools
 import random
 import threading
 import time
@@ -59,12 +60,15 @@ class Fault:
 
 
 class Traffic:
-    """Pollers and writers running against the service at `url` until `finish`."""
+    """Pollers and writers running against the service at `url` (or several instances of it,
+    taking turns request by request) until `finish`."""
 
-    def __init__(self, url: str, world: World, *, pollers: int | None = None, writers: int = 3,
-                 retry_dropped: bool = False, unavailable_ok: bool = True,
+    def __init__(self, url: str | list[str], world: World, *, pollers: int | None = None,
+                 writers: int = 3, retry_dropped: bool = False, unavailable_ok: bool = True,
                  probe_health: bool = False):
-        self.url, self.world = url, world
+        # Several URLs: instances of the service behind one client set; requests take turns.
+        self.urls, self.world = [url] if isinstance(url, str) else list(url), world
+        self.turns = itertools.count()
         # Clients send a request once more when its connection broke: no answer, or one cut
         # short (a worker killed between the headers and the body).
         self.retry_dropped = retry_dropped
@@ -169,7 +173,8 @@ class Traffic:
                           dropped_ok=self.dropped_ok, unavailable_ok=self.unavailable_ok)
         response = body = None
         try:
-            response = http.request(method, self.url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+            url = self.urls[next(self.turns) % len(self.urls)]
+            response = http.request(method, url + path, timeout=REQUEST_TIMEOUT, **kwargs)
             outcome.status = response.status_code
             body = self._check_response(outcome, response)
         except requests.Timeout as error:
@@ -279,7 +284,7 @@ class Traffic:
 
     def retarget(self, url: str) -> None:
         """Send the traffic to another service address (a restarted service)."""
-        self.url = url
+        self.urls = [url]
 
     def advance(self, polls: int = 0, writes: int = 0, acked: int = 0,
                 every_conversation: bool = False, timeout: float = 20.0) -> None:

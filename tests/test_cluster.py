@@ -1,0 +1,129 @@
+"""The service on a real Redis Cluster (3 primaries, 3 replicas): polls, 304s, bumps and batch
+reads across slots and nodes, and a node that fails part of a bump (invariant 6 per node).
+
+The failover under traffic is in tests/faults/test_topologies.py.
+"""
+
+import uuid
+
+import pytest
+
+from counts import markers, outbox
+from counts.queries import bumps
+from tests.conftest import Api, documented, true_total
+
+TIMEOUT = 0.5
+
+
+@pytest.fixture
+def cluster_app(app_factory, redis_cluster):
+    """The app on the cluster."""
+    return app_factory(REDIS_URL=redis_cluster.url, REDIS_TIMEOUT=TIMEOUT)
+
+
+def users_on_every_primary(cluster, per_primary: int = 2) -> list[uuid.UUID]:
+    """Users whose keys live on each of the cluster's primaries, `per_primary` each."""
+    found: dict[int, list[uuid.UUID]] = {}
+    while len(found) < cluster.primaries or min(map(len, found.values())) < per_primary:
+        user = uuid.uuid4()
+        found.setdefault(cluster.primary_of(str(user)).port, []).append(user)
+    return [user for users in found.values() for user in users[:per_primary]]
+
+
+def evalsha_calls(node) -> int:
+    """Scripts a node has run so far (INFO commandstats)."""
+    stats = node.client().info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+def test_polls_304s_and_bumps_across_every_node(cluster_app, redis_cluster, tokens, pg):
+    api = Api(cluster_app.test_client(), tokens)
+    members = users_on_every_primary(redis_cluster)
+    conversation = api.conversation(*members)
+    etags = {user: api.counts(user).headers["ETag"] for user in members}
+    assert all("nomarker" not in etag for etag in etags.values())
+    assert all(api.counts(user, etag=etag).status_code == 304 for user, etag in etags.items())
+    assert api.send(conversation, members[0]).status_code == 201
+    for user in members[1:]:  # bumped on their own node, each
+        answer = api.counts(user, etag=etags[user])
+        assert answer.status_code == 200
+        assert answer.get_json()["total"] == true_total(pg, user) == 1
+    assert api.counts(members[0], etag=etags[members[0]]).status_code == 304  # the sender
+
+
+def test_a_bump_is_one_script_per_primary(cluster_app, redis_cluster, tokens):
+    client = cluster_app.test_client()
+    users = [str(uuid.uuid4()) for _ in range(300)]  # every primary holds some
+    client.post("/v1/markers/bump", headers=tokens.service(), json={"user_ids": users[:3]})
+    primaries = [redis_cluster.node(port) for port, role in redis_cluster.roles().items()
+                 if role == "primary"]
+    before = {node.port: evalsha_calls(node) for node in primaries}
+    response = client.post("/v1/markers/bump", headers=tokens.service(), json={"user_ids": users})
+    assert response.get_json() == {"bumped": 300}
+    assert {node.port: evalsha_calls(node) - before[node.port] for node in primaries} == \
+        {node.port: 1 for node in primaries}
+
+
+def test_batch_reads_across_nodes(cluster_app, redis_cluster, tokens):
+    client = cluster_app.test_client()
+    api = Api(client, tokens)
+    users = users_on_every_primary(redis_cluster)
+    etags = {str(user): api.counts(user).headers["ETag"] for user in users}
+    batch = client.post("/v1/unread-counts/batch", headers=tokens.service(),
+                        json={"users": [{"user_id": u, "etag": e} for u, e in etags.items()]})
+    assert [(r["user_id"], r["status"], r["etag"]) for r in batch.get_json()["users"]] == \
+        [(u, 304, e) for u, e in etags.items()]
+
+
+def test_a_node_that_fails_its_part_of_a_bump_leaves_only_its_users_queued(
+        cluster_app, redis_cluster, tokens, pg):
+    """One primary stops answering (CLIENT PAUSE: a frozen node, no failover): the other nodes'
+    users are bumped, and the outbox holds exactly the frozen node's users until it answers."""
+    api = Api(cluster_app.test_client(), tokens)
+    res = cluster_app.extensions["counts"]
+    members = users_on_every_primary(redis_cluster)
+    conversation = api.conversation(*members)
+    etags = {user: api.counts(user).headers["ETag"] for user in members}
+    frozen = redis_cluster.primary_of(str(members[1]))
+    frozen_users = {str(u) for u in members[1:] if redis_cluster.primary_of(str(u)) == frozen}
+    frozen.client().execute_command("CLIENT", "PAUSE", 3000, "ALL")
+    try:
+        assert api.send(conversation, members[0]).status_code == 201  # the write commits
+        with pg.cursor() as cur:
+            queued = {str(u) for _, users in bumps.claim_bumps(cur, 0, 10) for u in users}
+        assert queued == frozen_users
+        by_api = cluster_app.test_client().post(  # a service's bump: 202, saying what happened
+            "/v1/markers/bump", headers=tokens.service(), json={"user_ids": [str(u) for u in members]})
+        on_frozen = sum(redis_cluster.primary_of(str(u)) == frozen for u in members)
+        assert (by_api.status_code, by_api.get_json()) == (
+            202, {"queued": on_frozen, "bumped": len(members) - on_frozen})
+        assert documented(cluster_app, "Queued", by_api.get_json())
+        for user in members[1:]:
+            if str(user) not in frozen_users:  # bumped on their own node despite the frozen one
+                assert api.counts(user, etag=etags[user]).status_code == 200
+    finally:
+        frozen.client().execute_command("CLIENT", "UNPAUSE")
+    assert outbox.drain(res.db, res.redis, res.marker_ttl) == len(
+        frozen_users | {str(u) for u in members if redis_cluster.primary_of(str(u)) == frozen})
+    for user in members[1:]:
+        assert api.counts(user, etag=etags[user]).status_code == 200
+
+
+def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
+    client = markers.connect(redis_cluster.url, TIMEOUT)
+    try:
+        users = users_on_every_primary(redis_cluster, per_primary=1)
+        epochs = {}
+        for user in users:
+            node = redis_cluster.primary_of(str(user))
+            token = markers.read_marker(client, user)
+            assert token.endswith("." + node.client().info("replication")["master_replid"][:12])
+            epochs[node.port] = token.rsplit(".", 1)[1]
+        assert len(set(epochs.values())) == redis_cluster.primaries
+    finally:
+        client.close()
+
+
+def test_readyz_pings_every_primary(cluster_app):
+    assert cluster_app.test_client().get("/readyz").get_json() == {
+        "status": "ok", "postgres": "ok", "redis": "ok"}

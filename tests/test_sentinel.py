@@ -1,0 +1,70 @@
+"""The service on Redis Sentinel (a primary, a replica, three Sentinels), and the rollback a
+failover causes (DESIGN.md invariant 9).
+
+A client holds a marker; a write bumps it on the primary, which acknowledges; the replica never
+gets the bump (its link frozen) and the primary dies; the Sentinels promote the replica, which
+still holds the old marker. Without the epoch in the ETag the client's next poll is a 304 for
+counts that changed, and stays one until the next bump: the test runs the same story against a
+service whose scripts lost their epoch and requires that stale 304, so it cannot pass vacuously.
+"""
+
+import pytest
+
+from counts import markers
+from tests.clusters import SentinelProcesses
+from tests.conftest import Api, new_user, true_total
+
+# The epoch's Lua with the replication id replaced by a constant: the mutant.
+REAL_EPOCH = "string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)"
+SCRIPTS = ("READ_MARKER", "READ_MARKERS", "BUMP_MARKERS", "CONFIRM_LSNS")
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    """A primary, a replica behind a freezable link, and three Sentinels; stopped after."""
+    processes = SentinelProcesses(tmp_path)
+    try:
+        yield processes.start()
+    finally:
+        processes.stop()
+
+
+def remove_the_epoch(monkeypatch) -> None:
+    """Make every marker script use one constant epoch, as if the ETag were the marker alone."""
+    assert REAL_EPOCH in markers.EPOCH
+    for name in SCRIPTS:
+        monkeypatch.setattr(markers, name,
+                            getattr(markers, name).replace(REAL_EPOCH, "'000000000000'"))
+
+
+@pytest.mark.parametrize("epoch", ["with the epoch", "without it (mutant)"])
+def test_a_bump_lost_in_a_failover_costs_a_200_never_a_stale_304(
+        epoch, sentinels, app_factory, tokens, pg, monkeypatch):
+    if epoch != "with the epoch":
+        remove_the_epoch(monkeypatch)
+    app = app_factory(REDIS_URL=sentinels.url, REDIS_TIMEOUT=0.5)
+    api = Api(app.test_client(), tokens)
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    held = api.counts(bob).headers["ETag"]
+    assert api.counts(bob, etag=held).status_code == 304  # Sentinel-managed, 304s from Redis
+    replica = sentinels.replica.client()
+    key = markers.marker_key(bob)
+    markers_before = {"primary": sentinels.primary.client().get(key), "replica": None}
+    sentinels.wait_replicated(key)
+    markers_before["replica"] = replica.get(key)
+
+    sentinels.link.set_mode("stall")  # the replica hears nothing more from the primary
+    assert api.send(conversation, alice).status_code == 201  # bumped on the primary...
+    assert sentinels.primary.client().get(key) != markers_before["primary"]
+    assert replica.get(key) == markers_before["replica"]  # ...never replicated
+    sentinels.fail_over()  # SIGKILL the primary; the Sentinels promote the replica
+
+    assert replica.get(key) == markers_before["replica"]  # the marker rolled back
+    answer = api.counts(bob, etag=held)
+    if epoch == "with the epoch":
+        assert answer.status_code == 200, "a stale 304: the bump was lost in the failover"
+        assert answer.get_json()["total"] == true_total(pg, bob) == 1
+        assert api.counts(bob, etag=answer.headers["ETag"]).status_code == 304
+    else:
+        assert answer.status_code == 304, "the mutant should have answered the stale 304"
