@@ -111,11 +111,11 @@ def test_relays_woken_by_the_same_commits_never_bump_a_row_twice(chat, start_rel
     lock = threading.Lock()
     real_bump = markers.bump
 
-    def counting_bump(client, user_ids, ttl=markers.DEFAULT_TTL):
+    def counting_bump(client, user_ids, ttl=markers.DEFAULT_TTL, wal=None):
         user_ids = list(user_ids)
         with lock:
             bumped.update(user_ids)
-        return real_bump(client, user_ids, ttl)
+        return real_bump(client, user_ids, ttl, wal)
 
     monkeypatch.setattr(markers, "bump", counting_bump)
     for _ in range(3):
