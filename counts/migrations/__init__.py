@@ -7,11 +7,12 @@ Three directories, so that each mode gets what it needs and nothing of the other
   before attached mode has them. Nothing of own mode moves.
 - `attached/` (COUNTS_SOURCE=attached): only what counts needs beside the app's tables (the
   outbox, `counts.bump()`), in a schema of its own, `counts`.
-- here, at the top: service tables BOTH modes need (devices, push jobs, ...), written once and
-  unqualified. Each mode applies them with its own schema alone on the search_path, so they land
-  beside that mode's outbox (public in own mode, counts in attached mode), and our connections
-  search that schema first (counts.db.Database(schema=...)), so the code that uses them is the
-  same in both modes too.
+- here, at the top: what BOTH modes need (the push tables, and push(), which queues push jobs
+  for our writes and for the app's triggers alike), written once and unqualified. Each mode
+  applies them with its own schema alone on the search_path (then pg_temp), so they land beside
+  that mode's outbox (public in own mode, counts in attached mode), a function made with
+  `SET search_path FROM CURRENT` keeps that path, and our connections search that schema first
+  (counts.db.Database(schema=...)), so the code that uses them is the same in both modes too.
 
 A mode applies its directory and the top one in file-name order, each file once, recording it in
 its schema's `schema_migrations`, in one transaction under an advisory lock (a second, concurrent

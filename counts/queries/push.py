@@ -63,40 +63,25 @@ def delete_device(cur, user_id: UUID, device_id: UUID) -> bool:
 
 # --- jobs, written by the count-changing writes ------------------------------------------------
 
-# Only users with a device get a job (a probe of push_devices_by_user each), and a device that was
-# pushed within the coalescing window holds the job until the window ends: the burst that follows
-# a push becomes one push at the window's end, with the latest total.
-ENQUEUE_JOBS = """
-INSERT INTO push_jobs (user_id, alert, conversation_id, due_at)
-SELECT t.user_id, t.alert, %(conversation_id)s, greatest(clock_timestamp(), d.hold_until)
-FROM (SELECT user_id, bool_or(alert) AS alert
-      FROM unnest(%(user_ids)s::uuid[], %(alerts)s::boolean[]) AS t(user_id, alert)
-      GROUP BY user_id) t
-CROSS JOIN LATERAL (SELECT max(hold_until) AS hold_until FROM push_devices
-                    WHERE user_id = t.user_id HAVING count(*) > 0) d
-"""
+# push(alert, badge, conversation_id) (migrations/0004_push_function.sql) queues a job per user
+# with a device, held by a device's coalescing window, and wakes the dispatchers at commit. It is
+# the one definition: attached mode's triggers call counts.push() with the same arguments. Our
+# connections search the mode's schema first, so the name finds it in both modes.
+ENQUEUE_JOBS = "SELECT push(%s::uuid[], %s::uuid[], %s::uuid)"
 
-CHANNEL = "counts_push"
-
-# Delivered at commit, once per transaction however often it was sent: a wake-up, never the job.
-NOTIFY = "SELECT pg_notify('counts_push', '')"
-
+# The channel push() notifies: a wake-up, never the job.
 LISTEN = "LISTEN counts_push"
 
 
 def enqueue_jobs(cur, alert: Iterable[UUID], badge: Iterable[UUID],
                  conversation_id: UUID | None) -> int:
-    """In the caller's transaction: a job per user with a device; wake the dispatchers at commit."""
-    flags = {str(uid): False for uid in badge}
-    flags.update((str(uid), True) for uid in alert)
-    if not flags:
+    """In the caller's transaction: a job per user with a device (alerted if in `alert`); the
+    dispatchers are woken at commit. How many were queued."""
+    alert, badge = [str(uid) for uid in alert], [str(uid) for uid in badge]
+    if not alert and not badge:
         return 0
-    cur.execute(ENQUEUE_JOBS, {"user_ids": list(flags), "alerts": list(flags.values()),
-                               "conversation_id": None if conversation_id is None else str(conversation_id)})
-    queued = cur.rowcount
-    if queued:
-        cur.execute(NOTIFY)
-    return queued
+    cur.execute(ENQUEUE_JOBS, (alert, badge, None if conversation_id is None else str(conversation_id)))
+    return cur.fetchone()[0]
 
 
 def listen(cur) -> None:

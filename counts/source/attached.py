@@ -3,8 +3,10 @@
 The app keeps its tables and its writes. It gives counts one function,
 `(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, unread bigint)` (one row
 per conversation with unread > 0), and triggers that call `counts.bump(user_ids)` in the
-writing transaction; the relay (counts.relay) moves the markers once they commit. counts keeps
-its own objects in the schema `counts`, away from the app's.
+writing transaction; the relay (counts.relay) moves the markers once they commit. For push, the
+same triggers call `counts.push(alert, badge, conversation_id)`, and the dispatcher pushes the
+counts this function gives. counts keeps its own objects in the schema `counts`, away from the
+app's.
 """
 
 from collections.abc import Iterable

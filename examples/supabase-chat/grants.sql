@@ -2,14 +2,15 @@
 -- one (postgres, on Supabase). Supabase grants the table privileges below by default; a plain
 -- Postgres needs them.
 
--- counts.bump(): EXECUTE only for the roles whose code calls it. Our triggers are security
--- definer, so they call it as their owner, the role running this file, which owns counts.bump
--- too when it also ran db upgrade: nothing to grant for them. Grant it to service_role for
--- backend jobs that change counts where no trigger sees it. (Security-invoker triggers would
--- run as whoever writes: then grant it to authenticated as well.) Nothing else in the schema
--- counts is granted to anyone.
+-- counts.bump() and counts.push(): EXECUTE only for the roles whose code calls them. Our
+-- triggers are security definer, so they call them as their owner, the role running this file,
+-- which owns both too when it also ran db upgrade: nothing to grant for them. Grant them to
+-- service_role for backend jobs that change counts where no trigger sees it. (Security-invoker
+-- triggers would run as whoever writes: then grant them to authenticated as well.) Nothing else
+-- in the schema counts is granted to anyone.
 grant usage on schema counts to service_role;
 grant execute on function counts.bump(uuid[]) to service_role;
+grant execute on function counts.push(uuid[], uuid[], uuid) to service_role;
 
 -- The app's tables, for the roles PostgREST runs as (row-level security applies to
 -- authenticated; service_role bypasses it).

@@ -61,6 +61,23 @@ class Chat:
                         ([str(user) for user in users],))
             return cur.fetchone()[0]
 
+    def add_device(self, user, held_for: float | None = None) -> None:
+        """Register a device for `user` straight in counts.push_devices (nothing is pushed to it:
+        no dispatcher runs beside the SQL-level tests); in its coalescing window for `held_for`
+        more seconds, if given."""
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO counts.push_devices (id, user_id, platform, token, hold_until)"
+                        " VALUES (gen_random_uuid(), %s, 'fcm', gen_random_uuid()::text,"
+                        " coalesce(now() + make_interval(secs => %s), '-infinity'))",
+                        (str(user), held_for))
+
+    def push_jobs(self, users) -> list[tuple[str, bool, str | None]]:
+        """(user, alert, conversation) of the push jobs queued for any of these users, in order."""
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT user_id::text, alert, conversation_id::text FROM counts.push_jobs"
+                        " WHERE user_id = ANY(%s::uuid[]) ORDER BY id", ([str(u) for u in users],))
+            return cur.fetchall()
+
     def unread_total(self, user) -> int:
         """The user's total by the app's function (what counts serves), asked as the owner."""
         with self.admin() as conn, conn.cursor() as cur:
@@ -139,6 +156,11 @@ class Writer:
         with self.transaction(creator) as cur:
             cur.execute("DELETE FROM conversations WHERE id = %s", (str(conversation),))
             assert cur.rowcount == 1
+
+
+def as_role(cur, role: str) -> None:
+    """Act as `role` for the rest of the transaction."""
+    cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
 
 
 def drop_roles(admin_url: str, suffix: str) -> None:

@@ -42,6 +42,16 @@ def chat():
 
 
 @pytest.fixture
+def owner(chat):
+    """A transaction as the owner, rolled back after the test (so nothing reaches the relay)."""
+    with chat.admin() as conn:
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            yield cur
+        conn.rollback()
+
+
+@pytest.fixture
 def writer(chat):
     """A PostgREST-like session for the test's writes."""
     session = chat.writer()

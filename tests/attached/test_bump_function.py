@@ -7,6 +7,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from tests.attached.chat import as_role
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import new_user
 
@@ -37,21 +38,6 @@ def outbox_rows(chat, users) -> list[list[str]]:
         cur.execute("SELECT user_ids::text[] FROM counts.marker_outbox WHERE user_ids && %s::uuid[]"
                     " ORDER BY id", ([str(u) for u in users],))
         return [row[0] for row in cur.fetchall()]
-
-
-@pytest.fixture
-def owner(chat):
-    """A transaction as the owner, rolled back after the test (so nothing reaches the relay)."""
-    with chat.admin() as conn:
-        conn.autocommit = False
-        with conn.cursor() as cur:
-            yield cur
-        conn.rollback()
-
-
-def as_role(cur, role: str) -> None:
-    """Act as `role` for the rest of the transaction."""
-    cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
 
 
 def test_bump_records_the_users_once_committed_and_notifies(chat, listener):

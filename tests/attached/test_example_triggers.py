@@ -1,7 +1,8 @@
 """examples/supabase-chat/triggers.sql at the SQL level: whom each statement bumps, one outbox row
-per statement, and joins serialized with messages so that a joiner is never left stale.
+per statement, and joins serialized with messages so that a joiner is never left stale; and whom
+each statement queues a push for, alert or badge only, in its own transaction.
 
-No relay runs in this module: the outbox rows stay for the tests to read.
+No relay or dispatcher runs in this module: the outbox rows and push jobs stay for the tests to read.
 """
 
 import threading
@@ -66,3 +67,87 @@ def test_a_message_waits_for_a_join_in_flight_and_bumps_the_joiner(chat):
         sending.close()
     assert chat.unread_total(carol) == 1  # the message counts for the joiner...
     assert bumps_of(chat, [carol]) == [{str(carol)}, {str(alice), str(carol)}]  # ...and bumped her
+
+
+def test_each_write_queues_the_pushes_of_exactly_the_users_whose_counts_it_changed(chat, writer):
+    """A message alerts its recipients; a read that cleared something, a leave, a deleted message
+    that was unread and a deleted conversation push a badge-only update; nothing else does."""
+    alice, bob, carol, dave = (new_user() for _ in range(4))
+    for user in (alice, bob, carol):
+        chat.add_device(user)  # dave has none: never a job
+    conversation = writer.create_conversation(alice, [bob, carol, dave])
+    everyone = [alice, bob, carol, dave]
+
+    def jobs_since(seen: int) -> list[tuple]:
+        return chat.push_jobs(everyone)[seen:]
+
+    assert jobs_since(0) == []  # joined: nothing unread yet
+    first = writer.send(conversation, alice, "one")
+    assert sorted(jobs_since(0)) == sorted([(str(bob), True, conversation), (str(carol), True, conversation)])
+    writer.read(conversation, bob)
+    assert jobs_since(2) == [(str(bob), False, conversation)]
+    writer.read(conversation, bob)  # the receipt moves, but nothing was unread: no push
+    writer.delete_message(first, alice)  # read by bob, unread by carol
+    assert jobs_since(3) == [(str(carol), False, conversation)]
+    writer.leave(conversation, carol)
+    assert jobs_since(4) == [(str(carol), False, conversation)]
+    writer.send(conversation, bob, "two")
+    assert jobs_since(5) == [(str(alice), True, conversation)]  # not carol (left), not bob (sent)
+    writer.delete_conversation(conversation, alice)
+    assert sorted(jobs_since(6)) == sorted([(str(alice), False, conversation),
+                                            (str(bob), False, conversation)])
+
+
+def test_one_statement_into_two_conversations_alerts_each_one_with_its_own(chat, writer):
+    alice, bob, carol = new_user(), new_user(), new_user()
+    chat.add_device(bob)
+    chat.add_device(carol)
+    with_bob = writer.create_conversation(alice, [bob])
+    with_carol = writer.create_conversation(alice, [carol])
+    with writer.transaction(alice) as cur:
+        cur.execute("INSERT INTO messages (conversation_id, body) SELECT c, 'hi' FROM unnest(%s::uuid[]) c",
+                    ([with_bob, with_carol],))
+    assert sorted(chat.push_jobs([alice, bob, carol])) == sorted([
+        (str(bob), True, with_bob), (str(carol), True, with_carol)])
+
+
+def test_a_rolled_back_message_queues_no_push(chat, writer):
+    alice, bob = new_user(), new_user()
+    chat.add_device(bob)
+    conversation = writer.create_conversation(alice, [bob])
+    try:
+        with writer.transaction(alice) as cur:
+            cur.execute("INSERT INTO messages (conversation_id, body) VALUES (%s, 'oops')", (conversation,))
+            assert chat.push_jobs([bob]) == []  # not visible before the commit...
+            raise RuntimeError("the app's transaction fails after its insert")
+    except RuntimeError:
+        pass
+    assert chat.push_jobs([bob]) == []  # ...and gone with the rollback
+    writer.send(conversation, alice)
+    assert chat.push_jobs([bob]) == [(str(bob), True, conversation)]
+
+
+def test_a_read_waits_for_a_message_in_flight_and_pushes_the_badge_it_cleared(chat):
+    """The message began before the read, so the read clears it; without the conversation lock
+    the read would look for it before it commits, queue no badge push, and the message's own
+    alert, sent before the read commits, would leave the badge at 1."""
+    alice, bob = new_user(), new_user()
+    chat.add_device(bob)
+    sending, reading = chat.writer(), chat.writer()
+    try:
+        conversation = sending.create_conversation(alice, [bob])
+        message = sending.transaction(alice)
+        cur = message.__enter__()
+        cur.execute("INSERT INTO messages (conversation_id, body) VALUES (%s, 'hi')", (conversation,))
+        read = threading.Thread(target=reading.read, args=(conversation, bob))
+        read.start()
+        wait_until(lambda: waiting_for_a_lock(chat) or not read.is_alive(), timeout=RELAY_BOUND,
+                   what="the read to wait for the message")
+        message.__exit__(None, None, None)  # the message commits; the read goes on
+        read.join(timeout=RELAY_BOUND)
+        assert not read.is_alive()
+    finally:
+        sending.close()
+        reading.close()
+    assert chat.unread_total(bob) == 0
+    assert chat.push_jobs([bob]) == [(str(bob), True, conversation), (str(bob), False, conversation)]

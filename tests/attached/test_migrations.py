@@ -67,7 +67,7 @@ def test_attached_upgrade_creates_only_schema_counts_and_leaves_the_app_alone(ap
     assert applied == [version for version, _ in migrations.available(ATTACHED)]
     created = relations(app_url) - before
     assert {"counts.marker_outbox", "counts.marker_outbox_id_seq", "counts.schema_migrations",
-            "counts.bump", "counts.push_jobs", "counts.push_devices"} <= created
+            "counts.bump", "counts.push_jobs", "counts.push_devices", "counts.push"} <= created
     assert all(name.startswith("counts.") for name in created), created
     assert query(app_url, "SELECT version FROM public.schema_migrations") == [("20240101_app",)]
     assert query(app_url, "SELECT version FROM counts.schema_migrations ORDER BY 1") == [
@@ -118,6 +118,21 @@ def test_a_shared_migration_lands_beside_each_modes_outbox(tmp_path, monkeypatch
             columns = query(url, "SELECT table_schema FROM information_schema.columns"
                                  " WHERE table_name = 'marker_outbox' AND column_name = 'alert'")
             assert columns == [(schema,)]
+
+
+def test_the_shared_push_function_is_pinned_to_its_modes_schema_then_pg_temp():
+    """0004_push_function.sql is written once: SET search_path FROM CURRENT pins, on the function,
+    the path the migration ran with, so it finds that mode's tables and never a temporary one."""
+    with throwaway_database("counts_test_pin_own") as own_url, \
+            throwaway_database("counts_test_pin_attached") as attached_url:
+        upgrade(own_url, OwnSource())
+        upgrade(attached_url)
+        for url, schema in ((own_url, "public"), (attached_url, SCHEMA)):
+            assert query(url, """
+                SELECT n.nspname, p.proconfig, p.prosecdef,
+                       has_function_privilege('public', p.oid, 'EXECUTE')
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.proname = 'push'""") == [(schema, [f"search_path={schema}, pg_temp"], True, False)]
 
 
 def test_shared_migration_numbers_never_reuse_a_modes_numbers():

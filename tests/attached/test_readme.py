@@ -1,5 +1,6 @@
 """The README's "Attach to your own database", pasted into bash: the setup on an empty database,
-then the service under gunicorn, then the demo's SQL writes and polls."""
+then the service under gunicorn, then the demo's SQL writes and polls; and after them the push
+section's attached-mode session, with a push worker and the local push service."""
 
 import os
 import re
@@ -16,16 +17,18 @@ from counts.devservices import _pg_bin
 from tests.attached.chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.conftest import ADMIN_URL, SECRET, throwaway_database
-from tests.services import ROOT, Gunicorn, wait_until
+from tests.push.conftest import VAPID_SUBJECT, workers  # noqa: F401 - a fixture
+from tests.pushfakes.browser import pki_in
+from tests.services import ROOT, Gunicorn, free_port, wait_until
 
 FLASK = f"{Path(sys.executable).parent / 'flask'} --app {ROOT / 'app.py'}"
 PSQL = shutil.which("psql") or str(_pg_bin() / "psql")
 
 
-def readme_blocks() -> list[str]:
-    """The ```sh blocks of the README's attach section, in order."""
+def readme_blocks(heading: str = "Attach to your own database") -> list[str]:
+    """The ```sh blocks of a README section, in order."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Attach to your own database", 1)[1].split("\n## ", 1)[0]
+    section = readme.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sh\n(.*?)```", section, re.S)
 
 
@@ -51,8 +54,8 @@ def empty_app_database(tmp_path):
         drop_roles(ADMIN_URL, suffix)
 
 
-def test_readme_attach_walkthrough_works_as_pasted(empty_app_database, tmp_path):
-    chat, copies = empty_app_database
+def set_up_as_pasted(chat: Chat, copies: Path, tmp_path: Path) -> str:
+    """Run the walkthrough's setup (all but its `make run`); the demo, made runnable here."""
     setup, demo = readme_blocks()
     setup, run = setup.rstrip().rsplit("\n", 1)
     assert run.startswith("make run")
@@ -60,18 +63,26 @@ def test_readme_attach_walkthrough_works_as_pasted(empty_app_database, tmp_path)
              .replace(".venv/bin/flask --app app", FLASK)
              .replace("examples/supabase-chat/", f"{copies}/")
              .replace("psql ", f"{PSQL} "))
-    env = {**os.environ, "COUNTS_JWT_SECRET": SECRET}
-    done = bash(setup, env, tmp_path)
+    done = bash(setup, {**os.environ, "COUNTS_JWT_SECRET": SECRET}, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "note: COUNTS_UNREAD_FUNCTION public.counts_unread: it does not exist" in done.stderr
+    return demo.replace("set local role authenticated", f"set local role {chat.roles['authenticated']}")
 
+
+def pasted(script: str, server: Gunicorn) -> str:
+    """A README block made to run here: this server, this venv's flask, the machine's psql."""
+    return (script.replace("http://127.0.0.1:8000", server.url)
+            .replace(".venv/bin/flask --app app", FLASK)
+            .replace("psql ", f"{PSQL} "))
+
+
+def test_readme_attach_walkthrough_works_as_pasted(empty_app_database, tmp_path):
+    chat, copies = empty_app_database
+    demo = set_up_as_pasted(chat, copies, tmp_path)
+    env = {**os.environ, "COUNTS_JWT_SECRET": SECRET}
     server = Gunicorn(attached_env(chat)).start()  # what `make run` starts, on a port of its own
     try:
-        demo = (demo.replace("http://127.0.0.1:8000", server.url)
-                .replace(".venv/bin/flask --app app", FLASK)
-                .replace("psql ", f"{PSQL} ")
-                .replace("set local role authenticated", f"set local role {chat.roles['authenticated']}"))
-        done = bash(demo, {**env, "DATABASE_URL": chat.url}, tmp_path)
+        done = bash(pasted(demo, server), {**env, "DATABASE_URL": chat.url}, tmp_path)
         assert done.returncode == 0, done.stderr
         statuses = re.findall(r"^HTTP/1.1 (\d{3})", done.stdout, re.M)
         totals = re.findall(r'"total": (\d+)', done.stdout)
@@ -94,3 +105,32 @@ def test_the_walkthrough_runs_every_example_file_in_order():
     files = re.search(r"for file in ([\w -]+); do", setup).group(1).split()
     assert tuple(f"{name}.sql" for name in files) == FILES
     assert {path.name for path in EXAMPLE.glob("*.sql")} == set(FILES)
+
+
+def test_readme_attached_push_session_shows_the_alert_then_the_badge(empty_app_database, workers,  # noqa: F811
+                                                                      tmp_path):
+    from counts.push import vapid
+
+    chat, copies = empty_app_database
+    demo = set_up_as_pasted(chat, copies, tmp_path)
+    session = readme_blocks("Push for apps in the background")[2]
+    port = free_port()
+    pki = pki_in(tmp_path / "fake")  # what `browser env` makes
+    env = attached_env(chat, COUNTS_VAPID_PRIVATE_KEY=vapid.generate(), COUNTS_VAPID_SUBJECT=VAPID_SUBJECT,
+                       COUNTS_WEBPUSH_ALLOWED_HOSTS=f"127.0.0.1:{port}", COUNTS_PUSH_CA_FILE=pki.ca_file)
+    server = Gunicorn(env).start()  # what `make run` starts: the service, and a push worker
+    try:
+        workers(env)
+        browser = (f"{sys.executable} -m tests.pushfakes.browser run --url {server.url} --port {port}"
+                   f" --dir {tmp_path / 'fake'}")
+        # A person pasting line by line reads the alert before marking it read; a script waits.
+        session = session.replace("# the browser prints", "sleep 2  # the browser prints", 1)
+        script = pasted(demo + session, server).replace(".venv/bin/python -m tests.pushfakes.browser run",
+                                                        browser)
+        done = bash(script, {**os.environ, **env, "PYTHONPATH": str(ROOT)}, tmp_path)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert "registered: 201" in done.stdout
+    pushes = re.findall(r'"urgency": "(\w+)".*"total": (\d), .*"alert": (true|false)', done.stdout)
+    assert pushes == [("normal", "2", "true"), ("low", "0", "false")], done.stdout

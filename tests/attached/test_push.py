@@ -1,0 +1,76 @@
+"""Push in attached mode, end to end: plain SQL writes by a low-privilege role under row-level
+security reach a registered Web Push subscriber through the example's triggers (counts.push)
+and a real `flask --app app push-worker` process attached to the app's database, which builds
+each push from the app's unread function. The test is the browser, as in tests/push/test_webpush.py.
+"""
+
+import pytest
+
+from counts import create_app
+from tests.attached.chat import UNREAD_FUNCTION
+from tests.attached.conftest import attached_settings
+from tests.conftest import Api, Tokens, new_user
+from tests.push.conftest import (  # noqa: F401 - fixtures
+    VAPID_SUBJECT,
+    pki,
+    push_service,
+    subscribe,
+    worker_env,
+    workers,
+)
+from tests.push.test_webpush import vapid_claims
+from tests.services import wait_until
+
+
+@pytest.fixture
+def push_settings(chat, pki, push_service):  # noqa: F811 - fixtures
+    """Attached mode on the example's database, with Web Push on, trusting the fake's CA."""
+    from counts.push import vapid
+
+    return {**attached_settings(chat), "VAPID_PRIVATE_KEY": vapid.generate(),
+            "VAPID_SUBJECT": VAPID_SUBJECT, "WEBPUSH_ALLOWED_HOSTS": (push_service.server.host,),
+            "PUSH_CA_FILE": pki.ca_file, "PUSH_COALESCE": 0.3, "PUSH_POLL_INTERVAL": 1.0,
+            "PUSH_RETRY_BASE": 0.2, "PUSH_TIMEOUT": 2.0}
+
+
+@pytest.fixture
+def api(push_settings):
+    """The service in attached mode, in-process: where apps register their devices."""
+    app = create_app(push_settings)
+    yield Api(app.test_client(), Tokens())
+    app.extensions["counts"].close()
+
+
+@pytest.fixture
+def dispatcher(push_settings, workers):  # noqa: F811 - a fixture
+    """A push worker process attached to the example's database."""
+    return workers({**worker_env(push_settings), "COUNTS_SOURCE": "attached",
+                    "COUNTS_UNREAD_FUNCTION": UNREAD_FUNCTION})
+
+
+def test_a_message_written_by_sql_reaches_the_subscriber_and_a_read_by_sql_clears_the_badge(
+        api, push_service, dispatcher, writer):  # noqa: F811 - a fixture
+    alice, bob = new_user(), new_user()
+    conversation = writer.create_conversation(alice, [bob])
+    bobs_browser = subscribe(api, push_service, bob)
+
+    writer.send(conversation, alice, "Lunch?")  # as PostgREST: role authenticated, Alice's claims
+    wait_until(lambda: len(bobs_browser.messages()) == 1, what="the alert push")
+    assert bobs_browser.messages()[0] == {
+        "type": "unread", "user_id": str(bob), "total": 1, "unread_conversations": 1,
+        "conversation_id": conversation, "alert": True}
+    alert = bobs_browser.received()[0]
+    assert b"Lunch?" not in alert.body
+    assert alert.headers["urgency"] == "normal"
+    public_key = api.client.get("/v1/push/webpush-key").get_json()["public_key"]
+    assert vapid_claims(alert, public_key, push_service.origin)["sub"] == VAPID_SUBJECT
+
+    # Bob reads on his phone (the app updates his read receipt): the browser's badge must clear.
+    writer.read(conversation, bob)
+    wait_until(lambda: len(bobs_browser.messages()) == 2, what="the badge-only push")
+    assert bobs_browser.messages()[1] == {
+        "type": "unread", "user_id": str(bob), "total": 0, "unread_conversations": 0,
+        "conversation_id": conversation, "alert": False}
+    assert bobs_browser.received()[1].headers["urgency"] == "low"
+    assert push_service.rejected == []
+    assert "Traceback" not in dispatcher.log()
