@@ -37,6 +37,13 @@ DEGRADED = Gauge("counts_dependency_unavailable", "1 while a dependency's last c
                  ["dependency"], multiprocess_mode="livemax")
 RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
 
+LIVE_WAITERS = Gauge("counts_live_connections", "Long-polls and streams waiting for a change.",
+                     multiprocess_mode="livesum")
+LIVE_EVENTS = Counter("counts_live_events_total", "Counts sent on streams (SSE events, WebSocket frames).",
+                      ["transport"])
+FEED_RESUBSCRIBED = Counter("counts_feed_resubscribed_total",
+                            "Times a worker's feed subscriber (re)connected and re-checked every waiter.")
+
 _degraded: dict[str, bool] = {}
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from counts import markers
 from counts.auth import TokenVerifier
 from counts.db import Database
+from counts.live.feed import Feed
 from counts.load import LoadGauge
 from counts.logs import AccessLog
 from counts.ratelimit import RateLimit
@@ -19,7 +20,8 @@ class Resources:
 
     def __init__(self, config: dict[str, Any]):
         self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"])
-        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"],
+                                     config["REDIS_POOL_SIZE"])
         self.tokens = TokenVerifier(config["JWT_SECRET"])
         self.marker_ttl: int = config["MARKER_TTL"]
         self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
@@ -28,11 +30,19 @@ class Resources:
         self.retry_after: int = config["RETRY_AFTER"]
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
         self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
+        self.max_wait: int = config["MAX_WAIT"]
+        self.stream_shutdown_seconds: float = config["STREAM_SHUTDOWN_SECONDS"]
+        self.stream_heartbeat: float = config["STREAM_HEARTBEAT"]
+        self.stream_ticket_ttl: int = config["STREAM_TICKET_TTL"]
+        self.ws_ping_interval: float = config["WS_PING_INTERVAL"]
+        self.feed = Feed(self.redis, self.marker_ttl, config["MAX_STREAMS"],
+                         config["STREAM_HEARTBEAT"])
 
     def close(self) -> None:
         """Flush the access log; close pooled Postgres connections and Redis sockets (worker exit,
         tests)."""
         self.access_log.close()
+        self.feed.stop()
         self.db.close()
         self.redis.close()
 

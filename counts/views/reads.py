@@ -11,7 +11,7 @@ from werkzeug.http import unquote_etag
 
 from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
-from counts.conditional import MARKER_KEY, counts_headers
+from counts.conditional import APPLIED_KEY, MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
 from counts.queries import reads as reads_sql
 from counts.views import authenticate, load_body, parse_uuid, resources
@@ -42,8 +42,11 @@ def get_unread_counts(user_id: str) -> Response:
     # data, never newer. None when Redis failed.
     marker = request.environ[MARKER_KEY]
     counts = res.db.read(reads_sql.unread_counts, [uid])[uid]
+    headers = counts_headers(marker or degraded_etag(), res.load.poll_interval())
+    if APPLIED_KEY in request.environ:  # a long-poll (counts.conditional)
+        headers.append(("Preference-Applied", request.environ[APPLIED_KEY]))
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
-                    headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
+                    headers=headers)
 
 
 @bp.post("/v1/unread-counts/batch")
