@@ -28,12 +28,20 @@ run: install
 	echo "counts on http://127.0.0.1:8000 (Postgres $$DATABASE_URL, Redis $$REDIS_URL)"; \
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# The browser test drives Debian's chromium through chromedriver: apt installs them when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+		chromium chromium-driver >/dev/null; }
+
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
 # their own database and use Redis db 13 only.
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
-	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" \
+	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \
 	$(BIN)/python -m pytest
 
 lint: install
@@ -47,7 +55,6 @@ stop-services:
 # make bench BENCH_ARGS='--duration 120 --users 20000' (python -m bench.run --help lists the flags).
 .PHONY: bench
 BENCH_ARGS ?=
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/.bench-installed: $(BIN)/.installed bench/requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	@# wrk drives the hot-path benchmark; it is a Debian package, not a Python one.
