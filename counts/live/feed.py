@@ -36,6 +36,11 @@ BATCH = 1000  # users per MGET, channels per SUBSCRIBE
 RECONNECT_MAX = 2.0  # seconds: the longest wait between two reconnect attempts (full jitter)
 
 
+def describe(error: Exception) -> str:
+    """An error for a log line (redis-py 8's repr hides the message: 'network:ConnectionError')."""
+    return f"{type(error).__name__}: {error}"
+
+
 class Waiter:
     """One live connection (a long-poll, an SSE or WebSocket stream) waiting on one user."""
 
@@ -235,7 +240,7 @@ class Feed:
             except Exception as error:  # noqa: BLE001 - a socket a failed send closed under the
                 # reader surfaces as whatever the parser trips on; any failure means reconnect.
                 if not self._stopped.is_set():
-                    log.warning("feed: subscriber lost Redis, reconnecting: %r", error)
+                    log.warning("feed: subscriber lost Redis, reconnecting: %s", describe(error))
                     metrics.redis_failed("feed")
             finally:
                 with self._lock:
@@ -306,29 +311,35 @@ class Feed:
                 self._pending_all = False
                 self._pending.clear()
                 presence, self._presence = self._presence, {}
-            for i in range(0, len(users), BATCH):
-                self._recheck_batch(users[i:i + BATCH])
+            failed = [user for i in range(0, len(users), BATCH)
+                      for user in self._recheck_batch(users[i:i + BATCH])]
+            if failed:  # retried soon: a lost re-check would cost a heartbeat
+                with self._lock:
+                    self._pending.update(failed)
+                self._stopped.wait(random.uniform(0.05, 0.25))
+                self._work.set()
             if time.monotonic() - refreshed >= self.heartbeat:
                 refreshed = time.monotonic()
                 with self._lock:
                     presence.update(dict.fromkeys(self._live, True))
             self._write_presence(presence)
 
-    def _recheck_batch(self, users: list[str]) -> None:
-        """One MGET for these users; wake each waiter whose marker moved."""
+    def _recheck_batch(self, users: list[str]) -> list[str]:
+        """One MGET for these users; wake each waiter whose marker moved. The users, if it failed."""
         try:
             current = markers.read_markers(self.redis, users, self.marker_ttl)
         except redis.RedisError as error:
-            # Heartbeats and deadlines re-check again; the reconnect re-checks everyone.
-            log.warning("feed: re-check of %d users failed: %r", len(users), error)
+            log.warning("feed: re-check of %d users failed, retrying: %s", len(users),
+                        describe(error))
             metrics.redis_failed("feed_recheck")
-            return
+            return users
         with self._lock:
             for user, marker in current.items():
                 for waiter in self._waiters.get(user, ()):
                     if marker != waiter.marker:
                         waiter.fresh = marker
                         waiter.wake()
+        return []
 
     def _write_presence(self, presence: dict[str, bool]) -> None:
         """Write presence changes: opened (or still open) users get two heartbeats more."""
@@ -341,7 +352,7 @@ class Feed:
             if gone:
                 markers.unmark_live(self.redis, self.worker_id, gone)
         except redis.RedisError as error:
-            log.info("feed: presence not written (it lapses by itself): %r", error)
+            log.info("feed: presence not written (it lapses by itself): %s", describe(error))
             with self._lock:
                 for user, live in presence.items():
                     self._presence.setdefault(user, live)
