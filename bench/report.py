@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from bench.scaling import (
     ScalingResult,
 )
 from bench.simulate import PassResult
+
+if TYPE_CHECKING:
+    from bench.live import LiveResult
 
 SEED_USERS, SEED_POLLS_PER_MINUTE = 10_000, 20  # the seed's "10K users x 20 polls/min"
 MINUTES_PER_MONTH = 60 * 24 * 30
@@ -34,6 +38,7 @@ class Run:
     search: list[PassResult] = field(default_factory=list)  # lower rates, if full load failed
     hotpath: HotpathResult | None = None
     scaling: ScalingResult | None = None
+    live: "LiveResult | None" = None
     wall_seconds: float = 0.0
 
 
@@ -117,6 +122,9 @@ def targets_section(run: Run) -> list[str]:
                      f"{fmt(hp.median((hp.chosen, 'floor', '304')), 0)} req/s)", verdict(ratio >= 0.8)])
     if run.scaling is not None:
         rows += scaling_targets(run.scaling)
+    from bench.live_report import live_targets  # it imports this module's helpers
+
+    rows += live_targets(run.live)
     return ["## Targets", "", *table(["target", "measured", ""], rows), ""]
 
 
@@ -423,6 +431,16 @@ def headline(run: Run) -> list[str]:
         lines.append(f"- 200 path at 1,000 memberships, {large:,} messages: p99 "
                      f"{fmt(sc.http[large, heavy].p99, 1)} ms; a 10,000-user bump: p99 "
                      f"{fmt(bump.p99, 1) if bump else 'n/a'} ms.")
+    if run.live is not None:
+        from bench.live_report import requests_per_user_minute
+
+        live = run.live
+        lines.append(f"- Live: {sum(live.opened.values()):,} connections at "
+                     f"{fmt(live.rss_kib_per_connection.get('all', float('nan')), 1)} KiB each; a "
+                     f"write reaches its recipients' clients in p50 {fmt(pct(live.latency_ms, 50), 1)}"
+                     f" / p99 {fmt(pct(live.latency_ms, 99), 1)} ms; "
+                     f"{requests_per_user_minute(live):.2f} HTTP requests per user per minute "
+                     f"(3-s polling: 20); {live.missed_final} missed final states.")
     return ["## Headline", "", *lines, "", f"Command: `{run.command}`", ""]
 
 
@@ -436,5 +454,8 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
         if p.profile:
             lines += profile_lines(f"Where the service's CPU goes in the {p.mode} pass (py-spy, "
                                    "last seconds)", p.profile)
-    lines += [*hotpath_section(run.hotpath), *scaling_section(run.scaling), *machine_section(run)]
+    from bench.live_report import live_section
+
+    lines += [*hotpath_section(run.hotpath), *live_section(run.live), *scaling_section(run.scaling),
+              *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")
