@@ -14,6 +14,7 @@ read before its query) or N seconds pass (then 304, after one more read: invaria
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 
 import redis
@@ -35,6 +36,9 @@ MARKER_KEY = "counts.marker"
 REQUESTS_KEY = "counts.requests_in_window"
 # ... and the Preference-Applied value of a long-poll, for the view's 200.
 APPLIED_KEY = "counts.preference_applied"
+
+# How a 200 served without Redis labels itself (views.reads.degraded_etag): it names no marker.
+DEGRADED_ETAG = '"nomarker-'
 
 # RFC 7240 preferences: token [= word] *( ";" parameter ), comma-separated.
 _WAIT = re.compile(r'\s*wait\s*=\s*(?:"(\d{1,9})"|(\d{1,9}))\s*(?:;.*)?', re.IGNORECASE | re.DOTALL)
@@ -125,12 +129,26 @@ class ConditionalCounts:
             log.warning("redis failed, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")
             environ[MARKER_KEY] = None
+            self.pace_degraded_long_poll(environ)
             return None
         metrics.dependency_state("redis", available=True)
         environ[MARKER_KEY] = marker
         if not etag_matches(environ.get("HTTP_IF_NONE_MATCH"), marker):
             return None
         return counts_headers(marker, res.load.poll_interval())
+
+    def pace_degraded_long_poll(self, environ: dict) -> None:
+        """Redis is down and a long-poll comes back with the ETag of a 200 served without it: wait
+        the poll interval (at most its wait) before answering again from Postgres. Without this, a
+        long-poller re-asks the moment its 200 arrives, and a Redis outage becomes a loop of
+        Postgres queries per client."""
+        if not (environ.get("HTTP_PREFER") and DEGRADED_ETAG in environ.get("HTTP_IF_NONE_MATCH", "")):
+            return
+        wait = requested_wait(environ["HTTP_PREFER"], self.resources.max_wait)
+        if wait:
+            environ[APPLIED_KEY] = f"wait={wait}"
+            with self.resources.load.waiting():
+                time.sleep(min(wait, int(self.resources.load.poll_interval())))
 
     def long_poll(self, environ: dict, uid: str,
                   headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:

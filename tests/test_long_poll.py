@@ -11,7 +11,7 @@ from counts import markers
 from counts.conditional import requested_wait
 from counts.live.feed import Waiter
 from tests.conftest import new_user
-from tests.services import Gunicorn, wait_until
+from tests.services import Gunicorn, free_port, wait_until
 
 
 @pytest.mark.parametrize(("prefer", "wait"), [
@@ -230,3 +230,18 @@ def test_held_long_polls_do_not_block_a_plain_request_on_the_same_worker(one_wor
         answers = [f.result(timeout=40) for f in held]
     assert [a.status_code for a in answers] == [200] * len(users)
     assert all(a.headers["ETag"] != etags[u] for a, u in zip(answers, users, strict=True))
+
+
+def test_with_redis_down_a_long_poll_is_paced_not_a_loop(app_factory, tokens):
+    """A 200 served without Redis names no marker; a long-poll coming back with it waits the
+    poll interval (at most its wait) before the next 200, instead of looping on Postgres."""
+    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT=0.2,
+                      POLL_INTERVAL=1)
+    client, user = app.test_client(), new_user()
+    first = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user))
+    assert first.status_code == 200 and first.headers["ETag"].startswith('"nomarker-')
+    started = time.monotonic()
+    again = long_poll(client, tokens, user, first.headers["ETag"], "wait=20")
+    assert again.status_code == 200
+    assert time.monotonic() - started >= 1  # paced: the poll interval, not at once
+    assert again.headers["Preference-Applied"] == "wait=20"

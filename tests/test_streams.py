@@ -307,3 +307,23 @@ def test_the_ticket_never_reaches_the_logs(live, tokens, tmp_path):
     log = (tmp_path / "gunicorn-0.log").read_text()
     assert "unread-counts/stream" in log
     assert ticket not in log
+
+
+def test_opening_streams_counts_against_the_rate_limit(live, tokens):
+    """Opening a stream (by token or by ticket) is a request like a poll; events are not."""
+    user = User(live(COUNTS_RATE_LIMIT="3"), tokens)
+    first = SseStream(user.stream_url, user.auth)  # request 1 (the conversation was a service's)
+    try:
+        assert first.status == 200
+        ticket = user.ticket()  # request 2
+        second = SseStream(f"{user.stream_url}?ticket={ticket}")  # request 3
+        assert second.status == 200
+        for _ in range(3):
+            user.receive_message()  # the friend's requests, not the user's
+        assert [first.next().counts["total"] for _ in range(4)][-1] == 3  # events are free
+        third = SseStream(user.stream_url, user.auth)  # request 4: over the limit
+        assert third.status == 429
+        assert third.headers["Retry-After"]
+        second.close()
+    finally:
+        first.close()

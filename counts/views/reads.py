@@ -11,7 +11,7 @@ from werkzeug.http import unquote_etag
 
 from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
-from counts.conditional import APPLIED_KEY, MARKER_KEY, counts_headers
+from counts.conditional import APPLIED_KEY, DEGRADED_ETAG, MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
 from counts.queries import reads as reads_sql
 from counts.views import authenticate, load_body, parse_uuid, resources
@@ -23,7 +23,7 @@ bp = Blueprint("reads", __name__)
 
 def degraded_etag() -> str:
     """An ETag for a 200 served without Redis: it names no marker, so it can never match one."""
-    return "nomarker-" + secrets.token_urlsafe(12)
+    return DEGRADED_ETAG.strip('"') + secrets.token_urlsafe(12)
 
 
 def counts_body(user_id: UUID, counts: dict) -> dict:
