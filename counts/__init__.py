@@ -17,6 +17,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     from counts.conditional import ConditionalCounts
     from counts.config import load_config
     from counts.cors import Cors
+    from counts.live.ws import WebSockets
     from counts.observe import ROUTE_KEY, Observe
     from counts.resources import Resources
     from counts.views import docs, health, live, reads, writes
@@ -37,7 +38,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
         if request.url_rule is not None:
             request.environ[ROUTE_KEY] = request.url_rule.rule
 
-    app.wsgi_app = ConditionalCounts(app.wsgi_app, resources)
+    app.wsgi_app = WebSockets(ConditionalCounts(app.wsgi_app, resources), resources)
     if app.config["CORS_ORIGINS"]:  # off by default: not a single dict lookup more per request
         app.wsgi_app = Cors(app.wsgi_app, app.config["CORS_ORIGINS"])
     app.wsgi_app = Observe(app.wsgi_app, resources)

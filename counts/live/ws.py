@@ -12,18 +12,64 @@ Close codes: 1000 when the client closes, 1008 when the token behind the stream 
 
 import json
 import logging
+import re
 import time
+from collections.abc import Callable, Iterable
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 from wsproto.utilities import ProtocolError
 
 from counts import metrics
-from counts.live.stream import Subscription, Update
+from counts.errors import Problem
+from counts.live.stream import Subscription, Update, open_subscription, query_value
+from counts.observe import ROUTE_KEY
 
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION, SERVICE_RESTART = 1008, 1012
+WS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts/ws")
+WS_ROUTE = "/v1/users/<user_id>/unread-counts/ws"
+# Where a refused upgrade leaves its Problem for the Flask view to render as problem+json.
+PROBLEM_KEY = "counts.websocket_problem"
+
+
+class WebSockets:
+    """WSGI middleware serving the WebSocket URL outside Flask: a session holds its greenlet for
+    hours, and inside Flask's request it also held the request context (about 10 KiB more per
+    socket). Anything refused goes on to Flask, which answers with the problem."""
+
+    def __init__(self, app: Callable, resources):
+        self.app = app
+        self.resources = resources
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket" and supported(environ):
+            found = WS_PATH.fullmatch(environ.get("PATH_INFO", ""))
+            if found is not None and environ["REQUEST_METHOD"] == "GET":
+                environ[ROUTE_KEY] = WS_ROUTE
+                self.serve(environ, start_response, found.group(1))  # or falls through
+        return self.app(environ, start_response)
+
+    def serve(self, environ: dict, start_response: Callable, user_id: str) -> None:
+        """Open and serve one WebSocket (raising StopIteration, which tells gunicorn to close
+        the connection with nothing more written); return if refused, its problem noted."""
+        res = self.resources
+        try:
+            try:
+                connection = handshake(environ)
+            except ProtocolError as error:
+                raise Problem(f"Not a valid WebSocket upgrade: {error}.") from None
+            sub, first = open_subscription(res, environ, user_id, query_value(environ, "etag"))
+        except Problem as problem:
+            environ[PROBLEM_KEY] = problem
+            return
+        start_response("101 Switching Protocols", [])  # for the access log; never written
+        session = Session(connection, environ["gunicorn.socket"], sub, res.ws_ping_interval,
+                          res.stream_heartbeat)
+        with res.load.waiting():
+            session.run(first)
+        raise StopIteration
 
 
 def supported(environ: dict) -> bool:
@@ -70,6 +116,8 @@ class Session:
         watcher.start(self._on_readable)
         try:
             self._send(AcceptConnection(extensions=[]))  # no permessage-deflate, whatever offered
+            # From here on the protocol alone: the handshake (and its h11 parser) is let go.
+            self.connection = self.connection.connection
             if first is not None:
                 self._send_counts(first)
             self._serve()
