@@ -102,19 +102,26 @@ class LiveRun:
         """Open every transport in turn (measuring RSS), write for cfg.seconds, then judge."""
         stop, result = asyncio.Event(), self.result
         tasks = []
-        rss = worker_rss(self.worker_pids)
-        for kind in self.cfg.mix:
-            group = [c for c in self.clients if c.kind == kind]
-            for i in tqdm(range(len(group)), desc=f"open {kind}", unit="conn", leave=False):
-                tasks.append(asyncio.ensure_future(run_client(group[i], self.port, stop)))
+
+        async def open_idle(clients: list[Client], label: str) -> int:
+            """Open these clients' connections; the workers' RSS once they idle."""
+            for i in tqdm(range(len(clients)), desc=label, unit="conn", leave=False):
+                tasks.append(asyncio.ensure_future(run_client(clients[i], self.port, stop)))
                 if i % 100 == 99:
                     await asyncio.sleep(100 / OPEN_PER_SECOND)
-            await self._wait_for_first_counts(group)
+            await self._wait_for_first_counts(clients)
             await asyncio.sleep(2)  # idle: what the connections cost at rest
-            now = worker_rss(self.worker_pids)
+            return worker_rss(self.worker_pids)
+
+        for kind in self.cfg.mix:
+            # The marginal cost: RSS across the second half of a transport's connections, so
+            # that what the first ones pay once (pools, caches, code paths) is not counted.
+            group = [c for c in self.clients if c.kind == kind]
+            half = len(group) // 2
+            middle = await open_idle(group[:half], f"open {kind} (1/2)")
+            end = await open_idle(group[half:], f"open {kind} (2/2)")
             result.opened[kind] = sum(c.total is not None for c in group)
-            result.rss_kib_per_connection[kind] = (now - rss) / 1024 / max(1, len(group))
-            rss = now
+            result.rss_kib_per_connection[kind] = (end - middle) / 1024 / max(1, len(group) - half)
         result.rss_kib_per_connection["all"] = sum(
             result.rss_kib_per_connection[k] * result.opened[k] for k in result.opened) / max(
             1, sum(result.opened.values()))

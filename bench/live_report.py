@@ -68,8 +68,9 @@ def live_section(live: LiveResult | None) -> list[str]:
              f"each ({mix}) to 2 gevent workers, opened at up to 1,000/s, while writers send "
              f"messages and mark-reads through the HTTP API at the seed's "
              f"{cfg.messages_per_user_day:g} messages per user per day x{cfg.time_compression:g}. "
-             "RSS growth is the workers' resident memory after each transport's connections "
-             "opened and idled 2 s, over their number. Latency: for every message and recipient, "
+             "RSS growth per connection is marginal: the workers' resident memory across the second "
+             "half of each transport's connections (opened, then idle 2 s), over their number, "
+             "so that what the first ones pay once is not counted. Latency: for every message and recipient, "
              "from the writer's 201 to the first counts that reached the recipient's client after "
              "the write was sent (0 when they arrived before the 201). Final states: every "
              "client's last total against the service's own query, 3 s after the writes stopped.",
