@@ -185,7 +185,7 @@ class Feed:
             self.shutting_down = True
             waiters = [w for group in self._waiters.values() for w in group]
         rng = random.Random()
-        moments = sorted((rng.uniform(0, spread), w) for w in waiters) if waiters else []
+        moments = sorted(((rng.uniform(0, spread), w) for w in waiters), key=lambda pair: pair[0])
 
         def close_over_time() -> None:
             started = time.monotonic()
