@@ -1,8 +1,13 @@
 """gunicorn settings for counts (`gunicorn -c gunicorn.conf.py wsgi:app`); env vars override."""
 
+import contextlib
 import os
+import resource
 import shutil
+import socket
 import tempfile
+import threading
+import weakref
 
 # Before any worker imports prometheus_client: each worker writes its samples here, and /metrics
 # sums the directory (prometheus-client's multiprocess mode). Emptied at start, removed at exit.
@@ -11,12 +16,20 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="count
 
 bind = os.environ.get("COUNTS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("COUNTS_WORKERS", "2"))
-# gthread: the 304 path is one short Redis round trip, so a few threads per worker keep the CPU
-# busy while one waits; PERF-NOTES measured gevent within noise of it and sync 17-36 % slower.
-worker_class = "gthread"
-threads = int(os.environ.get("COUNTS_THREADS", "8"))
+# gevent: live connections (long-polls, SSE, WebSocket) wait by the thousand, and gthread pins a
+# thread to each (at ~2,000 waits a plain request to the worker hung). gevent's monkey-patching
+# makes redis-py and threading cooperative, and psycopg2 waits through counts.db's callback on
+# select.select, which gevent patches too. For the 304 path PERF-NOTES measured it within noise
+# of gthread.
+worker_class = "gevent"
+# Concurrent connections per worker: its live connections (COUNTS_MAX_STREAMS) and room for
+# plain requests beside them.
+worker_connections = int(os.environ.get("COUNTS_MAX_STREAMS", "10000")) + 1000
+threads = int(os.environ.get("COUNTS_THREADS", "8"))  # gthread only (a `-k gthread` override)
 # A request is bounded by the Postgres/Redis timeouts (seconds); this only catches a stuck worker.
 timeout = 30
+# Covers the spread-out close of live connections (COUNTS_STREAM_SHUTDOWN_SECONDS, 5) with room
+# for the requests in flight.
 graceful_timeout = 20
 keepalive = 30
 # Headers bigger than this are refused with 431/400 before the app sees them.
@@ -32,8 +45,15 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Check the counts source, then start with no samples left from a previous run."""
+    """Check the counts source; start with no samples left in the metrics directory, and file
+    descriptors for every connection a worker may hold (the soft limit is often 1,024; the hard
+    one much more)."""
     check_source(server)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = worker_connections + 1000  # sockets to clients, Postgres, Redis, and files
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
@@ -77,13 +97,49 @@ def _resources(worker):
 
 
 def post_worker_init(worker):
-    """Each worker drains the bump outbox on its own thread (after fork: no shared sockets) and,
-    in attached mode, relays counts.bump() notifications on another."""
+    """Each worker drains the bump outbox on its own thread (after fork: no shared sockets), in
+    attached mode relays counts.bump() notifications on another, and closes its live connections
+    over a few seconds once told to stop."""
     resources = _resources(worker)
-    if resources is not None and resources.drain_interval > 0:
+    if resources is None:
+        return
+    if resources.drain_interval > 0:
         worker.counts_drainer = resources.start_drainer()
-    if resources is not None and resources.source.relays_bumps:
+    if resources.source.relays_bumps:
         worker.counts_relay = resources.start_relay()
+    threading.Thread(target=_close_live_connections_at_exit, args=(worker, resources),
+                     name="counts-live-exit", daemon=True).start()
+
+
+# Client sockets between two requests of a keep-alive connection. The gevent worker waits for
+# every connection to end before it exits, idle ones included, so a balancer's pooled
+# connection held every deploy for graceful_timeout and lost the access log to the SIGKILL.
+_idle_sockets = weakref.WeakSet()
+
+
+def pre_request(worker, req):
+    """The connection is busy with a request: not idle."""
+    _idle_sockets.discard(getattr(req.unreader, "sock", None))
+
+
+def post_request(worker, req, environ, resp):
+    """The connection waits for its next request: idle (closed at once if the worker stops)."""
+    if "gunicorn.socket" in environ:
+        _idle_sockets.add(environ["gunicorn.socket"])
+
+
+def _close_live_connections_at_exit(worker, resources):
+    """Wait for the worker to be told to stop (SIGTERM: worker.alive turns False), then end its
+    idle keep-alive connections at once (gthread does the same) and its live connections spread
+    over COUNTS_STREAM_SHUTDOWN_SECONDS, within graceful_timeout."""
+    import time
+
+    while worker.alive:
+        time.sleep(0.25)
+    for sock in list(_idle_sockets):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            sock.shutdown(socket.SHUT_RDWR)
+    resources.feed.shut_down(resources.stream_shutdown_seconds)
 
 
 def worker_exit(server, worker):

@@ -30,7 +30,7 @@ CONTENDERS = (("floor", "304"), ("counts", "304"), ("counts", "200"), (ES256, "3
 # The worker class is chosen on a poll mix, not on 304s alone: a class that wins the 304 path by
 # a few percent and loses the 200 path (and the writes) by half is the wrong choice.
 MIX_200 = 0.05
-CONFIGURED_CLASS = "gthread"  # gunicorn.conf.py's
+CONFIGURED_CLASS = "gevent"  # gunicorn.conf.py's
 CHOICE_MARGIN = 1.10  # another class must beat it by this much: more than this machine's drift
 
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from bench.scaling import (
 )
 from bench.simulate import PassResult
 from bench.topology import TopologyResult
+
+if TYPE_CHECKING:
+    from bench.live import LiveResult
 
 SEED_USERS, SEED_POLLS_PER_MINUTE = 10_000, 20  # the seed's "10K users x 20 polls/min"
 MINUTES_PER_MONTH = 60 * 24 * 30
@@ -38,6 +42,7 @@ class Run:
     scaling: ScalingResult | None = None
     push: PushResult | None = None
     topology: TopologyResult | None = None
+    live: "LiveResult | None" = None
     wall_seconds: float = 0.0
 
 
@@ -132,6 +137,9 @@ def targets_section(run: Run) -> list[str]:
         rows.append(["A 10,000-user bump on a 3-primary Redis Cluster <= 100 ms (p99, one script "
                      "per node, nodes in parallel)", f"{fmt(cluster.p99, 2)} ms (p50 "
                      f"{fmt(cluster.p50, 2)} ms)", verdict(cluster.p99 <= 100)])
+    from bench.live_report import live_targets  # it imports this module's helpers
+
+    rows += live_targets(run.live)
     return ["## Targets", "", *table(["target", "measured", ""], rows), ""]
 
 
@@ -496,6 +504,16 @@ def headline(run: Run) -> list[str]:
         lines.append(f"- Push: {fmt(pr.pushes_per_second, 0)} Web Push pushes/s per dispatcher "
                      f"process (encrypted and signed); p99 {fmt(pct(pr.latency_s, 99), 3)} s from "
                      f"a write's 201 to the push service at {fmt(pr.offered_per_second, 1)} messages/s.")
+    if run.live is not None:
+        from bench.live_report import requests_per_user_minute
+
+        live = run.live
+        lines.append(f"- Live: {sum(live.opened.values()):,} connections at "
+                     f"{fmt(live.rss_kib_per_connection.get('all', float('nan')), 1)} KiB each; a "
+                     f"write reaches its recipients' clients in p50 {fmt(pct(live.latency_ms, 50), 1)}"
+                     f" / p99 {fmt(pct(live.latency_ms, 99), 1)} ms; "
+                     f"{requests_per_user_minute(live):.2f} HTTP requests per user per minute "
+                     f"(3-s polling: 20); {live.missed_final} missed final states.")
     return ["## Headline", "", *lines, "", f"Command: `{run.command}`", ""]
 
 
@@ -509,6 +527,8 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
         if p.profile:
             lines += profile_lines(f"Where the service's CPU goes in the {p.mode} pass (py-spy, "
                                    "last seconds)", p.profile)
-    lines += [*hotpath_section(run.hotpath), *scaling_section(run.scaling),
+    from bench.live_report import live_section
+
+    lines += [*hotpath_section(run.hotpath), *live_section(run.live), *scaling_section(run.scaling),
               *topology_section(run.topology), *push_section(run.push), *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")

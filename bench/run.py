@@ -24,10 +24,11 @@ import redis
 
 from bench import chart, dataset, pg, report
 from bench.hotpath import run_hotpath
+from bench.live import LiveConfig, LiveResult, run_live
 from bench.profile import PySpy
 from bench.push import run_push
 from bench.scaling import run_scaling
-from bench.services import OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
+from bench.services import NO_LIMIT, OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
 from bench.simulate import PassResult, SimConfig, simulate
 from bench.topology import run_topology
 
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sim.add_argument("--search-seconds", type=float, default=15,
                      help="measured seconds per lower-rate pass when the full load misses p99")
     hot = parser.add_argument_group("hot path")
-    hot.add_argument("--hotpath-classes", default="gthread,gevent", help="worker classes to compare")
+    hot.add_argument("--hotpath-classes", default="gevent,gthread", help="worker classes to compare")
     hot.add_argument("--hotpath-rounds", type=int, default=2)
     hot.add_argument("--hotpath-seconds", type=float, default=4)
     scale = parser.add_argument_group("scaling")
@@ -75,8 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="USD; an assumption (managed-database I/O pricing), not the seed's figure")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     out.add_argument("--chart", type=Path, default=ROOT / "bench" / "results.png")
+    live = parser.add_argument_group("live connections")
+    live.add_argument("--live-connections", type=int, default=10_000,
+                      help="users on live connections (at most --users)")
+    live.add_argument("--live-seconds", type=float, default=40, help="measured seconds")
+    live.add_argument("--live-mix", default="sse:0.4,ws:0.4,long-poll:0.2",
+                      help="share of each transport")
     parser.add_argument("--skip", default="",
-                        help="comma-separated: hotpath, simulate, scaling, topology, push")
+                        help="comma-separated: hotpath, simulate, scaling, live, topology, push")
     return parser.parse_args(argv)
 
 
@@ -132,6 +139,25 @@ def run_simulator(args: argparse.Namespace, b: Backends, world: dataset.World,
     return passes, search
 
 
+def run_live_bench(args: argparse.Namespace, b: Backends, world: dataset.World) -> LiveResult:
+    """The seed's users on live connections, on the gevent worker (WebSocket needs it)."""
+    url = pg.database_url(b.pg_admin_url, SIM_DB)
+    state = copy.deepcopy(world)
+    dataset.load_world(url, state)
+    redis.Redis.from_url(b.redis_url).flushdb()  # our private server
+    cfg = LiveConfig(connections=min(args.live_connections, args.users),
+                     mix={kind: float(share) for kind, share in
+                          (item.split(":") for item in args.live_mix.split(","))},
+                     seconds=args.live_seconds, messages_per_user_day=args.messages_per_user_day,
+                     time_compression=args.time_compression)
+    env = service_env(url, b.redis_url, outbox_drain_interval=args.drain_interval, rate_limit=NO_LIMIT,
+                      poll_interval=3, max_streams=cfg.connections)
+    with Gunicorn("wsgi:app", env, workers=args.workers, worker_class="gevent") as server:
+        groups = {"service": server.pids(), "redis": [b.redis_pid], "postgres": [b.pg_pid]}
+        profiler = functools.partial(PySpy, server.proc.pid, output=OUT / "profile-live.txt")
+        return run_live(state, cfg, server.port, url, server.worker_pids(), groups, profiler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the report."""
     args = parse_args(argv)
@@ -158,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             if worker_class == "auto":
                 worker_class = run.hotpath.chosen
         if worker_class == "auto":
-            worker_class = "gthread"
+            worker_class = "gevent"
         if "simulate" not in skip:
             run.passes, run.search = run_simulator(args, b, world, worker_class)
+        if "live" not in skip:
+            run.live = run_live_bench(args, b, world)
         if "scaling" not in skip:
             sizes = tuple(int(size) for size in args.sizes.split(","))
             run.scaling = run_scaling(b.pg_admin_url, b.redis_url, sizes)

@@ -16,9 +16,11 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     from counts import cli, errors, logs
     from counts.conditional import ConditionalCounts
     from counts.config import load_config
+    from counts.cors import Cors
+    from counts.live.ws import WebSockets
     from counts.observe import ROUTE_KEY, Observe
     from counts.resources import Resources
-    from counts.views import docs, health, markers, push, reads, writes
+    from counts.views import docs, health, live, markers, push, reads, writes
 
     app = Flask(__name__, static_folder=None)
     app.config.update(load_config(overrides=config))
@@ -26,7 +28,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     resources = app.extensions["counts"] = Resources(app.config)
 
     errors.register_error_handlers(app)
-    for blueprint in (reads.bp, writes.bp, markers.bp, push.bp, health.bp, docs.bp):
+    for blueprint in (reads.bp, writes.bp, markers.bp, live.bp, push.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
 
@@ -36,7 +38,10 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
         if request.url_rule is not None:
             request.environ[ROUTE_KEY] = request.url_rule.rule
 
-    app.wsgi_app = Observe(ConditionalCounts(app.wsgi_app, resources), resources)
+    app.wsgi_app = WebSockets(ConditionalCounts(app.wsgi_app, resources), resources)
+    if app.config["CORS_ORIGINS"]:  # off by default: not a single dict lookup more per request
+        app.wsgi_app = Cors(app.wsgi_app, app.config["CORS_ORIGINS"])
+    app.wsgi_app = Observe(app.wsgi_app, resources)
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
     return app

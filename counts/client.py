@@ -9,8 +9,16 @@ spread out instead of all at once (Zulip's client does the same). A success rese
     client = CountsClient("http://counts.internal", token=lambda: mint_my_token())
     result = client.poll(user_id)          # one shot: PollResult, or raises CountsUnavailable
     client.run(user_id, on_change, stop)   # or a loop until `stop` (a threading.Event) is set
+    client.stream(user_id, on_change, stop)  # live (SSE), falling back to polling when refused
+
+`stream` follows the user's Server-Sent Events, resuming with the ETag it holds (Last-Event-ID:
+nothing is resent if it is current). When streams are refused (503 at capacity, 404 or 426 from a
+server without them) or cut, it polls conditionally instead and tries the stream again after the
+wait the poll implies; the reconnect delay the server suggests (`retry:`, spread at shutdown) is
+honoured.
 """
 
+import json
 import logging
 import random
 import threading
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Beyond this many failures the ceiling is the cap anyway; it keeps 2 ** n from overflowing a float.
 MAX_BACKOFF_EXPONENT = 32
+# Statuses that mean "no stream here now", not "you may not": poll instead, then try again.
+STREAM_REFUSED = frozenset({404, 405, 426, 501})
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ class CountsClient:
     def __init__(self, base_url: str, token: str | Callable[[], str], *,
                  session: requests.Session | None = None, interval: float = 30.0,
                  timeout: float = 10.0, backoff_base: float = 1.0, backoff_cap: float = 60.0,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.time):
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.time,
+                 stream_timeout: float = 45.0):
         """`token` is a bearer token, or a callable asked before each request (so it may refresh)."""
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -105,6 +116,8 @@ class CountsClient:
         self.backoff_cap = backoff_cap
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
+        # A stream silent this long (three of the server's 15-s heartbeats) is dead: reconnect.
+        self.stream_timeout = stream_timeout
         self.failures = 0  # consecutive failures: the service's health, shared by every user polled
         self._cache: dict[str, tuple[str | None, dict[str, Any]]] = {}  # user -> (ETag, counts)
         self._lock = threading.Lock()
@@ -209,3 +222,78 @@ class CountsClient:
                 wait = result.wait
             if not stop.is_set():
                 sleep(wait)
+
+    def stream(self, user_id: UUID | str, on_change: Callable[[PollResult], object],
+               stop: threading.Event, sleep: Callable[[float], object] | None = None) -> None:
+        """Follow the user's counts live (SSE) until `stop` is set, polling while refused."""
+        sleep = sleep if sleep is not None else stop.wait
+        uid = str(user_id)
+        while not stop.is_set():
+            try:
+                wait = self._follow(uid, on_change, stop)
+            except CountsUnavailable as refused:
+                log.info("%s; polling instead", refused)
+                try:
+                    result = self.poll(uid)
+                except CountsUnavailable as error:
+                    wait = max(error.wait, refused.wait)
+                else:
+                    if result.changed:
+                        on_change(result)
+                    wait = max(result.wait, refused.retry_after or 0)
+            if not stop.is_set():
+                sleep(wait)
+
+    def _follow(self, uid: str, on_change: Callable[[PollResult], object],
+                stop: threading.Event) -> float:
+        """One SSE connection until it ends; the reconnect delay it suggested (`retry:`).
+
+        Raises CountsUnavailable when the stream is refused or cut, CountsError on 401/403.
+        """
+        token = self._token() if callable(self._token) else self._token
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        cached = self._cache.get(uid)
+        if cached is not None and cached[0]:
+            headers["Last-Event-ID"] = cached[0]
+        url = f"{self.base_url}/v1/users/{quote(uid, safe='')}/unread-counts/stream"
+        retry = self.rng.uniform(0, 1)
+        try:
+            with self.session.get(url, headers=headers, stream=True,
+                                  timeout=(self.timeout, self.stream_timeout)) as response:
+                if response.status_code != 200:
+                    self._refused(response)
+                fields: dict[str, str] = {}
+                for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+                    if stop.is_set():
+                        break
+                    if line:
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                    elif fields.get("event") == "counts":
+                        self._received(uid, fields, on_change)
+                    if fields.get("retry", "").isdigit():
+                        retry = int(fields.pop("retry")) / 1000
+                    if not line:
+                        fields = {}
+        except (requests.RequestException, ValueError) as error:  # cut, timed out, not JSON
+            raise self._failed(f"the counts stream broke: {error}") from error
+        return retry
+
+    def _refused(self, response: requests.Response) -> None:
+        """Raise for a stream that was not opened: to poll instead, or to give up (401, 403)."""
+        status = response.status_code
+        if status in STREAM_REFUSED or status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock())
+            raise self._failed(f"the counts stream was refused ({status})", status, retry_after)
+        raise CountsError(f"counts answered {status}: {response.text[:200]}", status)
+
+    def _received(self, uid: str, fields: dict[str, str],
+                  on_change: Callable[[PollResult], object]) -> None:
+        """One `counts` event: keep it like a 200, and tell `on_change` if the counts changed."""
+        counts, etag = json.loads(fields["data"]), fields.get("id") or None
+        with self._lock:
+            cached = self._cache.get(uid)
+            self._cache[uid] = (etag, counts)
+            self.failures = 0
+        if cached is None or cached[1] != counts:
+            on_change(PollResult(uid, counts, True, 200, etag, 0.0))

@@ -6,10 +6,15 @@ If-None-Match) and answers only a 304; anything else (no or bad token, other use
 Redis down) falls through to the Flask view, which answers 200 or the error. The marker read
 here is handed to the view, so a 200 still carries the marker read before its query
 (DESIGN.md invariant 2) without a second Redis round trip.
+
+It is also the long-poll (RFC 7240 `Prefer: wait=N`): a request whose ETag matches is held on
+the worker's change feed until the marker moves (then the view answers 200 with the new marker,
+read before its query) or N seconds pass (then 304, after one more read: invariant 10).
 """
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 
 import redis
@@ -31,6 +36,14 @@ MARKER_KEY = "counts.marker"
 LSN_KEY = "counts.lsn"
 # ... and the user's requests in the current rate window, counted in the same round trip.
 REQUESTS_KEY = "counts.requests_in_window"
+# ... and the Preference-Applied value of a long-poll, for the view's 200.
+APPLIED_KEY = "counts.preference_applied"
+
+# How a 200 served without Redis labels itself (views.reads.degraded_etag): it names no marker.
+DEGRADED_ETAG = '"nomarker-'
+
+# RFC 7240 preferences: token [= word] *( ";" parameter ), comma-separated.
+_WAIT = re.compile(r'\s*wait\s*=\s*(?:"(\d{1,9})"|(\d{1,9}))\s*(?:;.*)?', re.IGNORECASE | re.DOTALL)
 
 # RFC 9110 If-None-Match: "*" or a list of (possibly weak) quoted entity-tags. Werkzeug parses
 # leniently (it takes unquoted tokens as tags); a malformed header must simply not match.
@@ -50,6 +63,20 @@ def etag_matches(if_none_match: str | None, marker: str) -> bool:
     if not _IF_NONE_MATCH.fullmatch(if_none_match):
         return False
     return parse_etags(if_none_match).contains_weak(marker)
+
+
+def requested_wait(prefer: str | None, cap: int) -> int | None:
+    """Seconds a `Prefer` header asks to wait (RFC 7240 `wait=N`, the first one), capped at
+    `cap`; None when it asks for none or is malformed (a malformed preference is ignored)."""
+    if not prefer or len(prefer) > 1024:
+        return None
+    for preference in prefer.split(","):
+        if preference.strip().lower().startswith("wait"):
+            found = _WAIT.fullmatch(preference)
+            if found is None:
+                return None
+            return min(int(found.group(1) or found.group(2)), cap)
+    return None
 
 
 def counts_headers(marker: str, poll_interval: str) -> list[tuple[str, str]]:
@@ -73,6 +100,8 @@ class ConditionalCounts:
             if found is not None:
                 environ[ROUTE_KEY] = COUNTS_ROUTE
                 headers = self.not_modified(environ, found.group(1))
+                if headers is not None and environ.get("HTTP_PREFER"):
+                    headers = self.long_poll(environ, found.group(1).lower(), headers)
                 if headers is not None:
                     start_response("304 Not Modified", headers)
                     return []
@@ -96,6 +125,7 @@ class ConditionalCounts:
             log.warning("redis failed, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")
             environ[MARKER_KEY] = environ[LSN_KEY] = None
+            self.pace_degraded_long_poll(environ)
             return None
         metrics.dependency_state("redis", available=True)
         marker = environ[MARKER_KEY] = found.token
@@ -107,3 +137,44 @@ class ConditionalCounts:
         if not etag_matches(environ.get("HTTP_IF_NONE_MATCH"), marker):
             return None
         return counts_headers(marker, res.load.poll_interval())
+
+    def pace_degraded_long_poll(self, environ: dict) -> None:
+        """Redis is down and a long-poll comes back with the ETag of a 200 served without it: wait
+        the poll interval (at most its wait) before answering again from Postgres. Without this, a
+        long-poller re-asks the moment its 200 arrives, and a Redis outage becomes a loop of
+        Postgres queries per client."""
+        if not (environ.get("HTTP_PREFER") and DEGRADED_ETAG in environ.get("HTTP_IF_NONE_MATCH", "")):
+            return
+        wait = requested_wait(environ["HTTP_PREFER"], self.resources.max_wait)
+        if wait:
+            environ[APPLIED_KEY] = f"wait={wait}"
+            with self.resources.load.waiting():
+                time.sleep(min(wait, int(self.resources.load.poll_interval())))
+
+    def long_poll(self, environ: dict, uid: str,
+                  headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """Hold a matching request that prefers to wait: the 304's headers once the wait is over
+        with nothing new, or None (with the new marker for the view) if the marker moved."""
+        res = self.resources
+        wait = requested_wait(environ["HTTP_PREFER"], res.max_wait)
+        if not wait or res.feed.full:  # at capacity: answered at once, as a plain poll
+            return headers
+        applied = f"wait={wait}"
+        environ[APPLIED_KEY] = applied
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        try:
+            with res.load.waiting():
+                found, changed = res.feed.hold(
+                    uid, environ[MARKER_KEY], wait, lambda m: etag_matches(if_none_match, m))
+        except redis.RedisError as error:
+            log.warning("redis failed at a long-poll's end, answering from Postgres: %r", error)
+            metrics.redis_failed("read_marker")
+            environ[MARKER_KEY] = None
+            return None
+        # The view's 200 is labelled with it, read before its query, and asks a replica only if
+        # it has replayed the position read with it (invariant 11).
+        environ[MARKER_KEY], environ[LSN_KEY] = found.token, found.lsn
+        if changed:
+            return None
+        return [*counts_headers(found.token, res.load.poll_interval()),
+                ("Preference-Applied", applied)]

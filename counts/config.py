@@ -114,8 +114,24 @@ def load_config(env: dict[str, str] | None = None,
         # Proxies in front of the service that append to X-Forwarded-For. Behind a load balancer
         # set it to 1, or every anonymous caller shares the balancer's address (and its limit).
         "TRUSTED_PROXIES": _number(env, "COUNTS_TRUSTED_PROXIES", 0),
-        # Must match gunicorn's threads: the load gauge calls a worker saturated by this number.
+        # Requests a worker works on at once before it counts as saturated (gthread: its threads;
+        # gevent: requests being answered, not the live connections waiting for a change).
         "THREADS": _number(env, "COUNTS_THREADS", 8),
+        # Redis sockets per worker; requests beyond wait up to REDIS_TIMEOUT for one.
+        "REDIS_POOL_SIZE": _number(env, "COUNTS_REDIS_POOL_SIZE", 64),
+        # Live connections (long-polls, SSE, WebSocket). A long-poll waits at most MAX_WAIT s
+        # (proxies cut idle connections at 55-60 s); a worker holds at most MAX_STREAMS of them,
+        # past which long-polls are answered at once and new streams get 503.
+        "MAX_WAIT": _number(env, "COUNTS_MAX_WAIT", 25),
+        "MAX_STREAMS": _number(env, "COUNTS_MAX_STREAMS", 10_000),
+        "STREAM_HEARTBEAT": _number(env, "COUNTS_STREAM_HEARTBEAT", 15.0, float),
+        "WS_PING_INTERVAL": _number(env, "COUNTS_WS_PING_INTERVAL", 30.0, float),
+        "STREAM_TICKET_TTL": _number(env, "COUNTS_STREAM_TICKET_TTL", 30),
+        # On SIGTERM, live connections are closed at random moments over this many seconds.
+        "STREAM_SHUTDOWN_SECONDS": _number(env, "COUNTS_STREAM_SHUTDOWN_SECONDS", 5.0, float),
+        # Origins allowed to call from a browser (comma-separated, exact); empty: no CORS.
+        "CORS_ORIGINS": [o.strip() for o in env.get("COUNTS_CORS_ORIGINS", "").split(",")
+                         if o.strip()],
         # X-Poll-Interval is multiplied by this while a worker is saturated.
         "BUSY_POLL_FACTOR": _number(env, "COUNTS_BUSY_POLL_FACTOR", 2),
         "RETRY_AFTER": _number(env, "COUNTS_RETRY_AFTER", 5),
@@ -133,6 +149,10 @@ def load_config(env: dict[str, str] | None = None,
         stores.parse_redis_url(config["REDIS_URL"])
     except ValueError as error:
         raise RuntimeError(str(error)) from None
+    for name in ("MAX_WAIT", "STREAM_HEARTBEAT", "WS_PING_INTERVAL", "STREAM_TICKET_TTL",
+                 "REDIS_POOL_SIZE"):
+        if config[name] <= 0:
+            raise RuntimeError(f"COUNTS_{name} must be positive, got {config[name]!r}")
     _check_identity(config)
     check_push_settings(config)
     return config

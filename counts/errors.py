@@ -53,6 +53,20 @@ class TooManyRequests(Problem):
     status, title, slug = 429, "Too many requests", "too-many-requests"
 
 
+class AtCapacity(Problem):
+    """This worker holds as many live connections as it may (COUNTS_MAX_STREAMS), or is stopping."""
+
+    status, title, slug = 503, "Service unavailable", "at-capacity"
+
+
+class UpgradeRequired(Problem):
+    status, title, slug = 426, "Upgrade required", "upgrade-required"
+
+
+class NotImplementedHere(Problem):
+    status, title, slug = 501, "Not implemented", "not-implemented"
+
+
 class DependencyUnavailable(Problem):
     """Postgres (or, where nothing else can answer, Redis) cannot be reached right now."""
 

@@ -2,9 +2,17 @@
 
 When a worker's threads stay saturated, the service asks clients to poll less often (as GitHub
 does with X-Poll-Interval) instead of letting every client's latency grow.
+
+Under the gevent worker there are no threads to run out of, but the meaning carries over: a
+request in flight is one the worker is answering, and while `threads` of them are in flight on
+average at each arrival, the worker's CPU is the queue (at 8, a single core is ~86 % busy).
+Live connections waiting for a change (long-polls, SSE, WebSocket) cost no CPU while they wait,
+so they step out of the count for as long as they wait (`waiting`).
 """
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class LoadGauge:
@@ -32,6 +40,17 @@ class LoadGauge:
         """A request left the app."""
         with self._lock:
             self.in_flight -= 1
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A request that stops working and waits (for a change): it is not busy meanwhile."""
+        with self._lock:
+            self.in_flight -= 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight += 1
 
     @property
     def saturated(self) -> bool:

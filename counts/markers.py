@@ -1,4 +1,5 @@
-"""Everything the service keeps in Redis: per-user change markers, LSN records, request counters.
+"""Everything the service keeps in Redis: per-user change markers, LSN records, their change feed,
+request counters, stream tickets and live presence.
 
 Every Redis key and script the service uses is built here. A marker is a random token that
 changes whenever anything that can change a user's counts changes: random, never a counter, so a
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 from uuid import UUID
@@ -37,14 +39,38 @@ def rate_key(subject: str) -> str:
     return f"counts:{{{subject}}}:rate"
 
 
+def feed_channel(user_id: UUID | str) -> str:
+    """The pub/sub channel a bump publishes a user's new marker on: hash-tagged like the keys,
+    so on a Cluster it is a sharded channel living in the user's slot, with their marker."""
+    return f"counts:{{{user_id}}}:feed"
+
+
+def channel_user(channel: bytes | str) -> str:
+    """The user a feed channel belongs to (the inverse of feed_channel)."""
+    if isinstance(channel, bytes):
+        channel = channel.decode()
+    return channel[channel.index("{") + 1:channel.rindex("}")]
+
+
+def ticket_key(ticket: str) -> str:
+    """A stream ticket: who it lets in, until when (its own slot: it is looked up by itself)."""
+    return f"counts:{{ticket:{ticket}}}"
+
+
+def presence_key(user_id: UUID | str) -> str:
+    """The workers holding a live (SSE or WebSocket) connection of the user, scored by expiry."""
+    return f"counts:{{{user_id}}}:live"
+
+
 def new_marker() -> str:
     """A fresh marker: 96 random bits, URL- and ETag-safe."""
     return secrets.token_urlsafe(12)
 
 
-def connect(url: str, timeout: float):
-    """The marker store for `url`, in any topology (see counts.stores.connect_redis)."""
-    return stores.connect_redis(url, timeout)
+def connect(url: str, timeout: float, max_connections: int = 64):
+    """The marker store for `url`, in any topology (see counts.stores.connect_redis), with at
+    most `max_connections` sockets per server."""
+    return stores.connect_redis(url, timeout, max_connections)
 
 
 # Every marker script starts here: it runs only on a primary (a demoted primary or a replica can
@@ -66,6 +92,19 @@ end
 local function trusted_lsn(record)
     if record and string.sub(record, 1, -17) == epoch then return string.sub(record, -16) end
     return false
+end
+"""
+
+# The change feed, the last step of a bump: each user's new token is published on their channel
+# (feed_channel: the marker key with ":feed" for ":marker"), which wakes their live connections.
+# A message is only a wake-up (pub/sub is at-most-once): waiters re-read the marker. On a Cluster
+# node it is SPUBLISH (see _on): a sharded channel, delivered by the node holding the user's slot.
+PUBLISH_ALL = """
+local function publish_all(first, n)
+    for i = 1, n do
+        local key = ARGV[first + i]
+        redis.call('PUBLISH', string.sub(key, 1, -7) .. 'feed', ARGV[1] .. '.' .. i .. '.' .. epoch)
+    end
 end
 """
 
@@ -133,14 +172,15 @@ return hits
 # rolled back, or pending) may have lost positions: it stays pending, tagged '?' .. ARGV[1] ..
 # epoch, until CONFIRM_LSNS proves a later one. A bump without a position drops the record: that
 # user's reads go to the primary, never to a replica on a stale position.
+# Then every user's new token is published on their feed channel (PUBLISH_ALL).
 # Returns {users bumped, the pending tag, positions of the users left pending...}.
-BUMP_MARKERS = EPOCH + """
+BUMP_MARKERS = EPOCH + PUBLISH_ALL + """
 local n = #ARGV - 3
 if ARGV[3] == '' then
     for i = 1, n do
         redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
-        -- the live feed publishes ARGV[1] .. '.' .. i .. '.' .. epoch on the user's channel here
     end
+    publish_all(3, n)
     return {n}
 end
 local pending = '?' .. ARGV[1] .. epoch
@@ -153,9 +193,9 @@ for i = 1, n do
         if trusted_lsn(record) then tag = epoch end
     end
     redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i .. '|' .. tag .. lsn, 'EX', ARGV[2])
-    -- (and here)
     if tag ~= epoch then result[#result + 1] = i end
 end
+publish_all(3, n)
 return result
 """
 
@@ -180,6 +220,15 @@ return confirmed
 """
 
 
+# KEYS[1] = a ticket key. Returns its value and deletes it, atomically: a ticket is single use.
+# (GETDEL does it in one command from Redis 6.2; a script keeps older servers working too.)
+TAKE_TICKET = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('DEL', KEYS[1]) end
+return value
+"""
+
+
 @functools.cache
 def _sha1(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
@@ -194,8 +243,11 @@ def _run_script(client: redis.Redis, source: str, keys: list[str], args: list) -
 
 
 def _on(group: stores.ServerGroup, source: str) -> str:
-    """The script as `group`'s server must be sent it."""
-    return CROSS_SLOT + source if group.cluster_node else source
+    """The script as `group`'s server must be sent it: on a Cluster node, flagged to touch its
+    keys of several slots, and publishing on sharded channels."""
+    if not group.cluster_node:
+        return source
+    return CROSS_SLOT + source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 
 def lsn_hex(position: int) -> str:
@@ -335,10 +387,47 @@ def _confirm(pending: list[tuple[stores.ServerGroup, bytes, list[str]]],
             log.warning("LSN records left pending (reads go to the primary): %r", result)
 
 
-def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:
-    """The users among `user_ids` with a live stream or WebSocket open (they get no alert push).
+def store_ticket(client, ticket: str, value: str, ttl: int) -> None:
+    """Keep a stream ticket for `ttl` seconds."""
+    client.set(ticket_key(ticket), value, ex=ttl)
 
-    A placeholder: the live transports (issue 10) implement it with the presence they keep in
-    Redis. Until then nobody is live, so every alert is pushed.
+
+def take_ticket(client, ticket: str) -> str | None:
+    """A ticket's value, deleted in the same step (single use); None if unknown, expired or used."""
+    value = _run_script(client, TAKE_TICKET, [ticket_key(ticket)], [])
+    return None if value is None else value.decode()
+
+
+def mark_live(client, worker: str, user_ids: Iterable[str], expires_at: float) -> None:
+    """Say that `worker` holds live connections of these users until `expires_at` (unix time).
+
+    A worker refreshes this every heartbeat; a SIGKILLed one stops, and its entries lapse.
     """
-    return set()
+    pipe = client.pipeline(transaction=False)
+    ttl = max(1, int(expires_at - time.time()) + 1)
+    for uid in user_ids:
+        key = presence_key(uid)
+        pipe.zadd(key, {worker: expires_at})
+        pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def unmark_live(client, worker: str, user_ids: Iterable[str]) -> None:
+    """Say that `worker` holds no live connection of these users any more."""
+    pipe = client.pipeline(transaction=False)
+    for uid in user_ids:
+        pipe.zrem(presence_key(uid), worker)
+    pipe.execute()
+
+
+def live_users(client, user_ids: Iterable[str]) -> set[str]:
+    """The users with at least one open SSE or WebSocket connection, in one round trip.
+
+    Long-polls do not count: an app between two polls is not known to be in the foreground.
+    """
+    user_ids = [str(uid) for uid in user_ids]
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for uid in user_ids:
+        pipe.zcount(presence_key(uid), f"({now}", "+inf")
+    return {uid for uid, n in zip(user_ids, pipe.execute(), strict=True) if n}

@@ -52,6 +52,13 @@ PUSH_LATENCY = Histogram("counts_push_latency_seconds",
                          "From the write that queued a push (in its transaction) to its acceptance.",
                          buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
 
+LIVE_WAITERS = Gauge("counts_live_connections", "Long-polls and streams waiting for a change.",
+                     multiprocess_mode="livesum")
+LIVE_EVENTS = Counter("counts_live_events_total", "Counts sent on streams (SSE events, WebSocket frames).",
+                      ["transport"])
+FEED_RESUBSCRIBED = Counter("counts_feed_resubscribed_total",
+                            "Times a worker's feed subscriber (re)connected and re-checked every waiter.")
+
 _degraded: dict[str, bool] = {}
 
 

@@ -85,6 +85,11 @@ class Queued(Schema):
         "description": "On a Redis Cluster whose nodes took part of the bump: the users bumped."})
 
 
+class StreamTicket(Schema):
+    ticket = fields.String(required=True, metadata={"description": "Single use; `?ticket=`."})
+    expires_in = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
 class Health(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
@@ -159,8 +164,8 @@ REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd"
                    "FcmDevice": schemas.FcmDevice}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
-    Membership, MessageCreated, ReadState, Bumped, Queued, Health, PushQueue, Readiness,
-    DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
+    Membership, MessageCreated, ReadState, Bumped, Queued, StreamTicket, Health, PushQueue,
+    Readiness, DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
 
 
 # --- reusable headers, parameters and error responses ------------------------------------------
@@ -175,6 +180,8 @@ HEADERS = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                     "schema": {"type": "integer", "minimum": 0}},
     "WWW-Authenticate": {"required": True, "schema": {"type": "string", "pattern": "^Bearer"}},
+    "Preference-Applied": {"description": "A long-poll's wait, as applied (RFC 7240).",
+                           "schema": {"type": "string", "pattern": "^wait=[0-9]+$"}},
 }
 COUNTS_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Poll-Interval")
 
@@ -247,11 +254,44 @@ def counts_operations() -> dict[str, dict]:
     head = operation("As GET, without a body", "headUnreadCounts",
                      {200: {"description": "As GET.", "headers": header_refs(COUNTS_HEADERS)},
                       304: not_modified}, (404,))
+    prefer = {"in": "header", "name": "Prefer", "required": False,
+              "description": "`wait=N`: a long-poll, held until the counts change (200) or N s "
+                             "pass (304); N is capped by the server.", "schema": {"type": "string"}}
+    for answer in get["responses"].values():
+        if isinstance(answer, dict):
+            answer["headers"]["Preference-Applied"] = "Preference-Applied"
     for spec in (get, head):
-        spec["parameters"] = [if_none_match]
+        spec["parameters"] = [if_none_match, prefer]
     head["responses"].update({status: without_body(int(status)) for status in head["responses"]
                               if int(status) in ERRORS})
     return {"get": get, "head": head}
+
+
+def live_paths() -> dict[str, dict]:
+    """Stream tickets, SSE and WebSocket. Streams are marked x-counts-stream: they never end by
+    themselves, so a fuzzer sending a request and reading the whole answer must leave them out."""
+    since = {"in": "query", "name": "etag", "required": False, "schema": {"type": "string"},
+             "description": "The ETag the client holds: nothing is resent if it is current."}
+    ticket = {"in": "query", "name": "ticket", "required": False, "schema": {"type": "string"},
+              "description": "A stream ticket, instead of the Authorization header (browsers)."}
+    events = {"description": "Event `counts` (id: the ETag, data: the counts) at once and on "
+                             "every change; comment heartbeats.",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    stream = operation("A user's counts as Server-Sent Events", "streamUnreadCounts",
+                       {200: events}, (404,))
+    websocket = operation("A user's counts over a WebSocket", "websocketUnreadCounts", {
+        101: {"description": 'Frames {"etag", "counts"} at once and on every change.'},
+        426: {"description": "Not a WebSocket upgrade."}}, (404,))
+    for spec in (stream, websocket):
+        spec["parameters"], spec["x-counts-stream"] = [since, ticket], True
+    return {
+        "/v1/users/{user_id}/stream-tickets": {"parameters": ["user_id"], "post": operation(
+            "A single-use ticket to this user's stream (that user, or services)",
+            "createStreamTicket", {201: response_with_body("Valid expires_in seconds.",
+                                                           "StreamTicket")}, (404,))},
+        "/v1/users/{user_id}/unread-counts/stream": {"parameters": ["user_id"], "get": stream},
+        "/v1/users/{user_id}/unread-counts/ws": {"parameters": ["user_id"], "get": websocket},
+    }
 
 
 def batch_results() -> dict:
@@ -271,6 +311,7 @@ def paths() -> dict[str, dict]:
                 "content": {JSON: {"schema": batch_results()}}}
     return {
         "/v1/users/{user_id}/unread-counts": {"parameters": ["user_id"], **counts_operations()},
+        **live_paths(),
         "/v1/unread-counts/batch": {"post": operation(
             "Counts of up to 1,000 users (services)", "postBatch", {200: batch_ok}, body_errors,
             "Batch")},

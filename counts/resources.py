@@ -5,6 +5,7 @@ from typing import Any
 from counts import markers, source
 from counts.auth import TokenVerifier
 from counts.db import Database
+from counts.live.feed import Feed
 from counts.load import LoadGauge
 from counts.logs import AccessLog
 from counts.push.devices import Registry
@@ -27,7 +28,8 @@ class Resources:
                            schema=self.source.schema)
         self.postgres = Postgres(self.db, config.get("DATABASE_REPLICA_URLS", []),
                                  config["PG_TIMEOUT"], config["PG_POOL_SIZE"], self.source.schema)
-        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"],
+                                     config["REDIS_POOL_SIZE"])
         self.tokens = TokenVerifier.from_config(config)
         self.marker_ttl: int = config["MARKER_TTL"]
         self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
@@ -37,12 +39,20 @@ class Resources:
         self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
         self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
         self.push = Registry.from_config(config)
+        self.max_wait: int = config["MAX_WAIT"]
+        self.stream_shutdown_seconds: float = config["STREAM_SHUTDOWN_SECONDS"]
+        self.stream_heartbeat: float = config["STREAM_HEARTBEAT"]
+        self.stream_ticket_ttl: int = config["STREAM_TICKET_TTL"]
+        self.ws_ping_interval: float = config["WS_PING_INTERVAL"]
+        self.feed = Feed(self.redis, self.marker_ttl, config["MAX_STREAMS"],
+                         config["STREAM_HEARTBEAT"])
 
     def close(self) -> None:
         """Flush the access log; stop the JWKS refresher; close pooled Postgres connections and
         Redis sockets (worker exit, tests)."""
         self.access_log.close()
         self.tokens.close()
+        self.feed.stop()
         self.db.close()
         self.postgres.close()
         self.redis.close()

@@ -93,18 +93,27 @@ def _host_port(node: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
-def connect_redis(url: str, timeout: float):
+def connect_redis(url: str, timeout: float, max_connections: int = 64):
     """The marker store for REDIS_URL: no socket is opened until its first command.
 
     Every topology fails fast: each call waits at most `timeout` per server it needs, and a
     refused or reset connection (a pooled socket the server dropped, a primary that moved) is
     retried once at once, a timeout never: a silent Redis costs a request one timeout.
+
+    A process keeps at most `max_connections` sockets per server. On one server a request that
+    finds them all busy waits up to `timeout` for one (a BlockingConnectionPool): under gevent a
+    worker has thousands of requests in flight, and redis-py's default pool raised
+    MaxConnectionsError past 100. (redis-py's Sentinel and Cluster pools do not block: past the
+    bound they raise, which the service answers as Redis unavailable.)
     """
     topology = parse_redis_url(url)
-    sockets = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sockets = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+               "max_connections": max_connections}
     once = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     if topology.kind == "single":
-        return redis.Redis.from_url(url, retry=once, health_check_interval=30, **sockets)
+        pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, retry=once,
+                                                     health_check_interval=30, **sockets)
+        return redis.Redis(connection_pool=pool)
     auth = {"username": topology.username, "password": topology.password, "ssl": topology.tls}
     if topology.kind == "sentinel":
         # No retry at a Sentinel (redis-py's default waits seconds between three): the next one

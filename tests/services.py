@@ -86,6 +86,7 @@ class TcpProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections: list[socket.socket] = []
+        self.held = 0  # chunks a 'stall' has held so far
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -116,6 +117,8 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self.mode == "stall":
+                    self.held += 1
                 while self.mode == "stall":  # hold the bytes until the peer "thaws"
                     time.sleep(0.01)
                 sink.sendall(data)

@@ -136,3 +136,15 @@ def test_overrides_win_over_the_environment():
     config = load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45"},
                          overrides={"POLL_INTERVAL": 5, "JWT_SECRET": "override"})
     assert (config["POLL_INTERVAL"], config["JWT_SECRET"]) == (5, "override")
+
+
+def test_cors_origins_are_a_comma_list():
+    config = load_config(env={**SECRET_ENV, "COUNTS_CORS_ORIGINS": " https://a.example, ,http://b:3000"})
+    assert config["CORS_ORIGINS"] == ["https://a.example", "http://b:3000"]
+    assert load_config(env=SECRET_ENV)["CORS_ORIGINS"] == []
+
+
+@pytest.mark.parametrize("name", ["COUNTS_MAX_WAIT", "COUNTS_STREAM_HEARTBEAT", "COUNTS_REDIS_POOL_SIZE"])
+def test_live_settings_must_be_positive(name):
+    with pytest.raises(RuntimeError, match=name):
+        load_config(env={**SECRET_ENV, name: "0"})

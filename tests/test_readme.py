@@ -61,3 +61,25 @@ def test_every_identity_setting_is_in_the_configuration_table():
     table = (ROOT / "README.md").read_text().split("## Configuration (environment)", 1)[1]
     for setting in settings:
         assert f"| `{setting}` |" in table, setting
+def live_session() -> str:
+    """The ```sh block of the README's live section (it uses the curl session's variables)."""
+    section = (ROOT / "README.md").read_text().split("## Live counts", 1)[1]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_live_session_long_polls_and_streams_get_the_change(live_server, tmp_path):
+    """The long-poll answers 200 when Alice writes; both streams (token, ticket) send it."""
+    flask = Path(sys.executable).parent / "flask"
+    script = ((curl_session() + live_session())
+              .replace("URL=http://127.0.0.1:8000", f"URL={live_server.url}")
+              .replace(".venv/bin/flask --app app", f"{flask} --app {ROOT / 'app.py'}"))
+    env = {**live_server.env, "COUNTS_JWT_SECRET": SECRET}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stderr
+    # The curl session's 200, 304, 200, then the long-poll's 200 once Alice wrote.
+    assert re.findall(r"^HTTP/1.1 (\d{3})", done.stdout, re.M) == ["200", "304", "200", "200"]
+    assert "Preference-Applied: wait=25" in done.stdout
+    events = re.findall(r'^data: .*"total": (\d+)', done.stdout, re.M)
+    assert events.count("1") == 2  # Alice's new message, on both streams
+    assert len(events) == 4  # each stream: the counts at once, then the change

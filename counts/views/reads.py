@@ -11,7 +11,7 @@ from werkzeug.http import unquote_etag
 
 from counts import markers, metrics, schemas
 from counts.auth import require_service, require_user_or_service
-from counts.conditional import LSN_KEY, MARKER_KEY, counts_headers
+from counts.conditional import APPLIED_KEY, DEGRADED_ETAG, LSN_KEY, MARKER_KEY, counts_headers
 from counts.errors import DependencyUnavailable
 from counts.views import authenticate, load_body, parse_uuid, resources
 
@@ -22,7 +22,7 @@ bp = Blueprint("reads", __name__)
 
 def degraded_etag() -> str:
     """An ETag for a 200 served without Redis: it names no marker, so it can never match one."""
-    return "nomarker-" + secrets.token_urlsafe(12)
+    return DEGRADED_ETAG.strip('"') + secrets.token_urlsafe(12)
 
 
 def counts_body(user_id: UUID, counts: dict) -> dict:
@@ -44,8 +44,11 @@ def get_unread_counts(user_id: str) -> Response:
     marker = request.environ[MARKER_KEY]
     counts = res.postgres.read_seen(request.environ.get(LSN_KEY), res.source.unread_counts,
                                     [uid])[uid]
+    headers = counts_headers(marker or degraded_etag(), res.load.poll_interval())
+    if APPLIED_KEY in request.environ:  # a long-poll (counts.conditional)
+        headers.append(("Preference-Applied", request.environ[APPLIED_KEY]))
     return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
-                    headers=counts_headers(marker or degraded_etag(), res.load.poll_interval()))
+                    headers=headers)
 
 
 @bp.post("/v1/unread-counts/batch")

@@ -10,12 +10,16 @@ The traffic here sends at most 7 requests at a time, fewer than a worker's 8 thr
 request waits for a thread and what a client measures is what the request itself cost.
 """
 
-import pytest
+from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import proxied_url
-from tests.faults.conftest import redis_url_through
+import pytest
+import requests
+
+from tests.conftest import new_user, proxied_url
+from tests.faults.conftest import redis_url_through, service_env
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
+from tests.services import Gunicorn, wait_until
 
 TIMEOUT = 1.0  # both dependencies' timeout here: far above the slack, so overruns stand out
 SLACK = 0.5  # seconds for a request's own work on a busy 2-CPU machine
@@ -70,3 +74,31 @@ def assert_gave_up_in_time(slowest: dict[str, float], fault: str) -> None:
     assert max(slowest[kind] for kind in WORK if kind in slowest) <= TIMEOUT + SLACK, \
         f"{fault}, timeouts {TIMEOUT}s: requests took up to (s) {slowest}"
     assert slowest["health"] <= HEALTH_BOUND, f"{fault}: /healthz took {slowest['health']}s"
+
+
+def test_a_request_waiting_on_postgres_leaves_its_worker_free(private_redis, pg_proxy, database_url,
+                                                              pg, tokens, tmp_path):
+    """gevent: psycopg2 waits through counts.db's callback on select.select, which gevent makes
+    cooperative. While one request waits on a frozen Postgres, the same (single) worker answers
+    a 304 from Redis; a blocking wait would hold the whole worker until the timeout."""
+    env = {**service_env(proxied_url(database_url, pg_proxy), private_redis.url),
+           "COUNTS_PG_TIMEOUT": "5"}
+    server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        waiting, answering = new_user(), new_user()
+        url = f"{server.url}/v1/users/{{}}/unread-counts"
+        etag = requests.get(url.format(answering), headers=tokens.user(answering),
+                            timeout=10).headers["ETag"]
+        pg_proxy.set_mode("stall")
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(requests.get, url.format(waiting), headers=tokens.user(waiting),
+                               timeout=20)  # needs Postgres: held in the stall
+            wait_until(lambda: pg_proxy.held > 0, what="the query to reach the frozen Postgres")
+            fast = requests.get(url.format(answering), timeout=10,
+                                headers={**tokens.user(answering), "If-None-Match": etag})
+            assert fast.status_code == 304
+            assert not slow.done()  # still waiting on Postgres, and the worker answered anyway
+            pg_proxy.set_mode("forward")
+            assert slow.result().status_code in (200, 503)
+    finally:
+        server.stop()

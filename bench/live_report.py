@@ -1,0 +1,81 @@
+"""The live section of RESULTS.md: the targets of issue #10 and what the live run measured."""
+
+from bench.live import LiveResult
+from bench.report import fmt, pct, profile_lines, table, verdict
+
+RSS_GOAL_KIB = 16
+P99_GOAL_MS = 100
+REQUESTS_GOAL = 1.0  # HTTP requests per user per minute
+POLLS_PER_MINUTE = 20  # what 3-s polling costs each user
+
+
+def requests_per_user_minute(live: LiveResult) -> float:
+    """HTTP requests the live clients made, per user per minute of the window."""
+    return live.requests / max(1, sum(live.opened.values())) / max(1e-9, live.seconds / 60)
+
+
+def live_targets(live: LiveResult | None) -> list[list[str]]:
+    """The live targets, met or not."""
+    if live is None:
+        return []
+    n = sum(live.opened.values())
+    rss = live.rss_kib_per_connection.get("all", float("nan"))
+    per_kind = ", ".join(f"{k} {fmt(v, 1)}" for k, v in live.rss_kib_per_connection.items()
+                         if k != "all")
+    p99 = pct(live.latency_ms, 99)
+    minimum = live.pg_unread / max(1, live.count_changes)
+    rpm = requests_per_user_minute(live)
+    return [
+        [f"RSS growth per idle live connection <= {RSS_GOAL_KIB} KiB ({n:,} open)",
+         f"{fmt(rss, 1)} KiB ({per_kind})", verdict(rss <= RSS_GOAL_KIB)],
+        [f"Event latency from the write's 201 to the client, p99 <= {P99_GOAL_MS} ms "
+         f"(writers at the seed's rate x{live.config.time_compression:g})",
+         f"p50 {fmt(pct(live.latency_ms, 50), 1)} ms, p99 {fmt(p99, 1)} ms over "
+         f"{len(live.latency_ms):,} deliveries ({live.undelivered:,} not delivered in the window)",
+         verdict(p99 <= P99_GOAL_MS and live.undelivered == 0)],
+        ["0 missed final states", f"{live.missed_final:,} of {n:,} clients",
+         verdict(live.missed_final == 0)],
+        [f"HTTP requests per user per minute <= {REQUESTS_GOAL:g} (3-s polling: "
+         f"{POLLS_PER_MINUTE})", f"{rpm:.2f}", verdict(rpm <= REQUESTS_GOAL)],
+        ["Postgres queries on live connections = the information minimum",
+         f"{minimum:.3f}x ({live.pg_unread:,} queries / {live.count_changes:,} count changes)",
+         verdict(minimum <= 1.05)],
+    ]
+
+
+def live_section(live: LiveResult | None) -> list[str]:
+    """How the live run went, in full."""
+    if live is None:
+        return []
+    cfg = live.config
+    mix = ", ".join(f"{kind} {share:.0%}" for kind, share in cfg.mix.items())
+    rows = [["connections open (by transport)", ", ".join(f"{k} {v:,}" for k, v in
+                                                          live.opened.items())],
+            ["measured seconds", fmt(live.seconds, 1)],
+            ["writes (messages and mark-reads), count changes", f"{live.writes:,}, "
+             f"{live.count_changes:,}"],
+            ["counts delivered (events, frames, long-poll 200s)", f"{live.events:,}"],
+            ["HTTP requests of the live clients in the window", f"{live.requests:,}"],
+            ["latency p50 / p90 / p99 / max (ms)", " / ".join(
+                fmt(pct(live.latency_ms, q), 1) for q in (50, 90, 99, 100))],
+            ["Postgres unread-count queries", f"{live.pg_unread:,}"],
+            ["CPU, cores: service / Redis / Postgres / load generator / machine", " / ".join(
+                fmt(live.cpu_cores.get(k, float("nan")), 2) for k in
+                ("service", "redis", "postgres", "load generator", "machine (all processes)"))],
+            ["client errors", ", ".join(f"{k}: {v}" for k, v in live.errors.items()) or "none"]]
+    lines = ["## Live connections (issue #10)", "",
+             f"{sum(live.opened.values()):,} users of the seeded world hold one live connection "
+             f"each ({mix}) to 2 gevent workers, opened at up to 1,000/s, while writers send "
+             f"messages and mark-reads through the HTTP API at the seed's "
+             f"{cfg.messages_per_user_day:g} messages per user per day x{cfg.time_compression:g}. "
+             "RSS growth per connection is marginal: the workers' resident memory across the second "
+             "half of each transport's connections (opened, then idle 2 s), over their number, "
+             "so that what the first ones pay once is not counted. Latency: for every message and recipient, "
+             "from the writer's 201 to the first counts that reached the recipient's client after "
+             "the write was sent (0 when they arrived before the 201). Final states: every "
+             "client's last total against the service's own query, 3 s after the writes stopped.",
+             "", *table(["", ""], rows), ""]
+    if live.final_errors:
+        lines += ["Missed final states (first ten):", "", *(f"- {e}" for e in live.final_errors), ""]
+    return lines + profile_lines("Where the service's CPU goes with live connections (py-spy)",
+                                 live.profile)

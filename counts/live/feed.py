@@ -1,0 +1,360 @@
+"""The change feed of one worker process: one Redis subscriber, and the requests waiting on it.
+
+As in Discourse's message_bus: one subscriber connection per process and an in-process map from
+user to waiters, never a Redis connection per waiter. A bump publishes each user's new marker on
+the user's channel (markers.BUMP_MARKERS); the subscriber holds a user's channel while at least
+one of the worker's live connections waits on that user.
+
+Pub/sub is at-most-once, so a message is only a wake-up (DESIGN.md invariant 10). Woken users are
+re-read from Redis by the checker thread in batches (one MGET per round), and only waiters whose
+marker really moved are woken. Every waiter is re-checked when Redis confirms its user's
+subscription (a bump between the waiter's first read and its subscription is not lost) and after
+the subscriber reconnects (Redis restarted, the socket cut, or half-open: a PING unanswered).
+Streams ask for a re-check at each heartbeat and a long-poll re-reads its marker at its deadline,
+so a lost message costs at most one heartbeat, never a stale client.
+"""
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from counts import markers, metrics
+
+log = logging.getLogger(__name__)
+
+PING_EVERY = 5.0  # seconds between the subscriber's PINGs
+PONG_TIMEOUT = 5.0  # a PING unanswered this long means a dead or half-open socket: reconnect
+READ_SLICE = 1.0  # seconds the subscriber blocks on its socket per turn
+BATCH = 1000  # users per MGET, channels per SUBSCRIBE
+RECONNECT_MAX = 2.0  # seconds: the longest wait between two reconnect attempts (full jitter)
+
+
+def describe(error: Exception) -> str:
+    """An error for a log line (redis-py 8's repr hides the message: 'network:ConnectionError')."""
+    return f"{type(error).__name__}: {error}"
+
+
+class Waiter:
+    """One live connection (a long-poll, an SSE or WebSocket stream) waiting on one user."""
+
+    __slots__ = ("_event", "closing", "fresh", "live", "marker", "retry_ms", "user")
+
+    def __init__(self, user: str, marker: str | None, live: bool = False):
+        self.user = user
+        self.marker = marker  # what the client holds; None when Redis could not say
+        # A newer marker found by the checker, with the WAL position a replica needs for it.
+        self.fresh: markers.MarkerRead | None = None
+        self.closing = False  # the worker is shutting down: end now, suggesting retry_ms
+        self.retry_ms = 0
+        self.live = live  # a stream: it counts for presence (long-polls do not)
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        """Make wait() return now."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        """Until woken or `timeout` seconds pass; then look at `fresh` and `closing`."""
+        self._event.wait(max(0.0, timeout))
+        self._event.clear()
+
+    def take(self) -> markers.MarkerRead | None:
+        """The newer marker, if one was found since the last take (and is not the one held)."""
+        fresh, self.fresh = self.fresh, None
+        return None if fresh is None or fresh.token == self.marker else fresh
+
+
+class Feed:
+    """The worker's subscriber and waiters; threads (greenlets under gevent) start on first use."""
+
+    def __init__(self, client: redis.Redis, marker_ttl: int, capacity: int,
+                 heartbeat: float):
+        self.redis = client
+        self.marker_ttl = marker_ttl
+        self.capacity = capacity
+        self.heartbeat = heartbeat
+        self.count = 0  # waiters registered
+        self.shutting_down = False
+        self.worker_id = ""
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._confirmed: set[str] = set()  # users whose subscription Redis confirmed
+        self._live: dict[str, int] = {}  # user -> open streams here (presence)
+        self._presence: dict[str, bool] = {}  # presence changes to write: True open, False gone
+        self._pending: set[str] = set()  # users to re-check
+        self._pending_all = False
+        self._resubscribing = False  # between a reconnect's SUBSCRIBEs and its PONG
+        self._conn = None
+        self._reconnect_delay = 0.05
+        self._lock = threading.Lock()
+        self._work = threading.Event()
+        self._stopped = threading.Event()
+        self._pid = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a new waiter would be refused (at capacity, or shutting down)."""
+        return self.shutting_down or self.count >= self.capacity
+
+    # --- waiters ---------------------------------------------------------------------------
+
+    def add(self, waiter: Waiter) -> bool:
+        """Register a waiter; False (not registered) when full or shutting down."""
+        with self._lock:
+            if self.full:
+                return False
+            self._start()
+            self.count += 1
+            waiters = self._waiters.setdefault(waiter.user, set())
+            waiters.add(waiter)
+            if len(waiters) == 1:
+                # Its confirmation re-checks the user: a bump since the waiter's read is seen.
+                self._send("SUBSCRIBE", markers.feed_channel(waiter.user))
+            elif waiter.user in self._confirmed:
+                self._pending.add(waiter.user)
+                self._work.set()
+            if waiter.live:
+                self._live[waiter.user] = self._live.get(waiter.user, 0) + 1
+                if self._live[waiter.user] == 1:
+                    self._presence[waiter.user] = True
+                    self._work.set()
+        metrics.LIVE_WAITERS.inc()
+        return True
+
+    def remove(self, waiter: Waiter) -> None:
+        """Unregister a waiter (once; a second call does nothing)."""
+        with self._lock:
+            waiters = self._waiters.get(waiter.user)
+            if waiters is None or waiter not in waiters:
+                return
+            waiters.discard(waiter)
+            self.count -= 1
+            if not waiters:
+                del self._waiters[waiter.user]
+                self._confirmed.discard(waiter.user)
+                self._send("UNSUBSCRIBE", markers.feed_channel(waiter.user))
+            if waiter.live:
+                self._live[waiter.user] -= 1
+                if not self._live[waiter.user]:
+                    del self._live[waiter.user]
+                    self._presence[waiter.user] = False
+                    self._work.set()
+        metrics.LIVE_WAITERS.dec()
+
+    def recheck(self, user: str) -> None:
+        """Re-read a user's marker soon (batched) and wake the waiters it moved for."""
+        with self._lock:
+            self._pending.add(user)
+        self._work.set()
+
+    def hold(self, user: str, marker: str, seconds: float,
+             still_current: Callable[[str], bool]) -> tuple[markers.MarkerRead, bool]:
+        """A long-poll: wait up to `seconds` for the user's marker to leave those the client holds
+        (`still_current`, first `marker`). (The marker now, whether the client lacks it.)
+
+        At the end (the deadline, or shutdown) the marker is read once more (invariant 10); that
+        read raises RedisError if Redis fails.
+        """
+        waiter = Waiter(user, marker)
+        if self.add(waiter):
+            deadline = time.monotonic() + seconds
+            try:
+                while not waiter.closing and (left := deadline - time.monotonic()) > 0:
+                    waiter.wait(left)
+                    fresh = waiter.take()
+                    if fresh is not None:
+                        if not still_current(fresh.token):
+                            return fresh, True
+                        waiter.marker = fresh.token  # the client holds this one too (an ETag list)
+            finally:
+                self.remove(waiter)
+        current = markers.read(self.redis, user, self.marker_ttl)
+        return current, not still_current(current.token)
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def shut_down(self, spread: float) -> None:
+        """Refuse new waiters and end the current ones at random moments over `spread` seconds,
+        each suggesting a different reconnect delay: a deploy is not a reconnect storm."""
+        with self._lock:
+            self.shutting_down = True
+            waiters = [w for group in self._waiters.values() for w in group]
+        rng = random.Random()
+        moments = sorted(((rng.uniform(0, spread), w) for w in waiters), key=lambda pair: pair[0])
+
+        def close_over_time() -> None:
+            started = time.monotonic()
+            for at, waiter in moments:
+                time.sleep(max(0.0, started + at - time.monotonic()))
+                waiter.retry_ms = int(1000 * rng.uniform(1, 1 + spread))
+                waiter.closing = True
+                waiter.wake()
+
+        threading.Thread(target=close_over_time, name="counts-live-shutdown", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop the subscriber and checker (worker exit, tests): within READ_SLICE seconds."""
+        self._stopped.set()
+        self._work.set()
+
+    # --- the subscriber ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Start the subscriber and checker in this process (after fork), once. Under the lock."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self.worker_id = f"{socket.gethostname()}:{self._pid}:{secrets.token_hex(4)}"
+        for target, name in ((self._subscribe, "counts-feed"), (self._check, "counts-feed-check")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _send(self, *command: str) -> None:
+        """Send a command on the subscriber connection, if it is up (under the lock). If it is
+        down, the reconnect subscribes every user in the map."""
+        if self._conn is not None:
+            try:
+                self._conn.send_command(*command, check_health=False)
+            except (redis.RedisError, OSError) as error:
+                log.info("feed: %s not sent, the subscriber reconnects: %r", command[0], error)
+
+    def _subscribe(self) -> None:
+        """Hold the subscriber connection, reconnecting with jittered backoff, until stopped."""
+        while not self._stopped.is_set():
+            pool = self.redis.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            try:
+                conn.connect()
+                with self._lock:
+                    self._conn = conn
+                    self._resubscribing = True
+                    channels = [markers.feed_channel(user) for user in self._waiters]
+                    for i in range(0, len(channels), BATCH):
+                        conn.send_command("SUBSCRIBE", *channels[i:i + BATCH], check_health=False)
+                    conn.send_command("PING", check_health=False)
+                self._listen(conn)
+            except Exception as error:  # noqa: BLE001 - a socket a failed send closed under the
+                # reader surfaces as whatever the parser trips on; any failure means reconnect.
+                if not self._stopped.is_set():
+                    log.warning("feed: subscriber lost Redis, reconnecting: %s", describe(error))
+                    metrics.redis_failed("feed")
+            finally:
+                with self._lock:
+                    if self._conn is conn:
+                        self._conn = None
+                    self._confirmed.clear()
+                conn.disconnect()
+            self._stopped.wait(random.uniform(0, self._reconnect_delay))
+            self._reconnect_delay = min(RECONNECT_MAX, self._reconnect_delay * 2)
+
+    def _listen(self, conn) -> None:
+        """Read the subscriber's replies until it fails (raises) or the feed stops."""
+        ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
+        while not self._stopped.is_set():
+            if conn.can_read(timeout=READ_SLICE):
+                # hiredis marks pub/sub replies as push messages: ask for them, or they vanish.
+                reply = conn.read_response(push_request=True)
+                if reply == b"PONG" or (isinstance(reply, list) and reply[0] == b"pong"):
+                    ping_sent = None
+                    self._answered()
+                else:
+                    self._handle(reply)
+            now = time.monotonic()
+            if ping_sent is not None and now - ping_sent > PONG_TIMEOUT:
+                raise redis.ConnectionError("the subscriber's PING went unanswered")
+            if ping_sent is None and now - last_ping >= PING_EVERY:
+                with self._lock:
+                    conn.send_command("PING", check_health=False)
+                ping_sent = last_ping = now
+
+    def _answered(self) -> None:
+        """A PONG: after a reconnect, every subscription before it is active, so every waiter
+        is re-checked (their bumps may have been published while nobody listened)."""
+        with self._lock:
+            if not self._resubscribing:
+                return
+            self._resubscribing = False
+            self._pending_all = True
+            self._reconnect_delay = 0.05
+        metrics.FEED_RESUBSCRIBED.inc()
+        self._work.set()
+
+    def _handle(self, reply: list) -> None:
+        """A published marker, or a (un)subscribe confirmation."""
+        kind, user = reply[0], markers.channel_user(reply[1])
+        with self._lock:
+            if kind == b"message":
+                self._pending.add(user)
+            elif kind == b"subscribe" and user in self._waiters:
+                self._confirmed.add(user)
+                if not self._resubscribing:
+                    self._pending.add(user)
+            elif kind == b"unsubscribe" and user not in self._waiters:
+                self._confirmed.discard(user)
+        self._work.set()
+
+    # --- the checker -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Re-read pending users' markers in batches, wake the moved; keep presence fresh."""
+        refreshed = time.monotonic()
+        while not self._stopped.is_set():
+            self._work.wait(self.heartbeat)
+            self._work.clear()
+            with self._lock:
+                users = list(self._waiters) if self._pending_all else \
+                    [u for u in self._pending if u in self._waiters]
+                self._pending_all = False
+                self._pending.clear()
+                presence, self._presence = self._presence, {}
+            failed = [user for i in range(0, len(users), BATCH)
+                      for user in self._recheck_batch(users[i:i + BATCH])]
+            if failed:  # retried soon: a lost re-check would cost a heartbeat
+                with self._lock:
+                    self._pending.update(failed)
+                self._stopped.wait(random.uniform(0.05, 0.25))
+                self._work.set()
+            if time.monotonic() - refreshed >= self.heartbeat:
+                refreshed = time.monotonic()
+                with self._lock:
+                    presence.update(dict.fromkeys(self._live, True))
+            self._write_presence(presence)
+
+    def _recheck_batch(self, users: list[str]) -> list[str]:
+        """One read (per Redis server) for these users; wake each waiter whose marker moved. The
+        users that could not be read (all of them if Redis failed; a Cluster node's if it did)."""
+        try:
+            tokens, lsns = markers.read_markers_and_lsns(self.redis, users, self.marker_ttl)
+        except redis.RedisError as error:
+            log.warning("feed: re-check of %d users failed, retrying: %s", len(users),
+                        describe(error))
+            metrics.redis_failed("feed_recheck")
+            return users
+        with self._lock:
+            for user, token in tokens.items():
+                for waiter in self._waiters.get(user, ()):
+                    if token != waiter.marker:
+                        waiter.fresh = markers.MarkerRead(token, 0, lsns[user])
+                        waiter.wake()
+        return [user for user in users if user not in tokens]
+
+    def _write_presence(self, presence: dict[str, bool]) -> None:
+        """Write presence changes: opened (or still open) users get two heartbeats more."""
+        opened = [user for user, live in presence.items() if live]
+        gone = [user for user, live in presence.items() if not live]
+        try:
+            if opened:
+                markers.mark_live(self.redis, self.worker_id, opened,
+                                  time.time() + 2 * self.heartbeat + 1)
+            if gone:
+                markers.unmark_live(self.redis, self.worker_id, gone)
+        except redis.RedisError as error:
+            log.info("feed: presence not written (it lapses by itself): %s", describe(error))
+            with self._lock:
+                for user, live in presence.items():
+                    self._presence.setdefault(user, live)

@@ -1,0 +1,170 @@
+"""What SSE and WebSocket share: one stream's place on the feed and the counts it sends.
+
+The counts are read from Postgres after the marker that labels them (invariant 2): a stream's
+first counts with the marker read when it opened, every later change with the marker the feed
+found. A stream sends a marker only when it differs from the last one sent, so never the same
+ETag twice in a row, and a client resuming with the current ETag gets nothing it already has.
+"""
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+from uuid import UUID
+
+import redis
+
+from counts import markers, metrics, schemas
+from counts.auth import Principal, require_user_or_service
+from counts.conditional import etag_matches
+from counts.errors import AtCapacity, DependencyUnavailable, Problem, Unauthorized
+from counts.live import tickets
+from counts.live.feed import Waiter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Update:
+    """Counts to send: the ETag (as the header's value) and the 200 body's JSON."""
+
+    etag: str
+    body: str
+
+
+class Subscription:
+    """One stream of one user's counts, registered on the worker's feed while open."""
+
+    def __init__(self, resources, user_id: UUID, first: markers.MarkerRead | None,
+                 expires_at: float):
+        self.res = resources
+        self.user_id = user_id
+        self.expires_at = expires_at
+        self.first_lsn = None if first is None else first.lsn
+        self.waiter = Waiter(str(user_id), None if first is None else first.token, live=True)
+
+    def open(self) -> bool:
+        """Register on the feed; False when the worker is full or shutting down."""
+        return self.res.feed.add(self.waiter)
+
+    def close(self) -> None:
+        """Leave the feed (idempotent)."""
+        self.res.feed.remove(self.waiter)
+
+    def first(self, since: str | None) -> Update | None:
+        """The current counts, unless `since` (Last-Event-ID, ?etag=) is the current ETag.
+
+        Raises DependencyUnavailable when Postgres cannot answer.
+        """
+        marker = self.waiter.marker
+        if marker is not None and etag_matches(since, marker):
+            return None
+        return self._read(marker, self.first_lsn)
+
+    def wait(self, seconds: float) -> None:
+        """Until the feed wakes this stream or `seconds` pass (capped at its token's expiry)."""
+        self.waiter.wait(min(seconds, self.expires_at - time.time()))
+
+    @property
+    def closing(self) -> bool:
+        """The worker is shutting down: end with the suggested delay (retry_ms)."""
+        return self.waiter.closing
+
+    @property
+    def expired(self) -> bool:
+        """The token behind the stream has expired: end it."""
+        return time.time() >= self.expires_at
+
+    def change(self) -> Update | None:
+        """The new counts if the feed found a new marker; None otherwise, or if Postgres could
+        not say (the marker is then re-checked at the next heartbeat, and sent then)."""
+        fresh = self.waiter.take()
+        if fresh is None:
+            return None
+        try:
+            update = self._read(fresh.token, fresh.lsn)
+        except DependencyUnavailable as error:
+            log.warning("stream: counts unavailable, retried at the next heartbeat: %s", error)
+            return None
+        self.waiter.marker = fresh.token
+        return update
+
+    def heartbeat(self) -> None:
+        """Ask the feed to re-check the marker (a lost wake-up costs one heartbeat at most)."""
+        self.res.feed.recheck(self.waiter.user)
+
+    def _read(self, marker: str | None, lsn: int | None) -> Update:
+        """The user's counts, labelled with `marker`, read before this query, from a database
+        that has replayed `lsn`, the WAL position read with it (invariant 11)."""
+        from counts.views.reads import counts_body, degraded_etag
+
+        res = self.res
+        counts = res.postgres.read_seen(lsn, res.source.unread_counts, [self.user_id])[self.user_id]
+        etag = f'"{marker or degraded_etag()}"'
+        return Update(etag, json.dumps(counts_body(self.user_id, counts)))
+
+
+def open_subscription(res, environ: dict, user_id: str,
+                      since: str | None) -> tuple[Subscription, Update | None]:
+    """Auth, limits and capacity, then the stream's place on the feed and its first counts.
+
+    Flask-free, so that a WebSocket can be served outside Flask's request (ws.WebSockets). Every
+    refusal (400, 401, 403, 429, 503) raises a Problem before the stream starts.
+    """
+    principal = stream_principal(res, environ, user_id)
+    try:
+        uid = schemas.parse_uuid(user_id)
+    except ValueError:
+        raise Problem(f"user_id must be a UUID, got {user_id[:64]!r}.") from None
+    require_user_or_service(principal, uid)
+    if res.feed.full:
+        refuse_at_capacity(res)
+    try:
+        first = markers.read(res.redis, uid, res.marker_ttl)
+    except redis.RedisError:
+        metrics.redis_failed("read_marker")
+        first = None  # degraded: counts labelled with no marker; the feed re-checks later
+    sub = Subscription(res, uid, first, principal.expires_at)
+    if not sub.open():
+        refuse_at_capacity(res)
+    try:
+        return sub, sub.first(since)
+    except BaseException:
+        sub.close()
+        raise
+
+
+def query_value(environ: dict, name: str) -> str | None:
+    """A query-string parameter's first value."""
+    values = parse_qs(environ.get("QUERY_STRING", "")).get(name)
+    return values[0] if values else None
+
+
+def stream_principal(res, environ: dict, user_id: str) -> Principal:
+    """Who opens the stream: a `?ticket=` (browsers), else the Authorization header; within
+    the rate limits (opening a stream is a request; the events it sends are not)."""
+    address = environ.get("REMOTE_ADDR") or "unknown"
+    ticket = query_value(environ, "ticket")
+    try:
+        if ticket is None:
+            principal = res.tokens.verify(environ.get("HTTP_AUTHORIZATION"))
+        else:
+            principal = tickets.redeem(res.redis, ticket, user_id)
+    except Unauthorized:
+        res.rate_limit.check_anonymous(res.redis, address, res.load.poll_interval())
+        raise
+    except redis.RedisError:
+        metrics.redis_failed("ticket")
+        raise DependencyUnavailable("Tickets cannot be checked right now; retry.") from None
+    if not principal.is_service:
+        res.rate_limit.check_user(res.redis, principal.user_id, res.load.poll_interval())
+    return principal
+
+
+def refuse_at_capacity(res) -> None:
+    """503 with a jittered Retry-After: refused clients must not all come back at once."""
+    seconds = random.randint(res.retry_after, 3 * res.retry_after)
+    raise AtCapacity("This server holds all the live connections it can; retry later or poll.",
+                     headers={"Retry-After": str(seconds)})

@@ -1,0 +1,119 @@
+"""Clients of the live transports for tests: an SSE reader and a WebSocket reader, each on its own
+thread, putting what arrives on a queue, and a long-poller; all bounded in time."""
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+import websocket
+
+READ_TIMEOUT = 30.0  # seconds a read may block: far above any heartbeat the tests configure
+
+
+@dataclass
+class Event:
+    """What a stream delivered: counts (with their ETag), a comment, a retry hint, or the end."""
+
+    kind: str  # counts, comment, retry, end
+    etag: str | None = None
+    counts: dict | None = None
+    text: str = ""
+
+
+class SseStream:
+    """`GET .../stream` read by a thread: every event, comment and retry on `events`."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.response = requests.get(url, headers={"Accept": "text/event-stream", **(headers or {})},
+                                     stream=True, timeout=READ_TIMEOUT)
+        self.status = self.response.status_code
+        self.headers = self.response.headers
+        if self.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+        else:
+            self.body = self.response.json()
+            self.response.close()
+
+    def _read(self) -> None:
+        fields: dict[str, str] = {}
+        try:
+            for raw in self.response.iter_lines(chunk_size=1, decode_unicode=False):
+                line = raw.decode()
+                if line == "":
+                    if fields.get("event") == "counts":
+                        self.events.put(Event("counts", fields.get("id"), json.loads(fields["data"])))
+                    fields = {}
+                elif line.startswith(":"):
+                    self.events.put(Event("comment", text=line[1:].strip()))
+                else:
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "retry":
+                        self.events.put(Event("retry", text=value))
+                    else:
+                        fields[name] = value
+        except (requests.RequestException, OSError, AttributeError):
+            pass  # closed by us or cut by the server
+        self.response.close()
+        self.events.put(Event("end"))
+
+    def next(self, timeout: float = READ_TIMEOUT, kinds: tuple[str, ...] = ("counts", "end")) -> Event:
+        """The next event of one of `kinds` (others are skipped); fails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {kinds} event within {timeout}s") from None
+            if event.kind in kinds:
+                return event
+
+    def close(self) -> None:
+        """Hang up."""
+        self.response.close()
+
+
+class WsStream:
+    """A WebSocket to `.../ws`, read by a thread: counts frames, then an `end` with the close."""
+
+    def __init__(self, url: str, headers: list[str] | None = None):
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.pings = 0
+        self.ws = websocket.create_connection(url, timeout=READ_TIMEOUT, header=headers or [])
+        self.handshake_headers = self.ws.getheaders()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                opcode, frame = self.ws.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    message = json.loads(frame.data)
+                    self.events.put(Event("counts", message["etag"], message["counts"]))
+                elif opcode == websocket.ABNF.OPCODE_PING:
+                    self.pings += 1
+                    self.ws.pong(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
+                    self.events.put(Event("end", text=f"{code} {frame.data[2:].decode()}"))
+                    break
+        except (websocket.WebSocketException, OSError, AttributeError):
+            self.events.put(Event("end"))
+        self.ws.shutdown()
+
+    next = SseStream.next
+
+    def close(self) -> None:
+        """Hang up."""
+        if self.ws.connected:
+            self.ws.close(timeout=1)
+        self.ws.shutdown()
+
+
+def ws_url(http_url: str) -> str:
+    """The ws:// form of an http:// URL."""
+    return "ws" + http_url.removeprefix("http")

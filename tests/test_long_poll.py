@@ -1,0 +1,247 @@
+"""The long-poll (RFC 7240 `Prefer: wait=N`) on the counts endpoint, held on the change feed."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from counts import markers
+from counts.conditional import requested_wait
+from counts.live.feed import Waiter
+from tests.conftest import new_user
+from tests.services import Gunicorn, free_port, wait_until
+
+
+@pytest.mark.parametrize(("prefer", "wait"), [
+    ("wait=10", 10), ("WAIT=10", 10), (" wait = 7 ", 7), ('wait="5"', 5), ("wait=3; x=y", 3),
+    ("respond-async, wait=4", 4), ("wait=2, wait=9", 2), ("wait=100", 25), ("wait=0", 0),
+    ("wait=", None), ("wait=-1", None), ("wait=1.5", None), ("wait=abc", None),
+    ("wait=99999999999999999999", None), ("return=minimal", None), ("", None), (None, None),
+    ("waiting=5", None), ("wait=5" + " " * 2000, None),
+])
+def test_prefer_wait_is_parsed_strictly_and_capped(prefer, wait):
+    assert requested_wait(prefer, 25) == wait
+
+
+def current_etag(api, user) -> str:
+    """The user's ETag from an unconditional poll."""
+    response = api.counts(user)
+    assert response.status_code == 200
+    return response.headers["ETag"]
+
+
+def long_poll(client, tokens, user, etag, wait="wait=20"):
+    """A conditional GET that prefers to wait."""
+    headers = {**tokens.user(user), "If-None-Match": etag, "Prefer": wait}
+    return client.get(f"/v1/users/{user}/unread-counts", headers=headers)
+
+
+def subscribed(feed, user) -> bool:
+    """Whether the feed has a waiter on `user` whose subscription Redis confirmed."""
+    return str(user) in feed._confirmed
+
+
+def connect_feed(feed) -> None:
+    """Bring the feed's subscriber up (with a waiter on another user), so that what follows goes
+    through a running subscriber, not its first connection's re-check of everyone."""
+    waiter = Waiter(str(new_user()), "x")
+    feed.add(waiter)
+    wait_until(lambda: subscribed(feed, waiter.user), what="the feed to subscribe")
+    feed.remove(waiter)
+
+
+def in_thread(work) -> tuple[threading.Thread, list]:
+    """Run `work` on a thread; the list gets its result."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_long_poll_answers_200_with_the_new_marker_when_it_moves(api, client, tokens, resources,
+                                                                 redis_client):
+    user = new_user()
+    etag = current_etag(api, user)
+    bumper = in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
+                                markers.bump(redis_client, [user], 900)))
+    started = time.monotonic()
+    response = long_poll(client, tokens, user, etag, "wait=20")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 20  # woken by the change, not by its deadline
+    assert response.headers["ETag"] != etag
+    assert response.headers["ETag"] == f'"{markers.read_marker(redis_client, user)}"'
+    assert response.headers["Preference-Applied"] == "wait=20"
+    bumper[0].join(5)
+
+
+def test_long_poll_answers_304_at_its_deadline(api, client, tokens):
+    user = new_user()
+    etag = current_etag(api, user)
+    response = long_poll(client, tokens, user, etag, "wait=1")
+    assert response.status_code == 304
+    assert response.headers["ETag"] == etag
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert response.headers["X-Poll-Interval"] == "7"
+
+
+def test_a_change_pubsub_never_told_is_found_at_the_deadline(api, client, tokens, resources,
+                                                             redis_client):
+    """A marker moved without a publish (a lost message): the deadline's read answers 200."""
+    user = new_user()
+    etag = current_etag(api, user)
+    in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
+                       redis_client.set(markers.marker_key(user), "moved-silently", ex=900)))
+    response = long_poll(client, tokens, user, etag, "wait=2")
+    assert response.status_code == 200
+    assert response.headers["ETag"] == '"moved-silently"'
+
+
+def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, tokens, resources,
+                                                                 redis_client, monkeypatch):
+    """Bumped after the marker was read, published before anyone subscribed: the subscription's
+    confirmation re-checks the waiter, long before its deadline."""
+    user = new_user()
+    etag = current_etag(api, user)
+    connect_feed(resources.feed)
+    send = resources.feed._send
+
+    def bump_then_send(*command):
+        if command[0] == "SUBSCRIBE":
+            markers.bump(redis_client, [user], 900)
+        send(*command)
+
+    monkeypatch.setattr(resources.feed, "_send", bump_then_send)
+    started = time.monotonic()
+    response = long_poll(client, tokens, user, etag, "wait=20")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 20
+    assert response.headers["ETag"] != etag
+
+
+def test_an_etag_that_does_not_match_is_answered_at_once(api, client, tokens, resources,
+                                                         monkeypatch):
+    user = new_user()
+    current_etag(api, user)
+    holds = []
+    monkeypatch.setattr(resources.feed, "hold", lambda *args: holds.append(args))
+    response = long_poll(client, tokens, user, '"not-the-marker"', "wait=20")
+    assert response.status_code == 200
+    assert holds == []
+
+
+def test_the_wait_is_capped_by_max_wait(app_factory, tokens):
+    app = app_factory(MAX_WAIT=1)
+    client, user = app.test_client(), new_user()
+    etag = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user)).headers["ETag"]
+    response = long_poll(client, tokens, user, etag, "wait=600")
+    assert response.status_code == 304
+    assert response.headers["Preference-Applied"] == "wait=1"
+
+
+@pytest.mark.parametrize("prefer", ["wait=soon", "wait=0", "respond-async"])
+def test_no_wait_or_a_malformed_one_is_a_plain_poll(api, client, tokens, resources, monkeypatch,
+                                                    prefer):
+    user = new_user()
+    etag = current_etag(api, user)
+    monkeypatch.setattr(resources.feed, "hold", lambda *args: pytest.fail("it waited"))
+    response = long_poll(client, tokens, user, etag, prefer)
+    assert response.status_code == 304
+    assert "Preference-Applied" not in response.headers
+
+
+def test_at_capacity_a_long_poll_is_answered_at_once(app_factory, tokens):
+    """Past COUNTS_MAX_STREAMS a long-poll degrades to a plain poll, as message_bus does."""
+    app = app_factory(MAX_STREAMS=0)
+    client, user = app.test_client(), new_user()
+    etag = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user)).headers["ETag"]
+    response = long_poll(client, tokens, user, etag, "wait=20")
+    assert response.status_code == 304
+    assert "Preference-Applied" not in response.headers
+
+
+def test_a_held_long_poll_is_not_counted_busy(api, client, tokens, resources):
+    """The load gauge measures work: a long-poll waiting for a change is not in flight."""
+    user = new_user()
+    etag = current_etag(api, user)
+    poll = in_thread(lambda: long_poll(client, tokens, user, etag, "wait=3"))
+    wait_until(lambda: subscribed(resources.feed, user))
+    assert resources.load.in_flight == 0
+    poll[0].join(10)
+    assert poll[1][0].status_code == 304
+    assert resources.load.in_flight == 0
+
+
+def test_a_list_holding_the_new_marker_keeps_waiting(api, client, tokens, resources,
+                                                     redis_client):
+    """Never a 200 labelled with an ETag the client sent: the marker moving to another ETag of
+    its If-None-Match list is no news."""
+    user = new_user()
+    etag = current_etag(api, user)
+    in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
+                       redis_client.set(markers.marker_key(user), "also-held", ex=900),
+                       redis_client.publish(markers.feed_channel(user), "also-held")))
+    headers = {**tokens.user(user), "If-None-Match": f'{etag}, "also-held"', "Prefer": "wait=2"}
+    response = client.get(f"/v1/users/{user}/unread-counts", headers=headers)
+    assert response.status_code == 304
+    assert response.headers["ETag"] == '"also-held"'
+
+
+@pytest.fixture
+def one_worker(server_env, pg, redis_client):
+    """The service under gunicorn's gevent worker, one worker only."""
+    server = Gunicorn(server_env, workers=1).start()
+    yield server
+    server.stop()
+
+
+def test_held_long_polls_do_not_block_a_plain_request_on_the_same_worker(one_worker, tokens):
+    """300 long-polls held by one gevent worker; a plain poll and a write still answer, and one
+    300-user bump wakes every one of them (pooled Redis sockets, batched re-reads)."""
+    users = [str(new_user()) for _ in range(300)]
+    service = {"Authorization": tokens.service()["Authorization"]}
+    etags = {}
+    with requests.Session() as http:
+        for user in users:
+            etags[user] = http.get(f"{one_worker.url}/v1/users/{user}/unread-counts",
+                                   headers=tokens.user(user), timeout=10).headers["ETag"]
+
+    def hold(user):
+        headers = {**tokens.user(user), "If-None-Match": etags[user], "Prefer": "wait=25"}
+        return requests.get(f"{one_worker.url}/v1/users/{user}/unread-counts", headers=headers,
+                            timeout=40)
+
+    def live_connections() -> float:
+        text = requests.get(f"{one_worker.url}/metrics", timeout=10).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("counts_live_connections"))
+
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        held = [pool.submit(hold, user) for user in users]
+        wait_until(lambda: live_connections() == len(users), timeout=30, what="300 held polls")
+        plain = requests.get(f"{one_worker.url}/v1/users/{users[0]}/unread-counts",
+                             headers=tokens.user(users[0]), timeout=10)
+        assert plain.status_code == 200
+        assert not any(f.done() for f in held)
+        bumped = requests.post(f"{one_worker.url}/v1/markers/bump", json={"user_ids": users},
+                               headers=service, timeout=10)
+        assert bumped.status_code == 200
+        answers = [f.result(timeout=40) for f in held]
+    assert [a.status_code for a in answers] == [200] * len(users)
+    assert all(a.headers["ETag"] != etags[u] for a, u in zip(answers, users, strict=True))
+
+
+def test_with_redis_down_a_long_poll_is_paced_not_a_loop(app_factory, tokens):
+    """A 200 served without Redis names no marker; a long-poll coming back with it waits the
+    poll interval (at most its wait) before the next 200, instead of looping on Postgres."""
+    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT=0.2,
+                      POLL_INTERVAL=1)
+    client, user = app.test_client(), new_user()
+    first = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user))
+    assert first.status_code == 200 and first.headers["ETag"].startswith('"nomarker-')
+    started = time.monotonic()
+    again = long_poll(client, tokens, user, first.headers["ETag"], "wait=20")
+    assert again.status_code == 200
+    assert time.monotonic() - started >= 1  # paced: the poll interval, not at once
+    assert again.headers["Preference-Applied"] == "wait=20"

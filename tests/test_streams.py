@@ -1,0 +1,329 @@
+"""SSE and WebSocket streams and their tickets, against the service under gunicorn (gevent)."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+import websocket
+
+from counts import markers
+from counts.auth import mint_token
+from tests.conftest import SECRET, new_user
+from tests.live_clients import SseStream, WsStream, ws_url
+from tests.services import Gunicorn, wait_until
+
+HEARTBEAT = 1
+
+
+@pytest.fixture
+def live(server_env, pg, redis_client, tmp_path):
+    """Start the service under gunicorn (one gevent worker, 1-s heartbeats), stopped after."""
+    started = []
+
+    def start(**env) -> Gunicorn:
+        settings = {**server_env, "COUNTS_STREAM_HEARTBEAT": str(HEARTBEAT),
+                    "COUNTS_WS_PING_INTERVAL": "1", **env}
+        server = Gunicorn(settings, workers=1, log_path=tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(live):
+    return live()
+
+
+class User:
+    """A user of the live service, with a conversation another user writes to."""
+
+    def __init__(self, server: Gunicorn, tokens):
+        self.url, self.tokens = server.url, tokens
+        self.id, self.friend = str(new_user()), str(new_user())
+        self.auth = tokens.user(self.id)
+        created = requests.post(f"{self.url}/v1/conversations", headers=tokens.service(),
+                                json={"member_ids": [self.id, self.friend]}, timeout=10)
+        self.conversation = created.json()["conversation_id"]
+
+    @property
+    def stream_url(self) -> str:
+        return f"{self.url}/v1/users/{self.id}/unread-counts/stream"
+
+    @property
+    def ws_url(self) -> str:
+        return ws_url(f"{self.url}/v1/users/{self.id}/unread-counts/ws")
+
+    def receive_message(self) -> None:
+        """The friend sends this user a message (201 before this returns)."""
+        sent = requests.post(f"{self.url}/v1/conversations/{self.conversation}/messages",
+                             headers=self.tokens.user(self.friend),
+                             json={"sender_id": self.friend, "body": "hi"}, timeout=10)
+        assert sent.status_code == 201, sent.text
+
+    def poll(self) -> requests.Response:
+        return requests.get(f"{self.url}/v1/users/{self.id}/unread-counts", headers=self.auth,
+                            timeout=10)
+
+    def ticket(self, auth: dict | None = None) -> str:
+        response = requests.post(f"{self.url}/v1/users/{self.id}/stream-tickets",
+                                 headers=auth or self.auth, timeout=10)
+        assert response.status_code == 201, response.text
+        assert response.json()["expires_in"] == 30
+        assert response.headers["Cache-Control"] == "no-store"
+        return response.json()["ticket"]
+
+
+@pytest.fixture
+def user(server, tokens) -> User:
+    return User(server, tokens)
+
+
+def test_sse_sends_the_counts_at_once_then_every_change(user):
+    stream = SseStream(user.stream_url, user.auth)
+    try:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.headers["X-Accel-Buffering"] == "no"
+        assert stream.next(kinds=("retry",)).text == "7000"  # the poll interval, in ms
+        first = stream.next()
+        assert first.etag == user.poll().headers["ETag"]  # exactly the header's value
+        assert first.counts["total"] == 0
+        user.receive_message()
+        second = stream.next()
+        assert second.counts["total"] == 1
+        assert second.etag == user.poll().headers["ETag"] != first.etag
+        assert stream.next(kinds=("comment",)).text == "heartbeat"
+    finally:
+        stream.close()
+
+
+def test_sse_resumes_from_last_event_id_without_resending(user):
+    etag = user.poll().headers["ETag"]
+    stream = SseStream(user.stream_url, {**user.auth, "Last-Event-ID": etag})
+    try:
+        assert stream.next(kinds=("comment",)).text == "connected"
+        user.receive_message()
+        event = stream.next()
+        assert event.counts["total"] == 1 and event.etag != etag
+    finally:
+        stream.close()
+
+
+def test_sse_with_a_stale_last_event_id_gets_the_current_counts(user):
+    stale = user.poll().headers["ETag"]
+    user.receive_message()
+    stream = SseStream(user.stream_url, {**user.auth, "Last-Event-ID": stale})
+    try:
+        event = stream.next()
+        assert event.counts["total"] == 1 and event.etag != stale
+    finally:
+        stream.close()
+
+
+def test_a_ticket_opens_a_stream_once(user):
+    ticket = user.ticket()
+    stream = SseStream(f"{user.stream_url}?ticket={ticket}")
+    try:
+        assert stream.status == 200
+        assert stream.next().counts["user_id"] == user.id
+    finally:
+        stream.close()
+    again = SseStream(f"{user.stream_url}?ticket={ticket}")
+    assert again.status == 401
+    assert again.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_service_may_ask_a_ticket_for_a_user(user, tokens):
+    ticket = user.ticket(tokens.service())
+    stream = SseStream(f"{user.stream_url}?ticket={ticket}")
+    try:
+        assert stream.next().counts["user_id"] == user.id
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_streams_refuse_before_they_start(user, server, tokens, redis_client, transport):
+    """Auth before anything (invariant 8): 401/403 as problem+json, for both transports."""
+    other = User(server, tokens)
+    cases = [
+        ({}, "", 401),
+        (tokens.user(other.id), "", 403),
+        ({}, "?ticket=made-up", 401),
+        ({}, f"?ticket={other.ticket()}", 403),
+        ({}, "?ticket=" + "x" * 500, 401),
+    ]
+    expired = "expired-ticket-for-test"
+    markers.store_ticket(redis_client, expired,
+                         json.dumps([user.id, "authenticated", user.id, time.time() - 1]), 30)
+    cases.append(({}, f"?ticket={expired}", 401))
+    for headers, query, status in cases:
+        if transport == "sse":
+            response = SseStream(user.stream_url + query, headers)
+            assert (response.status, response.body["status"]) == (status, status), query
+        else:
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                WsStream(user.ws_url + query, [f"{k}: {v}" for k, v in headers.items()])
+            assert refused.value.status_code == status, query
+            assert json.loads(refused.value.resp_body)["status"] == status
+
+
+def test_tickets_are_only_for_that_user_or_a_service(user, server, tokens):
+    other = User(server, tokens)
+    response = requests.post(f"{user.url}/v1/users/{user.id}/stream-tickets",
+                             headers=other.auth, timeout=10)
+    assert response.status_code == 403
+    response = requests.post(f"{user.url}/v1/users/{user.id}/stream-tickets", timeout=10)
+    assert response.status_code == 401
+
+
+def test_a_stream_ends_when_its_token_expires(user):
+    token = mint_token(SECRET, user.id, ttl=3)
+    stream = SseStream(user.stream_url, {"Authorization": f"Bearer {token}"})
+    assert stream.next().kind == "counts"
+    assert stream.next(timeout=15).kind == "end"
+    token = mint_token(SECRET, user.id, ttl=3)  # the ticket carries its expiry
+    ws = WsStream(user.ws_url + f"?ticket={user.ticket({'Authorization': f'Bearer {token}'})}")
+    assert ws.next().kind == "counts"
+    end = ws.next(timeout=15)
+    assert end.kind == "end" and end.text.startswith("1008")
+
+
+def test_websocket_sends_counts_at_once_then_every_change(user):
+    ws = WsStream(f"{user.ws_url}?ticket={user.ticket()}",
+                  ["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"])
+    try:
+        assert "sec-websocket-extensions" not in ws.handshake_headers  # no compression
+        first = ws.next()
+        assert first.etag == user.poll().headers["ETag"]
+        user.receive_message()
+        second = ws.next()
+        assert second.counts["total"] == 1 and second.etag != first.etag
+        wait_until(lambda: ws.pings >= 1, timeout=10, what="a ping")
+    finally:
+        ws.close()
+
+
+def test_websocket_resumes_with_etag(user):
+    etag = user.poll().headers["ETag"]
+    ws = WsStream(f"{user.ws_url}?etag={etag}", [f"Authorization: {user.auth['Authorization']}"])
+    try:
+        user.receive_message()
+        event = ws.next()  # the first frame is the change: nothing was resent
+        assert event.counts["total"] == 1 and event.etag != etag
+    finally:
+        ws.close()
+
+
+def test_websocket_url_without_upgrade_is_426(user):
+    response = requests.get(user.ws_url.replace("ws", "http", 1), headers=user.auth, timeout=10)
+    assert response.status_code == 426
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_past_max_streams_a_new_stream_gets_503_with_jittered_retry_after(live, tokens):
+    user = User(live(COUNTS_MAX_STREAMS="1"), tokens)
+    first = SseStream(user.stream_url, user.auth)
+    try:
+        assert first.status == 200
+        refused = [SseStream(user.stream_url, user.auth) for _ in range(8)]
+        assert {r.status for r in refused} == {503}
+        retry_after = {int(r.headers["Retry-After"]) for r in refused}
+        assert all(5 <= seconds <= 15 for seconds in retry_after)
+        assert len(retry_after) > 1  # jittered: refused clients do not all return together
+        etag = user.poll().headers["ETag"]
+        held = requests.get(f"{user.url}/v1/users/{user.id}/unread-counts", timeout=10,
+                            headers={**user.auth, "If-None-Match": etag, "Prefer": "wait=20"})
+        assert held.status_code == 304  # at once: degraded to a plain poll
+        assert "Preference-Applied" not in held.headers
+    finally:
+        first.close()
+
+
+def test_presence_follows_open_streams_not_long_polls(user, redis_client):
+    assert markers.live_users(redis_client, [user.id]) == set()
+    stream = SseStream(user.stream_url, user.auth)
+    stream.next()
+    wait_until(lambda: markers.live_users(redis_client, [user.id]) == {user.id},
+               what="presence to appear")
+    stream.close()
+    # A client that hung up is seen at the next write (the heartbeat): then it is gone.
+    wait_until(lambda: markers.live_users(redis_client, [user.id]) == set(), timeout=10,
+               what="presence to go")
+
+
+def test_presence_of_a_killed_worker_lapses_within_two_heartbeats(user, server, redis_client):
+    stream = SseStream(user.stream_url, user.auth)
+    stream.next()
+    wait_until(lambda: markers.live_users(redis_client, [user.id]) == {user.id})
+    worker = next(iter(server_workers(server)))
+    os.kill(worker, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: markers.live_users(redis_client, [user.id]) == set(), timeout=10,
+               what="a dead worker's presence to lapse")
+    assert time.monotonic() - killed <= 2 * HEARTBEAT + 2
+    stream.close()
+
+
+def server_workers(server: Gunicorn) -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process(server.process.pid).children()}
+
+
+def test_sigterm_closes_streams_over_a_few_seconds_with_jittered_retry(live, tokens):
+    server = live(COUNTS_STREAM_SHUTDOWN_SECONDS="2")
+    users = [User(server, tokens) for _ in range(6)]
+    streams = [SseStream(u.stream_url, u.auth) for u in users]
+    sockets = [WsStream(f"{u.ws_url}?ticket={u.ticket()}") for u in users[:3]]
+    for stream in streams + sockets:
+        assert stream.next().kind == "counts"
+    server.process.send_signal(signal.SIGTERM)
+    hints = [int(s.next(timeout=15, kinds=("retry",)).text) for s in streams]
+    assert all(s.next(timeout=15).kind == "end" for s in streams)
+    closes = [s.next(timeout=15).text for s in sockets]
+    assert all(close.startswith("1012 retry in ") for close in closes), closes
+    assert len(set(hints)) == len(hints)  # each client told a different delay
+    assert all(1000 <= hint <= 3000 for hint in hints)
+    assert server.process.wait(timeout=25) == 0
+    server.stop()
+
+
+def test_the_ticket_never_reaches_the_logs(live, tokens, tmp_path):
+    server = live()
+    user = User(server, tokens)
+    ticket = user.ticket()
+    stream = SseStream(f"{user.stream_url}?ticket={ticket}")
+    stream.next()
+    stream.close()
+    SseStream(f"{user.stream_url}?ticket={ticket}")  # refused: a reused ticket
+    server.stop()
+    log = (tmp_path / "gunicorn-0.log").read_text()
+    assert "unread-counts/stream" in log
+    assert ticket not in log
+
+
+def test_opening_streams_counts_against_the_rate_limit(live, tokens):
+    """Opening a stream (by token or by ticket) is a request like a poll; events are not."""
+    user = User(live(COUNTS_RATE_LIMIT="3"), tokens)
+    first = SseStream(user.stream_url, user.auth)  # request 1 (the conversation was a service's)
+    try:
+        assert first.status == 200
+        ticket = user.ticket()  # request 2
+        second = SseStream(f"{user.stream_url}?ticket={ticket}")  # request 3
+        assert second.status == 200
+        for _ in range(3):
+            user.receive_message()  # the friend's requests, not the user's
+        assert [first.next().counts["total"] for _ in range(4)][-1] == 3  # events are free
+        third = SseStream(user.stream_url, user.auth)  # request 4: over the limit
+        assert third.status == 429
+        assert third.headers["Retry-After"]
+        second.close()
+    finally:
+        first.close()
