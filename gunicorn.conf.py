@@ -123,9 +123,20 @@ def pre_request(worker, req):
 
 
 def post_request(worker, req, environ, resp):
-    """The connection waits for its next request: idle (closed at once if the worker stops)."""
-    if "gunicorn.socket" in environ:
-        _idle_sockets.add(environ["gunicorn.socket"])
+    """The connection waits for its next request: idle (closed at once if the worker stops).
+
+    A request that outlived the stop (a stream closed by the shutdown, a long-poll) ends its
+    connection now: gunicorn decided to keep it alive when the request began, and the worker
+    would otherwise wait graceful_timeout for a next request that must not come.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return
+    if worker.alive:
+        _idle_sockets.add(sock)
+    else:
+        with contextlib.suppress(OSError):  # the client hung up already
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _close_live_connections_at_exit(worker, resources):

@@ -291,7 +291,9 @@ def test_sigterm_closes_streams_over_a_few_seconds_with_jittered_retry(live, tok
     assert all(close.startswith("1012 retry in ") for close in closes), closes
     assert len(set(hints)) == len(hints)  # each client told a different delay
     assert all(1000 <= hint <= 3000 for hint in hints)
-    assert server.process.wait(timeout=25) == 0
+    # Within the spread and a margin, not graceful_timeout (20 s): a connection whose stream the
+    # shutdown ended is closed, not kept alive for a next request.
+    assert server.process.wait(timeout=10) == 0
     server.stop()
 
 
