@@ -238,7 +238,10 @@ def server_env(database_url) -> dict[str, str]:
     return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
             "COUNTS_JWT_LEEWAY": "0", "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
             "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
-            "COUNTS_ANONYMOUS_RATE_LIMIT": "0"}
+            "COUNTS_ANONYMOUS_RATE_LIMIT": "0",
+            # Streams still open when a test stops its server close within half a second, not
+            # spread over the 5 s a deploy gets (test_streams.py tests the spread itself).
+            "COUNTS_STREAM_SHUTDOWN_SECONDS": "0.5"}
 
 
 @pytest.fixture

@@ -58,7 +58,8 @@ def service_env(database_url: str, redis_url: str) -> dict[str, str]:
             "COUNTS_POLL_INTERVAL": "1", "COUNTS_MARKER_TTL": str(MARKER_TTL),
             "COUNTS_OUTBOX_DRAIN_INTERVAL": str(DRAIN_INTERVAL),
             "COUNTS_PG_TIMEOUT": str(PG_TIMEOUT), "COUNTS_REDIS_TIMEOUT": str(REDIS_TIMEOUT),
-            "COUNTS_RATE_LIMIT": "0", "COUNTS_ANONYMOUS_RATE_LIMIT": "0"}
+            "COUNTS_RATE_LIMIT": "0", "COUNTS_ANONYMOUS_RATE_LIMIT": "0",
+            "COUNTS_STREAM_SHUTDOWN_SECONDS": "0.5"}
 
 
 @pytest.fixture

@@ -184,15 +184,14 @@ class LiveTraffic:
             conn.close()
 
     def _cut(self, device: Device) -> None:
-        """End a device's blocking read (stop)."""
+        """End a device's blocking read (stop). The raw socket is shut down, WebSocket included:
+        closing it (websocket-client's shutdown()) does not wake a thread blocked reading it."""
         sock = device.sock
-        try:
-            if isinstance(sock, socket.socket):
+        if isinstance(sock, websocket.WebSocket):
+            sock = sock.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            elif sock is not None:
-                sock.shutdown()
-        except (OSError, websocket.WebSocketException):
-            pass
 
     # --- writers --------------------------------------------------------------------------------
 
