@@ -62,7 +62,7 @@ test: install redis-tools browser
 	$(BIN)/ruff check .
 	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

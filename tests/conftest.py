@@ -14,6 +14,7 @@ from counts import create_app, migrations
 from counts.auth import mint_token
 from counts.db import Database
 from tests.clusters import RedisClusterProcesses
+from tests.faults.verdict import FIGURES
 from tests.identity import JwksServer, SigningKey
 from tests.services import Gunicorn, PrivateRedis, TcpProxy
 
@@ -269,3 +270,35 @@ def redis_cluster(tmp_path_factory):
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+# --- the fault matrix's figures, printed after the run ------------------------------------------
+# A fault test appends its figures to verdict.FIGURES; they ride on its report to the terminal
+# summary, so they reach it from pytest-xdist's worker processes too (make test runs two).
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the figures a test's run produced to its report."""
+    outcome = yield
+    report = outcome.get_result()
+    while FIGURES:
+        figures = FIGURES.pop(0)
+        report.user_properties.append(("fault figures", {
+            "line": figures.line(), "faults": figures.faults, "requests": figures.requests,
+            "acked_writes": figures.acked_writes, "stale": len(figures.stale),
+            "lost": len(figures.lost)}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault matrix's figures, one line per test and the totals."""
+    found = [value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == "fault figures"]
+    if not found:
+        return
+    terminalreporter.write_sep("-", "fault matrix figures")
+    for figures in found:
+        terminalreporter.write_line(figures["line"])
+    totals = {key: sum(f[key] for f in found)
+              for key in ("faults", "requests", "acked_writes", "stale", "lost")}
+    terminalreporter.write_line(f"TOTAL: tests={len(found)} " + " ".join(
+        f"{key}={value}" for key, value in totals.items()))

@@ -289,7 +289,8 @@ def test_sigterm_closes_streams_over_a_few_seconds_with_jittered_retry(live, tok
     assert all(s.next(timeout=15).kind == "end" for s in streams)
     closes = [s.next(timeout=15).text for s in sockets]
     assert all(close.startswith("1012 retry in ") for close in closes), closes
-    assert len(set(hints)) == len(hints)  # each client told a different delay
+    # Jittered: each client told its own delay (two of six may draw the same millisecond, 0.7 %).
+    assert len(set(hints)) >= len(hints) - 1
     assert all(1000 <= hint <= 3000 for hint in hints)
     # Within the spread and a margin, not graceful_timeout (20 s): a connection whose stream the
     # shutdown ended is closed, not kept alive for a next request.

@@ -6,7 +6,6 @@ import psutil
 import pytest
 
 from tests.conftest import MARKER_TTL, SECRET
-from tests.faults.verdict import FIGURES
 from tests.services import Gunicorn, PrivateRedis, TcpProxy
 
 # Small timeouts so hung dependencies cost little, a fast drainer so repairs come quickly, and no
@@ -98,17 +97,3 @@ def evicting_redis(tmp_path):
                                                  "--maxmemory-policy", "allkeys-lru"))
     yield server
     server.stop()
-
-
-def pytest_terminal_summary(terminalreporter):
-    """The fault matrix's figures, one line per test and the totals, after the run."""
-    if not FIGURES:
-        return
-    terminalreporter.write_sep("-", "fault matrix figures")
-    for figures in FIGURES:
-        terminalreporter.write_line(figures.line())
-    terminalreporter.write_line(
-        f"TOTAL: tests={len(FIGURES)} faults={sum(f.faults for f in FIGURES)} "
-        f"requests={sum(f.requests for f in FIGURES)} "
-        f"acked_writes={sum(f.acked_writes for f in FIGURES)} "
-        f"stale={sum(len(f.stale) for f in FIGURES)} lost={sum(len(f.lost) for f in FIGURES)}")
