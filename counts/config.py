@@ -30,6 +30,14 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int) ->
         raise RuntimeError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _words(env: dict[str, str], name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A comma-separated list setting."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return tuple(word.strip() for word in raw.split(",") if word.strip())
+
+
 SOURCES = ("own", "attached")
 
 # A Postgres name as `schema.function`: each part a plain identifier (folded to lower case, as
@@ -68,7 +76,7 @@ def _source(env: dict[str, str]) -> dict[str, Any]:
 
 def _urls(env: dict[str, str], name: str) -> list[str]:
     """A comma-separated list of Postgres URLs, each checked at start-up."""
-    urls = [url.strip() for url in env.get(name, "").split(",") if url.strip()]
+    urls = list(_words(env, name))
     for url in urls:
         try:
             if not url.startswith(("postgresql://", "postgres://")):
@@ -91,7 +99,7 @@ def load_config(env: dict[str, str] | None = None,
         "JWKS_URL": env.get("COUNTS_JWKS_URL") or None,
         "JWKS_REFRESH": _number(env, "COUNTS_JWKS_REFRESH", 300.0, float),
         # None when unset: then Supabase's "authenticated", and secret-signed tokens may omit aud.
-        "JWT_AUDIENCE": _audience(env.get("COUNTS_JWT_AUDIENCE")),
+        "JWT_AUDIENCE": _words(env, "COUNTS_JWT_AUDIENCE") or None,
         "JWT_ISSUER": env.get("COUNTS_JWT_ISSUER") or None,
         "JWT_LEEWAY": _number(env, "COUNTS_JWT_LEEWAY", 30.0, float),
         # The `role` of user tokens; empty for providers whose tokens carry no `role` claim.
@@ -130,8 +138,7 @@ def load_config(env: dict[str, str] | None = None,
         # On SIGTERM, live connections are closed at random moments over this many seconds.
         "STREAM_SHUTDOWN_SECONDS": _number(env, "COUNTS_STREAM_SHUTDOWN_SECONDS", 5.0, float),
         # Origins allowed to call from a browser (comma-separated, exact); empty: no CORS.
-        "CORS_ORIGINS": [o.strip() for o in env.get("COUNTS_CORS_ORIGINS", "").split(",")
-                         if o.strip()],
+        "CORS_ORIGINS": list(_words(env, "COUNTS_CORS_ORIGINS")),
         # X-Poll-Interval is multiplied by this while a worker is saturated.
         "BUSY_POLL_FACTOR": _number(env, "COUNTS_BUSY_POLL_FACTOR", 2),
         "RETRY_AFTER": _number(env, "COUNTS_RETRY_AFTER", 5),
@@ -158,12 +165,6 @@ def load_config(env: dict[str, str] | None = None,
     return config
 
 
-def _audience(raw: str | None) -> tuple[str, ...] | None:
-    """COUNTS_JWT_AUDIENCE, a comma-separated list; None when unset or empty."""
-    audience = tuple(part.strip() for part in (raw or "").split(",") if part.strip())
-    return audience or None
-
-
 def _check_identity(config: dict[str, Any]) -> None:
     """At least one key source outside development; sane JWKS settings. Fails at start-up."""
     if not config["JWT_SECRET"] and not config["JWKS_URL"]:
@@ -182,14 +183,6 @@ def _check_identity(config: dict[str, Any]) -> None:
         raise RuntimeError("COUNTS_JWKS_REFRESH must be a positive number of seconds")
     if not (math.isfinite(config["JWT_LEEWAY"]) and config["JWT_LEEWAY"] >= 0):
         raise RuntimeError("COUNTS_JWT_LEEWAY must be a number of seconds, 0 or more")
-
-
-def _words(env: dict[str, str], name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """A comma-separated list setting."""
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    return tuple(word.strip() for word in raw.split(",") if word.strip())
 
 
 def push_settings(env: dict[str, str]) -> dict[str, Any]:
