@@ -151,3 +151,18 @@ def long_poll(base_url: str, user, auth: dict[str, str], etag: str,
     """A conditional GET of a user's counts that prefers to wait up to `wait` seconds."""
     return requests.get(f"{base_url}/v1/users/{user}/unread-counts", timeout=wait + 10,
                         headers={**auth, "If-None-Match": etag, "Prefer": f"wait={wait}"})
+
+
+def settled(api, user, stream: SseStream | WsStream, event: Event, deadline: float) -> Event:
+    """The stream's last counts once a poll (`api`: a conftest.Api) answers 304 to their marker;
+    fails at `deadline` (time.monotonic()). Right after a failover a bump the outbox repeats (its
+    first try timed out, yet ran) moves the marker once more, and a poll may meet a worker still
+    looking for the new primary (a 200 with no marker): the stream must follow the first, and a
+    poll soon agrees."""
+    while api.counts(user, etag=event.etag).status_code != 304:
+        assert time.monotonic() < deadline, f"{user}: the stream stayed on {event.etag}: stale"
+        with contextlib.suppress(queue.Empty):  # nothing new within 0.2 s: ask again
+            arrived = stream.events.get(timeout=0.2)
+            assert arrived.kind != "end", f"{user}: the stream ended"
+            event = arrived if arrived.kind == "counts" else event
+    return event

@@ -7,9 +7,7 @@ bumps aimed at the dead primary until its replica takes over (invariant 6: the o
 users of that node). Two instances share one outbox, drained by both at once.
 """
 
-import contextlib
 import itertools
-import queue
 import time
 
 from tests.conftest import Api, new_user, true_total
@@ -17,7 +15,7 @@ from tests.faults.conftest import redis_url_through
 from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.live_clients import Event, counts_reaching, open_stream
+from tests.live_clients import counts_reaching, open_stream, settled
 from tests.services import LiveClient, wait_until
 
 STREAM_WITHIN = 8.0  # seconds from the failover's end to the bump on every stream (heartbeat: 60)
@@ -26,19 +24,6 @@ STREAM_WITHIN = 8.0  # seconds from the failover's end to the bump on every stre
 def left_of(started: float) -> float:
     """Seconds left of STREAM_WITHIN since `started`."""
     return STREAM_WITHIN - (time.monotonic() - started)
-
-
-def settled(api: Api, user, stream, event: Event, started: float) -> Event:
-    """The stream's last counts once a poll answers 304 to their marker. Right after a failover
-    a bump the outbox repeats (its first try timed out, yet ran) moves the marker once more, and
-    a poll may meet a worker still looking for the new primary (a 200 with no marker): the
-    stream must follow the first, and a poll soon agrees. Fails at STREAM_WITHIN."""
-    while api.counts(user, etag=event.etag).status_code != 304:
-        assert left_of(started) > 0, f"{user}: the stream stayed on {event.etag}: stale"
-        with contextlib.suppress(queue.Empty):  # nothing new within 0.2 s: ask again
-            event = stream.events.get(timeout=0.2)
-            assert event.kind == "counts", f"{user}: the stream ended"
-    return event
 
 
 def test_a_cluster_primary_killed_under_traffic_leaves_no_client_stale(start_service,
@@ -86,7 +71,7 @@ def test_streams_on_a_killed_cluster_primary_get_the_next_bump_from_the_promoted
         assert api.send(conversation, sender).status_code == 201
         for user, stream in streams.items():
             event = counts_reaching(stream, 1, timeout=left_of(failed_over))
-            event = settled(api, user, stream, event, failed_over)
+            event = settled(api, user, stream, event, failed_over + STREAM_WITHIN)
             assert event.counts["total"] == true_total(pg, user) == 1
         assert all(redis_cluster.feed_subscribers(u) == 1 for u in moved)  # held on the heir
         print(f"cluster failover under streams: {len(moved)} of {len(members)} streamed users "
