@@ -151,10 +151,7 @@ class LazyCluster:
     """A FailFastCluster made on first use: its constructor connects to learn the slot map,
     which must happen in the worker (after gunicorn forks) and must not fail the app's start.
 
-    For the live feed on a Cluster (sharded pub/sub): `client.pubsub()` reaches redis-py's
-    ClusterPubSub, whose ssubscribe() connects to the node that owns each channel's slot (a
-    channel hash-tagged by user lives with the user's marker), and a bump script sent to a
-    ServerGroup with `cluster_node` set must SPUBLISH rather than PUBLISH.
+    (The live feed's subscribers on a Cluster: see feed_server below.)
     """
 
     def __init__(self, **kwargs: Any):
@@ -285,3 +282,43 @@ def in_parallel(calls: list[Callable[[], T]]) -> list[T | Exception]:
 
     futures = [_threads.pool().submit(settle, call) for call in calls[1:]]
     return [settle(call) for call in calls[:1]] + [future.result() for future in futures]
+
+
+# --- the servers a live feed subscribes to (counts.live.subscribers) ------------------------------
+# A bump publishes each user's marker on the server holding the user: one server (single,
+# Sentinel), or on a Cluster the primary owning the user's slot, on a sharded channel (SPUBLISH,
+# see markers._on). A feed holds one subscriber connection per server its waiters' users are on.
+
+def feed_server(client, user_id: str) -> str | None:
+    """The server a user's feed channel is published on, as a subscriber's key: None for the one
+    server (single; Sentinel, whose connections follow the primary), a Cluster primary's
+    "host:port" (None too while the Cluster's slot map is unknown: that subscriber's failure to
+    connect refreshes it, see refresh_feed_servers). No network round trip."""
+    if not isinstance(client, LazyCluster) or client._cluster is None:
+        return None
+    try:
+        return client._cluster.nodes_manager.get_node_from_slot(user_slot(user_id)).name
+    except RedisClusterException:
+        return None
+
+
+def refresh_feed_servers(client) -> None:
+    """Re-learn which server holds which users after a subscriber failed (on a Cluster: a
+    primary died, its replica took its slots, or a slot moved). Nothing to learn elsewhere."""
+    if isinstance(client, LazyCluster):
+        with contextlib.suppress(RedisClusterException, redis.RedisError):
+            client.cluster.nodes_manager.initialize()
+
+
+def feed_connection(client, server: str | None) -> tuple[redis.Connection, bool]:
+    """A new, not yet connected, connection to `server` (a feed_server key) for a subscriber,
+    and whether it must use sharded pub/sub (SSUBSCRIBE: a Cluster). ConnectionError if the
+    Cluster's slot map does not know the server (any more)."""
+    if not isinstance(client, LazyCluster):
+        pool = client.connection_pool  # Sentinel's connection class asks for the primary
+        return pool.connection_class(**pool.connection_kwargs), False
+    node = client.cluster.get_node(node_name=server) if server else None
+    if node is None:
+        raise redis.ConnectionError(f"redis cluster: no node {server} in the slot map")
+    pool = client.cluster.get_redis_connection(node).connection_pool
+    return pool.connection_class(**pool.connection_kwargs), True

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 
 import redis
@@ -18,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from counts import stores
+from counts import markers, stores
 from counts.devservices import private_postgres, private_replica, redis_server_binary
 from tests.services import TcpProxy, free_port, wait_until
 
@@ -173,6 +174,25 @@ class RedisClusterProcesses:
             if start <= slot <= end:
                 return self.node(int(primary[1]))
         raise AssertionError(f"slot {slot} is not served")
+
+    def users_on_every_primary(self, per_primary: int = 2) -> list[uuid.UUID]:
+        """Users whose keys live on each primary, `per_primary` each, grouped by primary."""
+        found: dict[int, list[uuid.UUID]] = {}
+        while len(found) < self.primaries or min(map(len, found.values())) < per_primary:
+            user = uuid.uuid4()
+            found.setdefault(self.primary_of(str(user)).port, []).append(user)
+        return [user for users in found.values() for user in users[:per_primary]]
+
+    def feed_subscribers(self, user) -> int:
+        """Connections holding the user's feed channel (a sharded channel) where it lives now."""
+        channel = markers.feed_channel(user)
+        return self.primary_of(str(user)).client().execute_command(
+            "PUBSUB", "SHARDNUMSUB", channel)[1]
+
+    def sharded_subscribers(self) -> dict[int, int]:
+        """Per primary (by port), the connections holding sharded channels (CLIENT LIST ssub=)."""
+        return {port: sum(int(c.get("ssub", 0)) > 0 for c in self.node(port).client().client_list())
+                for port, role in self.roles().items() if role == "primary"}
 
     def kill_primary(self, users: list[str] = ()) -> tuple[RedisNode, RedisNode]:
         """SIGKILL a primary that has a live replica (the one holding most of `users`); return it

@@ -1,8 +1,10 @@
 """Clients of the live transports for tests: an SSE reader and a WebSocket reader, each on its own
 thread, putting what arrives on a queue, and a long-poller; all bounded in time."""
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -73,7 +75,12 @@ class SseStream:
                 return event
 
     def close(self) -> None:
-        """Hang up."""
+        """Hang up. The socket is shut down first: closing the response alone waits for the
+        reading thread, blocked until the next heartbeat or READ_TIMEOUT."""
+        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.response.close()
 
 
@@ -117,3 +124,45 @@ class WsStream:
 def ws_url(http_url: str) -> str:
     """The ws:// form of an http:// URL."""
     return "ws" + http_url.removeprefix("http")
+
+
+def open_stream(base_url: str, user, auth: dict[str, str], kind: str) -> SseStream | WsStream:
+    """A user's stream of counts, "sse" or "ws", once its first counts arrived."""
+    path = f"{base_url}/v1/users/{user}/unread-counts/"
+    stream = SseStream(path + "stream", auth) if kind == "sse" else \
+        WsStream(ws_url(path + "ws"), [f"Authorization: {auth['Authorization']}"])
+    assert stream.next().kind == "counts"
+    return stream
+
+
+def counts_reaching(stream: SseStream | WsStream, total: int, timeout: float) -> Event:
+    """The first counts event saying `total` unread within `timeout` seconds (earlier ones, such
+    as the new epoch a failover brings, are skipped); fails after it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = stream.next(timeout=deadline - time.monotonic())
+        assert event.kind == "counts", f"the stream ended: {event.text}"
+        if event.counts["total"] == total:
+            return event
+
+
+def long_poll(base_url: str, user, auth: dict[str, str], etag: str,
+              wait: int) -> requests.Response:
+    """A conditional GET of a user's counts that prefers to wait up to `wait` seconds."""
+    return requests.get(f"{base_url}/v1/users/{user}/unread-counts", timeout=wait + 10,
+                        headers={**auth, "If-None-Match": etag, "Prefer": f"wait={wait}"})
+
+
+def settled(api, user, stream: SseStream | WsStream, event: Event, deadline: float) -> Event:
+    """The stream's last counts once a poll (`api`: a conftest.Api) answers 304 to their marker;
+    fails at `deadline` (time.monotonic()). Right after a failover a bump the outbox repeats (its
+    first try timed out, yet ran) moves the marker once more, and a poll may meet a worker still
+    looking for the new primary (a 200 with no marker): the stream must follow the first, and a
+    poll soon agrees."""
+    while api.counts(user, etag=event.etag).status_code != 304:
+        assert time.monotonic() < deadline, f"{user}: the stream stayed on {event.etag}: stale"
+        with contextlib.suppress(queue.Empty):  # nothing new within 0.2 s: ask again
+            arrived = stream.events.get(timeout=0.2)
+            assert arrived.kind != "end", f"{user}: the stream ended"
+            event = arrived if arrived.kind == "counts" else event
+    return event

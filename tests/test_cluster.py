@@ -1,32 +1,30 @@
 """The service on a real Redis Cluster (3 primaries, 3 replicas): polls, 304s, bumps and batch
-reads across slots and nodes, and a node that fails part of a bump (invariant 6 per node).
+reads across slots and nodes, a node that fails part of a bump (invariant 6 per node), and the
+live transports on sharded pub/sub.
 
-The failover under traffic is in tests/faults/test_topologies.py.
+The failovers under traffic and under open streams are in tests/faults/test_topologies.py.
 """
 
+import itertools
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from counts import markers, outbox
-from tests.conftest import Api, documented, true_total
+from tests.conftest import Api, documented, new_user, true_total
+from tests.live_clients import long_poll, open_stream
+from tests.services import Gunicorn, LiveClient, wait_until
 
 TIMEOUT = 0.5
+WITHIN = 5.0  # seconds a bump may take to reach a live client; the heartbeat is 60
 
 
 @pytest.fixture
 def cluster_app(app_factory, redis_cluster):
     """The app on the cluster."""
     return app_factory(REDIS_URL=redis_cluster.url, REDIS_TIMEOUT=TIMEOUT)
-
-
-def users_on_every_primary(cluster, per_primary: int = 2) -> list[uuid.UUID]:
-    """Users whose keys live on each of the cluster's primaries, `per_primary` each."""
-    found: dict[int, list[uuid.UUID]] = {}
-    while len(found) < cluster.primaries or min(map(len, found.values())) < per_primary:
-        user = uuid.uuid4()
-        found.setdefault(cluster.primary_of(str(user)).port, []).append(user)
-    return [user for users in found.values() for user in users[:per_primary]]
 
 
 def evalsha_calls(node) -> int:
@@ -37,7 +35,7 @@ def evalsha_calls(node) -> int:
 
 def test_polls_304s_and_bumps_across_every_node(cluster_app, redis_cluster, tokens, pg):
     api = Api(cluster_app.test_client(), tokens)
-    members = users_on_every_primary(redis_cluster)
+    members = redis_cluster.users_on_every_primary()
     conversation = api.conversation(*members)
     etags = {user: api.counts(user).headers["ETag"] for user in members}
     assert all("nomarker" not in etag for etag in etags.values())
@@ -66,7 +64,7 @@ def test_a_bump_is_one_script_per_primary(cluster_app, redis_cluster, tokens):
 def test_batch_reads_across_nodes(cluster_app, redis_cluster, tokens):
     client = cluster_app.test_client()
     api = Api(client, tokens)
-    users = users_on_every_primary(redis_cluster)
+    users = redis_cluster.users_on_every_primary()
     etags = {str(user): api.counts(user).headers["ETag"] for user in users}
     batch = client.post("/v1/unread-counts/batch", headers=tokens.service(),
                         json={"users": [{"user_id": u, "etag": e} for u, e in etags.items()]})
@@ -80,7 +78,7 @@ def test_a_node_that_fails_its_part_of_a_bump_leaves_only_its_users_queued(
     users are bumped, and the outbox holds exactly the frozen node's users until it answers."""
     api = Api(cluster_app.test_client(), tokens)
     res = cluster_app.extensions["counts"]
-    members = users_on_every_primary(redis_cluster)
+    members = redis_cluster.users_on_every_primary()
     conversation = api.conversation(*members)
     etags = {user: api.counts(user).headers["ETag"] for user in members}
     frozen = redis_cluster.primary_of(str(members[1]))
@@ -112,7 +110,7 @@ def test_a_node_that_fails_its_part_of_a_bump_leaves_only_its_users_queued(
 def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
     client = markers.connect(redis_cluster.url, TIMEOUT)
     try:
-        users = users_on_every_primary(redis_cluster, per_primary=1)
+        users = redis_cluster.users_on_every_primary(per_primary=1)
         epochs = {}
         for user in users:
             node = redis_cluster.primary_of(str(user))
@@ -127,3 +125,51 @@ def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
 def test_readyz_pings_every_primary(cluster_app):
     assert cluster_app.test_client().get("/readyz").get_json() == {
         "status": "ok", "postgres": "ok", "redis": "ok", "push": {"queued": 0, "oldest_seconds": 0.0}}
+
+
+@pytest.fixture
+def cluster_server(server_env, redis_cluster, pg, tmp_path):
+    """The service under gunicorn on the cluster: one worker (one feed), and heartbeats too
+    rare to deliver anything within WITHIN, so what arrives came through the feed."""
+    server = Gunicorn({**server_env, "REDIS_URL": redis_cluster.url, "COUNTS_REDIS_TIMEOUT": "0.5",
+                       "COUNTS_STREAM_HEARTBEAT": "60"},
+                      workers=1, log_path=tmp_path / "gunicorn.log").start()
+    yield server
+    server.stop()
+
+
+def test_sse_websocket_and_long_polls_on_every_primary_get_a_bump_through_sharded_pubsub(
+        cluster_server, redis_cluster, tokens, pg):
+    """One of each live client for users on each primary; one message bumps them all across the
+    slots, and each gets it within WITHIN, over one subscriber connection per primary."""
+    api, url = Api(LiveClient(cluster_server.url), tokens), cluster_server.url
+    members = redis_cluster.users_on_every_primary(per_primary=3)
+    kinds = dict(zip(members, itertools.cycle(["sse", "ws", "long-poll"]), strict=False))
+    sender = new_user()
+    conversation = api.conversation(sender, *members)
+    streams, polls = {}, {}
+    with ThreadPoolExecutor(max_workers=len(members)) as pool:
+        try:
+            for user, kind in kinds.items():
+                if kind == "long-poll":
+                    etag = api.counts(user).headers["ETag"]
+                    polls[user] = (etag, pool.submit(long_poll, url, user, tokens.user(user), etag, 20))
+                else:
+                    streams[user] = open_stream(url, user, tokens.user(user), kind)
+            wait_until(lambda: all(redis_cluster.feed_subscribers(u) == 1 for u in members),
+                       timeout=WITHIN, what="every channel to be held on its primary")
+            assert set(redis_cluster.sharded_subscribers().values()) == {1}  # one per primary
+            sent = time.monotonic()
+            assert api.send(conversation, sender).status_code == 201
+            for user, stream in streams.items():
+                event = stream.next(timeout=WITHIN - (time.monotonic() - sent))
+                assert event.kind == "counts" and event.counts["total"] == true_total(pg, user) == 1
+                assert api.counts(user, etag=event.etag).status_code == 304
+            for user, (etag, answer) in polls.items():
+                response = answer.result(timeout=max(0.01, WITHIN - (time.monotonic() - sent)))
+                assert response.status_code == 200 and response.headers["ETag"] != etag
+                assert api.counts(user, etag=response.headers["ETag"]).status_code == 304
+                assert response.json()["total"] == 1
+        finally:
+            for stream in streams.values():
+                stream.close()

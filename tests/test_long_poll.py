@@ -10,6 +10,7 @@ import requests
 from counts import markers
 from counts.conditional import requested_wait
 from counts.live.feed import Waiter
+from counts.live.subscribers import Subscriber
 from tests.conftest import new_user
 from tests.services import Gunicorn, free_port, wait_until
 
@@ -40,7 +41,7 @@ def long_poll(client, tokens, user, etag, wait="wait=20"):
 
 def subscribed(feed, user) -> bool:
     """Whether the feed has a waiter on `user` whose subscription Redis confirmed."""
-    return str(user) in feed._confirmed
+    return feed.subscribed(user)
 
 
 def connect_feed(feed) -> None:
@@ -110,14 +111,14 @@ def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, to
     user = new_user()
     etag = current_etag(api, user)
     connect_feed(resources.feed)
-    send = resources.feed._send
+    send = Subscriber._send
 
-    def bump_then_send(*command):
-        if command[0] == "SUBSCRIBE":
+    def bump_then_send(subscriber, verb, users):
+        if verb == "subscribe" and str(user) in users:
             markers.bump(redis_client, [user], 900)
-        send(*command)
+        send(subscriber, verb, users)
 
-    monkeypatch.setattr(resources.feed, "_send", bump_then_send)
+    monkeypatch.setattr(Subscriber, "_send", bump_then_send)
     started = time.monotonic()
     response = long_poll(client, tokens, user, etag, "wait=20")
     assert response.status_code == 200

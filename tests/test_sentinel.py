@@ -6,13 +6,22 @@ gets the bump (its link frozen) and the primary dies; the Sentinels promote the 
 still holds the old marker. Without the epoch in the ETag the client's next poll is a 304 for
 counts that changed, and stays one until the next bump: the test runs the same story against a
 service whose scripts lost their epoch and requires that stale 304, so it cannot pass vacuously.
+
+And a stream open through a failover: the worker's subscriber follows the primary the Sentinels
+name, and the stream gets the next bump.
 """
+
+import time
 
 import pytest
 
 from counts import markers
 from tests.clusters import SentinelProcesses
 from tests.conftest import Api, new_user, true_total
+from tests.live_clients import counts_reaching, open_stream, settled
+from tests.services import Gunicorn, LiveClient, wait_until
+
+WITHIN = 8.0  # seconds from the failover's end to the bump on the stream (heartbeat: 60)
 
 # The epoch's Lua with the replication id replaced by a constant: the mutant.
 REAL_EPOCH = "string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)"
@@ -68,3 +77,35 @@ def test_a_bump_lost_in_a_failover_costs_a_200_never_a_stale_304(
         assert api.counts(bob, etag=answer.headers["ETag"]).status_code == 304
     else:
         assert answer.status_code == 304, "the mutant should have answered the stale 304"
+
+
+def test_a_stream_open_through_a_sentinel_failover_gets_the_bump_made_after_it(
+        sentinels, server_env, tokens, pg, tmp_path):
+    """An SSE stream (60-s heartbeats) is open when the primary is SIGKILLed; after the Sentinels
+    promote the replica, a message reaches the stream within WITHIN: the subscriber reconnected
+    to the new primary and subscribed again."""
+    server = Gunicorn({**server_env, "REDIS_URL": sentinels.url, "COUNTS_REDIS_TIMEOUT": "0.5",
+                       "COUNTS_STREAM_HEARTBEAT": "60"},
+                      workers=1, log_path=tmp_path / "gunicorn.log").start()
+    stream = None
+    try:
+        api = Api(LiveClient(server.url), tokens)
+        alice, bob = new_user(), new_user()
+        conversation = api.conversation(alice, bob)
+        stream = open_stream(server.url, bob, tokens.user(bob), "sse")
+        channel = markers.feed_channel(bob)
+        wait_until(lambda: sentinels.primary.client().pubsub_numsub(channel) == [(channel.encode(), 1)],
+                   timeout=WITHIN, what="the stream's channel to be held on the primary")
+        sentinels.fail_over()
+        failed_over = time.monotonic()
+        assert api.send(conversation, alice).status_code == 201
+        event = counts_reaching(stream, 1, timeout=WITHIN)
+        event = settled(api, bob, stream, event, failed_over + WITHIN)
+        assert event.counts["total"] == true_total(pg, bob) == 1
+        assert sentinels.replica.client().pubsub_numsub(channel) == [(channel.encode(), 1)]
+        print(f"sentinel failover under a stream: bumped {time.monotonic() - failed_over:.2f} s "
+              "after the failover")
+    finally:
+        if stream is not None:
+            stream.close()
+        server.stop()

@@ -1,15 +1,18 @@
-"""The change feed of one worker process: one Redis subscriber, and the requests waiting on it.
+"""The change feed of one worker process: its Redis subscribers, and the requests waiting on them.
 
-As in Discourse's message_bus: one subscriber connection per process and an in-process map from
-user to waiters, never a Redis connection per waiter. A bump publishes each user's new marker on
-the user's channel (markers.BUMP_MARKERS); the subscriber holds a user's channel while at least
-one of the worker's live connections waits on that user.
+As in Discourse's message_bus: one subscriber connection per Redis server and process, and an
+in-process map from user to waiters, never a Redis connection per waiter. A bump publishes each
+user's new marker on the user's channel (markers.BUMP_MARKERS), on the server holding the user;
+the subscriber of that server (counts.live.subscribers: one for one server or Sentinel, one per
+primary on a Cluster, with sharded pub/sub) holds a user's channel while at least one of the
+worker's live connections waits on that user.
 
 Pub/sub is at-most-once, so a message is only a wake-up (DESIGN.md invariant 10). Woken users are
 re-read from Redis by the checker thread in batches (one MGET per round), and only waiters whose
 marker really moved are woken. Every waiter is re-checked when Redis confirms its user's
 subscription (a bump between the waiter's first read and its subscription is not lost) and after
-the subscriber reconnects (Redis restarted, the socket cut, or half-open: a PING unanswered).
+its subscriber reconnects (Redis restarted, the socket cut, half-open: a PING unanswered, or a
+Cluster primary failed over: its users then follow their slots to the promoted replica).
 Streams ask for a re-check at each heartbeat and a long-poll re-reads its marker at its deadline,
 so a lost message costs at most one heartbeat, never a stale client.
 """
@@ -25,20 +28,12 @@ from collections.abc import Callable
 
 import redis
 
-from counts import markers, metrics
+from counts import markers, metrics, stores
+from counts.live.subscribers import Subscriber, describe
 
 log = logging.getLogger(__name__)
 
-PING_EVERY = 5.0  # seconds between the subscriber's PINGs
-PONG_TIMEOUT = 5.0  # a PING unanswered this long means a dead or half-open socket: reconnect
-READ_SLICE = 1.0  # seconds the subscriber blocks on its socket per turn
-BATCH = 1000  # users per MGET, channels per SUBSCRIBE
-RECONNECT_MAX = 2.0  # seconds: the longest wait between two reconnect attempts (full jitter)
-
-
-def describe(error: Exception) -> str:
-    """An error for a log line (redis-py 8's repr hides the message: 'network:ConnectionError')."""
-    return f"{type(error).__name__}: {error}"
+BATCH = 1000  # users per MGET
 
 
 class Waiter:
@@ -72,7 +67,7 @@ class Waiter:
 
 
 class Feed:
-    """The worker's subscriber and waiters; threads (greenlets under gevent) start on first use."""
+    """The worker's subscribers and waiters; threads (greenlets under gevent) start on first use."""
 
     def __init__(self, client: redis.Redis, marker_ttl: int, capacity: int,
                  heartbeat: float):
@@ -84,14 +79,11 @@ class Feed:
         self.shutting_down = False
         self.worker_id = ""
         self._waiters: dict[str, set[Waiter]] = {}
-        self._confirmed: set[str] = set()  # users whose subscription Redis confirmed
+        self._subscribers: dict[str | None, Subscriber] = {}  # by stores.feed_server
+        self._held: dict[str, Subscriber] = {}  # user -> the subscriber holding their channel
         self._live: dict[str, int] = {}  # user -> open streams here (presence)
         self._presence: dict[str, bool] = {}  # presence changes to write: True open, False gone
         self._pending: set[str] = set()  # users to re-check
-        self._pending_all = False
-        self._resubscribing = False  # between a reconnect's SUBSCRIBEs and its PONG
-        self._conn = None
-        self._reconnect_delay = 0.05
         self._lock = threading.Lock()
         self._work = threading.Event()
         self._stopped = threading.Event()
@@ -115,8 +107,8 @@ class Feed:
             waiters.add(waiter)
             if len(waiters) == 1:
                 # Its confirmation re-checks the user: a bump since the waiter's read is seen.
-                self._send("SUBSCRIBE", markers.feed_channel(waiter.user))
-            elif waiter.user in self._confirmed:
+                self._subscribe(waiter.user)
+            elif waiter.user in self._held[waiter.user].confirmed:
                 self._pending.add(waiter.user)
                 self._work.set()
             if waiter.live:
@@ -137,8 +129,7 @@ class Feed:
             self.count -= 1
             if not waiters:
                 del self._waiters[waiter.user]
-                self._confirmed.discard(waiter.user)
-                self._send("UNSUBSCRIBE", markers.feed_channel(waiter.user))
+                self._held.pop(waiter.user).drop(waiter.user)
             if waiter.live:
                 self._live[waiter.user] -= 1
                 if not self._live[waiter.user]:
@@ -199,104 +190,62 @@ class Feed:
         threading.Thread(target=close_over_time, name="counts-live-shutdown", daemon=True).start()
 
     def stop(self) -> None:
-        """Stop the subscriber and checker (worker exit, tests): within READ_SLICE seconds."""
+        """Stop the subscribers and checker (worker exit, tests): within a second."""
         self._stopped.set()
         self._work.set()
 
-    # --- the subscriber ----------------------------------------------------------------------
+    # --- the subscribers ---------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Start the subscriber and checker in this process (after fork), once. Under the lock."""
+        """Start the checker in this process (after fork), once. Under the lock."""
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
         self.worker_id = f"{socket.gethostname()}:{self._pid}:{secrets.token_hex(4)}"
-        for target, name in ((self._subscribe, "counts-feed"), (self._check, "counts-feed-check")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        self._subscribers, self._held = {}, {}  # a parent's threads did not survive the fork
+        threading.Thread(target=self._check, name="counts-feed-check", daemon=True).start()
 
-    def _send(self, *command: str) -> None:
-        """Send a command on the subscriber connection, if it is up (under the lock). If it is
-        down, the reconnect subscribes every user in the map."""
-        if self._conn is not None:
-            try:
-                self._conn.send_command(*command, check_health=False)
-            except (redis.RedisError, OSError) as error:
-                log.info("feed: %s not sent, the subscriber reconnects: %r", command[0], error)
+    def _subscribe(self, user: str) -> None:
+        """Hold the user's channel on the subscriber of the server that holds the user (made
+        if it is the first of that server's users here). Under the lock."""
+        server = stores.feed_server(self.redis, user)
+        subscriber = self._subscribers.get(server)
+        if subscriber is None:
+            subscriber = self._subscribers[server] = Subscriber(self, server)
+        self._held[user] = subscriber
+        subscriber.hold(user)
 
-    def _subscribe(self) -> None:
-        """Hold the subscriber connection, reconnecting with jittered backoff, until stopped."""
-        while not self._stopped.is_set():
-            pool = self.redis.connection_pool
-            conn = pool.connection_class(**pool.connection_kwargs)
-            try:
-                conn.connect()
-                with self._lock:
-                    self._conn = conn
-                    self._resubscribing = True
-                    channels = [markers.feed_channel(user) for user in self._waiters]
-                    for i in range(0, len(channels), BATCH):
-                        conn.send_command("SUBSCRIBE", *channels[i:i + BATCH], check_health=False)
-                    conn.send_command("PING", check_health=False)
-                self._listen(conn)
-            except Exception as error:  # noqa: BLE001 - a socket a failed send closed under the
-                # reader surfaces as whatever the parser trips on; any failure means reconnect.
-                if not self._stopped.is_set():
-                    log.warning("feed: subscriber lost Redis, reconnecting: %s", describe(error))
-                    metrics.redis_failed("feed")
-            finally:
-                with self._lock:
-                    if self._conn is conn:
-                        self._conn = None
-                    self._confirmed.clear()
-                conn.disconnect()
-            self._stopped.wait(random.uniform(0, self._reconnect_delay))
-            self._reconnect_delay = min(RECONNECT_MAX, self._reconnect_delay * 2)
-
-    def _listen(self, conn) -> None:
-        """Read the subscriber's replies until it fails (raises) or the feed stops."""
-        ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
-        while not self._stopped.is_set():
-            if conn.can_read(timeout=READ_SLICE):
-                # hiredis marks pub/sub replies as push messages: ask for them, or they vanish.
-                reply = conn.read_response(push_request=True)
-                if reply == b"PONG" or (isinstance(reply, list) and reply[0] == b"pong"):
-                    ping_sent = None
-                    self._answered()
-                else:
-                    self._handle(reply)
-            now = time.monotonic()
-            if ping_sent is not None and now - ping_sent > PONG_TIMEOUT:
-                raise redis.ConnectionError("the subscriber's PING went unanswered")
-            if ping_sent is None and now - last_ping >= PING_EVERY:
-                with self._lock:
-                    conn.send_command("PING", check_health=False)
-                ping_sent = last_ping = now
-
-    def _answered(self) -> None:
-        """A PONG: after a reconnect, every subscription before it is active, so every waiter
-        is re-checked (their bumps may have been published while nobody listened)."""
+    def subscribed(self, user: str) -> bool:
+        """Whether Redis confirmed the subscription of a user some waiter waits on."""
         with self._lock:
-            if not self._resubscribing:
-                return
-            self._resubscribing = False
-            self._pending_all = True
-            self._reconnect_delay = 0.05
-        metrics.FEED_RESUBSCRIBED.inc()
+            subscriber = self._held.get(str(user))
+            return subscriber is not None and str(user) in subscriber.confirmed
+
+    def _woken(self, users) -> None:
+        """A subscriber's call (under the lock): re-check these users."""
+        self._pending.update(users)
         self._work.set()
 
-    def _handle(self, reply: list) -> None:
-        """A published marker, or a (un)subscribe confirmation."""
-        kind, user = reply[0], markers.channel_user(reply[1])
+    def _reroute(self, subscriber: Subscriber) -> None:
+        """A subscriber's call before it reconnects: on a fresh map of which server holds whom,
+        move its users that another server now holds (a Cluster failover) to that server's
+        subscriber, whose confirmations re-check them; retire it if none are left."""
+        stores.refresh_feed_servers(self.redis)
         with self._lock:
-            if kind == b"message":
-                self._pending.add(user)
-            elif kind == b"subscribe" and user in self._waiters:
-                self._confirmed.add(user)
-                if not self._resubscribing:
-                    self._pending.add(user)
-            elif kind == b"unsubscribe" and user not in self._waiters:
-                self._confirmed.discard(user)
-        self._work.set()
+            for user in list(subscriber.users):
+                if stores.feed_server(self.redis, user) != subscriber.server:
+                    subscriber.drop(user)
+                    self._subscribe(user)
+            self._retire(subscriber)
+
+    def _retire(self, subscriber: Subscriber) -> bool:
+        """A subscriber's call (under the lock): end it if it holds no user; whether it ended."""
+        if subscriber.users:
+            return False
+        subscriber.retired = True
+        if self._subscribers.get(subscriber.server) is subscriber:
+            del self._subscribers[subscriber.server]
+        return True
 
     # --- the checker -------------------------------------------------------------------------
 
@@ -307,9 +256,7 @@ class Feed:
             self._work.wait(self.heartbeat)
             self._work.clear()
             with self._lock:
-                users = list(self._waiters) if self._pending_all else \
-                    [u for u in self._pending if u in self._waiters]
-                self._pending_all = False
+                users = [u for u in self._pending if u in self._waiters]
                 self._pending.clear()
                 presence, self._presence = self._presence, {}
             failed = [user for i in range(0, len(users), BATCH)

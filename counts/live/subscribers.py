@@ -1,0 +1,176 @@
+"""One subscriber connection of the change feed: the feed channels of the users one Redis server
+holds (counts.stores.feed_server), with its own thread.
+
+On one server or Sentinel it SUBSCRIBEs; on a Cluster it SSUBSCRIBEs at the primary owning its
+users' slots (sharded pub/sub: a bump SPUBLISHes where the user's marker lives). It reconnects
+with jittered backoff whenever its connection fails: Redis restarted, the socket cut, half-open
+(a PING unanswered), or on a Cluster its node died or gave up a slot (MOVED, or a SUNSUBSCRIBE
+Redis sent by itself). Before each reconnect the feed re-routes its users on a fresh slot map, so
+the users of a failed-over primary move to the subscriber of the promoted replica. After each
+(re)connect, the PONG that follows its subscriptions has the feed re-check all its users.
+
+The subscriber shares the feed's lock and calls back three of its methods, under that lock:
+`_woken(users)` (re-check them), `_reroute(subscriber)` (without the lock: it refreshes the slot
+map) and `_retire(subscriber)` (it has no users left).
+"""
+
+import logging
+import random
+import threading
+import time
+
+import redis
+
+from counts import markers, metrics, stores
+
+log = logging.getLogger(__name__)
+
+PING_EVERY = 5.0  # seconds between a subscriber's PINGs
+PONG_TIMEOUT = 5.0  # a PING unanswered this long means a dead or half-open socket: reconnect
+READ_SLICE = 1.0  # seconds a subscriber blocks on its socket per turn
+BATCH = 1000  # channels per SUBSCRIBE
+RECONNECT_MIN = 0.05  # seconds: the first reconnect waits up to this (full jitter), doubling...
+RECONNECT_MAX = 2.0  # ... up to this
+
+# Replies as their kind: sharded pub/sub names them with an "s".
+KINDS = {b"message": "message", b"subscribe": "subscribe", b"unsubscribe": "unsubscribe",
+         b"smessage": "message", b"ssubscribe": "subscribe", b"sunsubscribe": "unsubscribe"}
+
+
+def describe(error: Exception) -> str:
+    """An error for a log line (redis-py 8's repr hides the message: 'network:ConnectionError')."""
+    return f"{type(error).__name__}: {error}"
+
+
+class Subscriber:
+    """The feed channels of the users one server holds, on one connection."""
+
+    def __init__(self, feed, server: str | None):
+        self.feed = feed
+        self.server = server  # stores.feed_server's key: None (one server) or "host:port"
+        self.users: set[str] = set()  # whose channels this connection must hold
+        self.confirmed: set[str] = set()  # whose subscription the server confirmed
+        self.retired = False  # no users left, or moved elsewhere: the thread ends
+        self._lock = feed._lock
+        self._conn = None
+        self._sharded = False
+        self._resubscribing = False  # between a (re)connect's SUBSCRIBEs and its PONG
+        self._delay = RECONNECT_MIN
+        threading.Thread(target=self._run, name=f"counts-feed-{server or 'redis'}",
+                         daemon=True).start()
+
+    # --- called by the feed, under its lock ---------------------------------------------------
+
+    def hold(self, user: str) -> None:
+        """Subscribe to the user's channel (its confirmation has the user re-checked)."""
+        self.users.add(user)
+        self._send("subscribe", [user])
+
+    def drop(self, user: str) -> None:
+        """Unsubscribe from the user's channel."""
+        self.users.discard(user)
+        self.confirmed.discard(user)
+        self._send("unsubscribe", [user])
+
+    def _send(self, verb: str, users: list[str]) -> None:
+        """(UN)SUBSCRIBE, or their sharded forms, if the connection is up; if it is down, the
+        reconnect subscribes every user held. A sharded command names channels of one slot, so
+        there it is one command per user, all in one write."""
+        if self._conn is None:
+            return
+        verb = ("S" if self._sharded else "") + verb.upper()
+        channels = [markers.feed_channel(user) for user in users]
+        commands = [(verb, channel) for channel in channels] if self._sharded else \
+            [(verb, *channels[i:i + BATCH]) for i in range(0, len(channels), BATCH)]
+        try:
+            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+        except (redis.RedisError, OSError) as error:
+            log.info("feed: %s not sent, the subscriber reconnects: %s", verb, describe(error))
+
+    # --- its thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Hold the connection, reconnecting with jittered backoff, until retired or stopped."""
+        stopped = self.feed._stopped
+        while not stopped.is_set():
+            conn = None
+            try:
+                conn, sharded = stores.feed_connection(self.feed.redis, self.server)
+                conn.connect()
+                with self._lock:
+                    if self.retired:
+                        return
+                    self._conn, self._sharded, self._resubscribing = conn, sharded, True
+                    self._send("subscribe", list(self.users))
+                    conn.send_command("PING", check_health=False)
+                self._listen(conn)
+            except Exception as error:  # noqa: BLE001 - a socket a failed send closed under the
+                # reader surfaces as whatever the parser trips on; any failure means reconnect.
+                if not stopped.is_set():
+                    log.warning("feed: subscriber of %s lost Redis, reconnecting: %s",
+                                self.server or "redis", describe(error))
+                    metrics.redis_failed("feed")
+            finally:
+                with self._lock:
+                    if self._conn is conn:
+                        self._conn = None
+                    self.confirmed.clear()
+                if conn is not None:
+                    conn.disconnect()
+            if self.retired or stopped.wait(random.uniform(0, self._delay)):
+                return
+            self._delay = min(RECONNECT_MAX, self._delay * 2)
+            self.feed._reroute(self)  # a Cluster's slots may have moved: users follow them
+            if self.retired:
+                return
+
+    def _listen(self, conn) -> None:
+        """Read replies until the connection fails (raises), or the feed stops or retires it."""
+        ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
+        while not self.feed._stopped.is_set():
+            if conn.can_read(timeout=READ_SLICE):
+                # hiredis marks pub/sub replies as push messages: ask for them, or they vanish.
+                # A MOVED (a slot this node gave up) raises here: reconnect, re-routed.
+                reply = conn.read_response(push_request=True)
+                if reply == b"PONG" or (isinstance(reply, list) and reply[0] == b"pong"):
+                    ping_sent = None
+                    self._answered()
+                else:
+                    self._handle(reply)
+            now = time.monotonic()
+            if ping_sent is not None and now - ping_sent > PONG_TIMEOUT:
+                raise redis.ConnectionError("the subscriber's PING went unanswered")
+            if ping_sent is None and now - last_ping >= PING_EVERY:
+                with self._lock:
+                    if not self.users and self.feed._retire(self):
+                        return  # no waiter waits on a user of this server any more
+                    conn.send_command("PING", check_health=False)
+                ping_sent = last_ping = now
+
+    def _answered(self) -> None:
+        """A PONG: after a (re)connect, every subscription before it is active, so every user
+        is re-checked (their bumps may have been published while nobody listened)."""
+        with self._lock:
+            if not self._resubscribing:
+                return
+            self._resubscribing = False
+            self._delay = RECONNECT_MIN
+            self.feed._woken(self.users)
+        metrics.FEED_RESUBSCRIBED.inc()
+
+    def _handle(self, reply: list) -> None:
+        """A published marker, or a (un)subscribe confirmation."""
+        kind, user = KINDS.get(reply[0]), markers.channel_user(reply[1])
+        with self._lock:
+            if kind == "message" and user in self.users:
+                self.feed._woken([user])
+            elif kind == "subscribe" and user in self.users:
+                self.confirmed.add(user)
+                if not self._resubscribing:
+                    self.feed._woken([user])
+            elif kind == "unsubscribe" and user in self.users:
+                # Ours, raced by a new waiter's subscribe (whose confirmation follows), or the
+                # server's own: its slot moved. Subscribing again is harmless in the first case
+                # and answered MOVED in the second, which has this subscriber re-routed.
+                self.confirmed.discard(user)
+                self._send("subscribe", [user])
