@@ -1,6 +1,6 @@
 """Hot-path benchmark: the 304 and 200 paths against the floor (bare WSGI + one Redis GET).
 
-PERF-NOTES' method: one gunicorn worker pinned to core 0, wrk pinned to core 1, the same worker
+The method: one gunicorn worker pinned to core 0, wrk pinned to core 1, the same worker
 class for the service and the floor, rounds interleaved so drift hits every contender alike. The
 304 path runs twice: with HS256 tokens (COUNTS_JWT_SECRET), and with ES256 tokens checked against
 a JWKS the bench serves (COUNTS_JWKS_URL). Both carry the same claims (the ES256 ones add aud, iss

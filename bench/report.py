@@ -457,7 +457,7 @@ def machine_section(run: Run) -> list[str]:
     return ["## Machine and command", "", "```", run.command, "```", "",
             *table(["", ""], rows), "",
             f"Wall time of the whole run: {run.wall_seconds / 60:.1f} min. Absolute figures drift "
-            "10-20 % between runs on these shared machines (see PERF-NOTES); compare within a "
+            "10-20 % between runs on these shared machines; compare within a "
             "run. Other processes' CPU during each pass is shown above.", ""]
 
 
