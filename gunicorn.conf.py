@@ -19,9 +19,12 @@ workers = int(os.environ.get("COUNTS_WORKERS", "2"))
 # gevent: live connections (long-polls, SSE, WebSocket) wait by the thousand, and gthread pins a
 # thread to each (at ~2,000 waits a plain request to the worker hung). gevent's monkey-patching
 # makes redis-py and threading cooperative, and psycopg2 waits through counts.db's callback on
-# select.select, which gevent patches too. For the 304 path PERF-NOTES measured it within noise
-# of gthread.
+# select.select, which gevent patches too. On the 304 path it measures within noise of gthread
+# (bench/RESULTS.md, hot path).
 worker_class = "gevent"
+# Greenlets without their spawning stack and tree: tracemalloc put that at ~800 bytes of every
+# held live connection (gevent.pool's spawn), and nothing here reads them.
+os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 # Concurrent connections per worker: its live connections (COUNTS_MAX_STREAMS) and room for
 # plain requests beside them.
 worker_connections = int(os.environ.get("COUNTS_MAX_STREAMS", "10000")) + 1000
@@ -162,3 +165,4 @@ def worker_exit(server, worker):
     resources = _resources(worker)
     if resources is not None:
         resources.close()
+
