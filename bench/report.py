@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.hotpath import CHOICE_MARGIN, CONFIGURED_CLASS, ES256, MIX_200, HotpathResult
+from bench.hotpath import CONFIGURED_CLASS, ES256, MIX_200, HotpathResult
 from bench.push import P99_TARGET_S, PushResult
 from bench.scaling import (
     BACKGROUND_MEMBERSHIPS,
@@ -315,21 +315,23 @@ def hotpath_section(hp: HotpathResult | None) -> list[str]:
     lines = ["## Hot path: one worker, pinned, against the floor", "",
              f"One gunicorn worker pinned to core 0 (`taskset -c 0`), wrk pinned to core 1 "
              f"(`wrk -t1 -c{hp.connections} -d{hp.duration:g}s`, bench/poll.lua: 5,000 users, "
-             "each with its own token and ETag, so JWT verification is included: HS256, and for "
-             "the ES256 row ES256 tokens with the same claims checked against a JWKS the bench "
-             "serves; the rate limiter "
+             "each with its own token and ETag: HS256, and for the ES256 row ES256 tokens with the "
+             "same claims checked against a JWKS the bench serves; every token is verified once "
+             "while the servers warm up, so the rounds measure pollers' steady state, a token the "
+             "verifier's cache holds; the rate limiter "
              "counts every poll but is set never to refuse), medians of "
              f"{len(next(iter(hp.runs.values())))} interleaved rounds. CPU per request: the gunicorn "
              "processes, and with Redis and Postgres.", "",
              *table(["worker class", "what answers", "req/s", "x floor", "app CPU us/req",
                      "+ Redis + PG us/req", "p99 ms", "statuses", "errors"], rows), "",
-             f"Worker class chosen on this measurement: **{hp.chosen}**. Requests/s on a poll mix of "
-             f"{1 - MIX_200:.0%} 304s and {MIX_200:.0%} 200s: "
+             f"Worker class judged: **{hp.chosen}**, the one the service ships "
+             f"({CONFIGURED_CLASS}: live connections need it; other classes are measured for "
+             f"comparison). Requests/s on a poll mix of {1 - MIX_200:.0%} 304s and {MIX_200:.0%} "
+             "200s: "
              + ", ".join(f"{c} {fmt(hp.mixed(c), 0)}/s" for c in sorted({k[0] for k in hp.runs}))
-             + f". The service's configured class ({CONFIGURED_CLASS}) is kept unless another beats "
-             f"it by more than {CHOICE_MARGIN - 1:.0%} on that mix (this machine's run-to-run drift "
-             "is 10-20 %). The 304 target is judged on the chosen class.", ""]
-    return lines + profile_lines("Where the 304 path's CPU goes (py-spy, the chosen class, under wrk)",
+             + ". This machine's run-to-run drift is 10-20 %, more while other jobs share it: "
+             "compare rows of one run.", ""]
+    return lines + profile_lines("Where the 304 path's CPU goes (py-spy, the judged class, under wrk)",
                                  hp.profile)
 
 
