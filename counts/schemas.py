@@ -183,7 +183,9 @@ class DeviceRegistration(Schema):
 
     def load(self, data, **kwargs):
         """Validate with the schema of the body's platform."""
-        schema = DEVICE_SCHEMAS.get(data.get("platform")) if isinstance(data, dict) else None
+        platform = data.get("platform") if isinstance(data, dict) else None
+        # Only a string can name a platform (a list or an object is not even a dict key).
+        schema = DEVICE_SCHEMAS.get(platform) if isinstance(platform, str) else None
         if schema is None:
             raise ValidationError({"platform": ["Must be one of: webpush, apns, fcm."]})
         return schema.load(data, **kwargs)

@@ -115,6 +115,8 @@ def test_a_platform_that_is_not_configured_is_422(push_api, body):
     {"platform": "fcm", "token": "has space"},
     {"platform": "webpush"},
     ["not", "an", "object"],
+    {"platform": [], "": None},  # found by schemathesis: an unhashable platform was a 500
+    {"platform": {"name": "fcm"}},
 ])
 def test_invalid_registrations_are_422(push_api, body):
     assert_problem(register(push_api, new_user(), body), 422)
