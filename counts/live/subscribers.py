@@ -55,6 +55,7 @@ class Subscriber:
         self._conn = None
         self._sharded = False
         self._resubscribing = False  # between a (re)connect's SUBSCRIBEs and its PONG
+        self._send_failed = False  # a (un)subscribe could not be written on this connection
         self._delay = RECONNECT_MIN
         threading.Thread(target=self._run, name=f"counts-feed-{server or 'redis'}",
                          daemon=True).start()
@@ -85,6 +86,10 @@ class Subscriber:
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
         except (redis.RedisError, OSError) as error:
+            # redis-py has closed the socket, and the listener's next read or PING would open a
+            # new one by itself, subscribed to nothing: every wake-up lost, the PINGs answered.
+            # The listener starts over instead, subscribing everyone and re-checking them.
+            self._send_failed = True
             log.info("feed: %s not sent, the subscriber reconnects: %s", verb, describe(error))
 
     # --- its thread ---------------------------------------------------------------------------
@@ -101,6 +106,7 @@ class Subscriber:
                     if self.retired:
                         return
                     self._conn, self._sharded, self._resubscribing = conn, sharded, True
+                    self._send_failed = False
                     self._send("subscribe", list(self.users))
                     conn.send_command("PING", check_health=False)
                 self._listen(conn)
@@ -128,6 +134,8 @@ class Subscriber:
         """Read replies until the connection fails (raises), or the feed stops or retires it."""
         ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
         while not self.feed._stopped.is_set():
+            if self._send_failed:
+                raise redis.ConnectionError("a subscription could not be sent")
             if conn.can_read(timeout=READ_SLICE):
                 # hiredis marks pub/sub replies as push messages: ask for them, or they vanish.
                 # A MOVED (a slot this node gave up) raises here: reconnect, re-routed.
