@@ -165,4 +165,3 @@ def worker_exit(server, worker):
     resources = _resources(worker)
     if resources is not None:
         resources.close()
-
