@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import requests
 
 from counts import markers
@@ -124,6 +125,41 @@ def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, to
     assert response.status_code == 200
     assert time.monotonic() - started < 20
     assert response.headers["ETag"] != etag
+
+
+def test_a_subscribe_that_cannot_be_written_makes_the_subscriber_start_over(
+        api, client, tokens, resources, redis_client, monkeypatch):
+    """The first SUBSCRIBE meets a broken socket, and redis-py does what it does then: closes
+    the socket and raises. Its next write would quietly open a new socket, subscribed to nothing;
+    the subscriber must start over instead, so the user's subscription is confirmed and the bump
+    reaches the long-poll long before its deadline."""
+    user = new_user()
+    etag = current_etag(api, user)
+    send, broken = Subscriber._send, []
+
+    def send_on_a_broken_socket(subscriber, verb, users):
+        conn = subscriber._conn
+        if conn is not None and verb == "subscribe" and str(user) in users and not broken:
+            broken.append(conn)
+
+            def write_fails(*args, **kwargs):  # redis-py's send_packed_command on EPIPE, once
+                del conn.send_packed_command  # the next write is redis-py's own again
+                conn.disconnect()
+                raise redis.ConnectionError("Error 32 while writing to socket. Broken pipe.")
+
+            conn.send_packed_command = write_fails
+        send(subscriber, verb, users)
+
+    monkeypatch.setattr(Subscriber, "_send", send_on_a_broken_socket)
+    bumper = in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user),
+                                           what="the subscription to be confirmed"),
+                                markers.bump(redis_client, [user], 900)))
+    started = time.monotonic()
+    response = long_poll(client, tokens, user, etag, "wait=20")
+    assert broken, "no SUBSCRIBE met the broken socket"
+    assert response.status_code == 200
+    assert time.monotonic() - started < 20  # woken by the bump, not by its deadline
+    bumper[0].join(5)
 
 
 def test_an_etag_that_does_not_match_is_answered_at_once(api, client, tokens, resources,
