@@ -43,7 +43,7 @@ def test_the_same_token_again_is_200_with_the_same_id(push_api, push_service):
 
 def test_a_token_registered_by_another_user_moves_to_the_new_one(push_api, push_service):
     before, after = new_user(), new_user()
-    body = webpush_body(push_service.origin + "/push/v2/shared-phone")
+    body = webpush_body(push_service.origin + "/push/v2/handed-down-phone")
     old_id = register(push_api, before, body).get_json()["device_id"]
     moved = register(push_api, after, body)
     assert moved.status_code == 201 and moved.get_json()["device_id"] != old_id
