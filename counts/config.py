@@ -1,5 +1,6 @@
 """Configuration from the environment, with defaults a local run can live with."""
 
+import ipaddress
 import math
 import os
 import re
@@ -104,6 +105,8 @@ def load_config(env: dict[str, str] | None = None,
         "JWT_LEEWAY": _number(env, "COUNTS_JWT_LEEWAY", 30.0, float),
         # The `role` of user tokens; empty for providers whose tokens carry no `role` claim.
         "JWT_USER_ROLE": env.get("COUNTS_JWT_USER_ROLE", "authenticated") or None,
+        # Opt-in: provider tokens with our issuer and one of these audiences are services'.
+        "JWT_SERVICE_AUDIENCE": _words(env, "COUNTS_JWT_SERVICE_AUDIENCE") or None,
         "DATABASE_URL": env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/counts"),
         # Postgres read replicas for the 200 path (comma-separated); writes stay on DATABASE_URL.
         "DATABASE_REPLICA_URLS": _urls(env, "DATABASE_REPLICA_URLS"),
@@ -177,12 +180,43 @@ def _check_identity(config: dict[str, Any]) -> None:
             )
         config["JWT_SECRET"] = DEVELOPMENT_JWT_SECRET
     url = config["JWKS_URL"]
-    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
-        raise RuntimeError(f"COUNTS_JWKS_URL must be an http(s) URL, got {url!r}")
+    if url:
+        _check_jwks_url(url)
+    service_audience = config["JWT_SERVICE_AUDIENCE"]
+    if service_audience:
+        if not (url and config["JWT_ISSUER"]):
+            raise RuntimeError("COUNTS_JWT_SERVICE_AUDIENCE needs COUNTS_JWKS_URL and "
+                               "COUNTS_JWT_ISSUER: it names the provider tokens that are services'")
+        shared = set(service_audience) & set(config["JWT_AUDIENCE"] or ("authenticated",))
+        if shared:
+            raise RuntimeError(f"COUNTS_JWT_SERVICE_AUDIENCE {sorted(shared)} is also a user "
+                               "audience: every user token would have service rights")
     if not (math.isfinite(config["JWKS_REFRESH"]) and config["JWKS_REFRESH"] > 0):
         raise RuntimeError("COUNTS_JWKS_REFRESH must be a positive number of seconds")
     if not (math.isfinite(config["JWT_LEEWAY"]) and config["JWT_LEEWAY"] >= 0):
         raise RuntimeError("COUNTS_JWT_LEEWAY must be a number of seconds, 0 or more")
+
+
+def _check_jwks_url(url: str) -> None:
+    """https, or http to this machine only: keys fetched over plain http from elsewhere can be
+    replaced by anyone on the path, and every token they sign is accepted."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RuntimeError(f"COUNTS_JWKS_URL must be an https URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise RuntimeError("COUNTS_JWKS_URL must be https: signing keys fetched over plain http "
+                           "can be swapped by anyone on the path (http is allowed only to "
+                           f"localhost), got {url!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    """localhost, or an address in 127.0.0.0/8 or ::1 (no name lookup: it must be evident)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def push_settings(env: dict[str, str]) -> dict[str, Any]:

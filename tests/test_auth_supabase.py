@@ -93,9 +93,57 @@ def test_legacy_service_role_key_is_a_service_without_aud_or_our_issuer(verifier
     assert principal.user_id is None
 
 
-def test_service_role_signed_by_the_provider_is_trusted_by_signature(verifier, ec_key):
-    claims = supabase_claims("any", role=SERVICE_ROLE, aud=None, iss="elsewhere")
-    assert verifier.verify(bearer(ec_key.sign(claims))).is_service
+@pytest.mark.parametrize("changes", [
+    {"aud": None, "iss": "elsewhere"},  # the provider signed it for another app
+    {"aud": "some-other-api", "iss": "https://elsewhere/"},
+    {},  # even with our audience and issuer: the provider's keys sign users only
+], ids=["no aud, other iss", "other aud and iss", "our aud and iss"])
+def test_service_role_signed_by_the_provider_is_no_service(verifier, ec_key, changes):
+    claims = supabase_claims("any", role=SERVICE_ROLE, **changes)
+    with pytest.raises(Unauthorized, match="signed with COUNTS_JWT_SECRET"):
+        verifier.verify(bearer(ec_key.sign(claims)))
+
+
+def test_service_role_signed_by_the_provider_without_a_role_check_is_still_a_user(keyset, ec_key):
+    verifier = TokenVerifier(None, keyset, audience=("counts",), issuer=ISSUER, user_role=None)
+    claims = supabase_claims(USER, role=SERVICE_ROLE, aud="counts")
+    principal = verifier.verify(bearer(ec_key.sign(claims)))
+    assert (principal.is_service, principal.user_id) == (False, USER)
+
+
+def test_a_service_audience_opts_provider_tokens_of_our_issuer_in(keyset, ec_key):
+    """COUNTS_JWT_SERVICE_AUDIENCE: machine tokens (an OAuth client-credentials grant) whose aud
+    names the service audience and whose iss is ours are services'; nothing else is."""
+    verifier = TokenVerifier(None, keyset, audience=("counts",), issuer=ISSUER,
+                             service_audience=("counts-service",))
+    machine = {"sub": "chat-backend@clients", "iss": ISSUER, "aud": "counts-service",
+               "exp": int(time.time()) + 60}
+    assert verifier.verify(bearer(ec_key.sign(machine))).is_service
+    assert verifier.verify(bearer(ec_key.sign({**machine, "aud": ["x", "counts-service"]}))).is_service
+    with pytest.raises(Unauthorized):
+        verifier.verify(bearer(ec_key.sign({**machine, "iss": "https://elsewhere/"})))
+    with pytest.raises(Unauthorized):
+        verifier.verify(bearer(ec_key.sign({**machine, "aud": "counts"})))  # a user's audience
+    with pytest.raises(ValueError, match="issuer"):
+        TokenVerifier(None, keyset, service_audience=("counts-service",))
+
+
+def test_a_provider_service_role_token_is_refused_by_every_service_endpoint(app_factory, provider,
+                                                                           ec_key):
+    client = app_factory(JWT_SECRET=LEGACY_SECRET, JWKS_URL=provider.url,
+                         JWT_ISSUER=ISSUER).test_client()
+    forged = {"Authorization": bearer(ec_key.sign(supabase_claims(
+        "any", role=SERVICE_ROLE, aud="some-other-api", iss="https://elsewhere/")))}
+    other = new_user()
+    attempts = [client.post("/v1/unread-counts/batch", headers=forged,
+                            json={"users": [{"user_id": str(other), "etag": None}]}),
+                client.post("/v1/markers/bump", headers=forged, json={"user_ids": [str(other)]}),
+                client.get(f"/v1/users/{other}/unread-counts", headers=forged),
+                client.get(f"/v1/users/{other}/devices", headers=forged)]
+    assert [response.status_code for response in attempts] == [401] * 4
+    legacy = {"Authorization": bearer(legacy_service_role_key())}
+    assert client.post("/v1/markers/bump", headers=legacy,
+                       json={"user_ids": [str(other)]}).status_code == 200
 
 
 def test_an_anonymous_sign_in_is_a_user(verifier, ec_key):

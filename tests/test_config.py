@@ -85,6 +85,46 @@ def test_bad_identity_settings_are_startup_errors(name, value):
         load_config(env={**SECRET_ENV, name: value})
 
 
+@pytest.mark.parametrize("url", [
+    "http://ref.supabase.co/auth/v1/.well-known/jwks.json",
+    "http://10.0.0.7/jwks.json",
+    "http://127.0.0.1.nip.io/jwks.json",  # a name that resolves to loopback is still a name
+])
+def test_a_jwks_url_over_plain_http_elsewhere_is_refused(url):
+    with pytest.raises(RuntimeError, match="COUNTS_JWKS_URL must be https"):
+        load_config(env={**SECRET_ENV, "COUNTS_JWKS_URL": url})
+
+
+@pytest.mark.parametrize("url", ["https://ref.supabase.co/auth/v1/.well-known/jwks.json",
+                                 "http://127.0.0.1:9999/jwks.json", "http://localhost/jwks.json",
+                                 "http://[::1]:9999/jwks.json"])
+def test_a_jwks_url_is_https_or_loopback(url):
+    assert load_config(env={**SECRET_ENV, "COUNTS_JWKS_URL": url})["JWKS_URL"] == url
+
+
+JWKS_ENV = {"COUNTS_JWKS_URL": "https://idp.example/jwks.json", "COUNTS_JWT_ISSUER": "https://idp.example/"}
+
+
+def test_a_service_audience_is_off_by_default_and_read_as_a_list():
+    assert load_config(env=SECRET_ENV)["JWT_SERVICE_AUDIENCE"] is None
+    config = load_config(env={**JWKS_ENV, "COUNTS_JWT_AUDIENCE": "counts",
+                              "COUNTS_JWT_SERVICE_AUDIENCE": "counts-service"})
+    assert config["JWT_SERVICE_AUDIENCE"] == ("counts-service",)
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({**SECRET_ENV, "COUNTS_JWT_SERVICE_AUDIENCE": "counts-service"}, "needs COUNTS_JWKS_URL"),
+    ({"COUNTS_JWKS_URL": JWKS_ENV["COUNTS_JWKS_URL"], "COUNTS_JWT_SERVICE_AUDIENCE": "x"},
+     "COUNTS_JWT_ISSUER"),
+    ({**JWKS_ENV, "COUNTS_JWT_SERVICE_AUDIENCE": "authenticated"}, "also a user audience"),
+    ({**JWKS_ENV, "COUNTS_JWT_AUDIENCE": "a,b", "COUNTS_JWT_SERVICE_AUDIENCE": "b"},
+     "also a user audience"),
+])
+def test_a_service_audience_without_its_checks_is_a_startup_error(env, why):
+    with pytest.raises(RuntimeError, match=why):
+        load_config(env=env)
+
+
 def test_development_falls_back_to_the_dev_secret():
     config = load_config(env={"COUNTS_ENV": "development"})
     assert config["JWT_SECRET"] == DEVELOPMENT_JWT_SECRET

@@ -5,11 +5,15 @@ else; the asymmetric algorithms against the key the JWKS publishes under the tok
 only with the algorithm that key is for. A token "signed" HS256 with a public key as the secret,
 or with `alg: none`, or carrying its own key in its header, never verifies.
 
-Claims follow Supabase. `role: service_role` is a trusted backend service, accepted on its
-signature alone (Supabase's service_role key has `iss: supabase` and no `aud`). Any other token
-must be a user's: `role` the user role (`authenticated`; not checked when configured empty, for
-providers without a `role` claim), `sub` the user's UUID, `aud` one of COUNTS_JWT_AUDIENCE, `iss`
-COUNTS_JWT_ISSUER when set.
+Claims follow Supabase. Service rights come from this deployment's own secret: an HS256 token
+with `role: service_role` is a trusted backend service, accepted on its signature alone
+(Supabase's legacy service_role key has `iss: supabase` and no `aud`). A token signed by the
+identity provider's keys is a user token whatever its `role` says: a provider shared with other
+apps can sign that claim for someone else. Only when the operator opts in
+(COUNTS_JWT_SERVICE_AUDIENCE) is a provider token a service's, and then only with `iss`
+COUNTS_JWT_ISSUER and `aud` that service audience. A user token has `role` the user role
+(`authenticated`; not checked when configured empty, for providers without a `role` claim), `sub`
+the user's UUID, `aud` one of COUNTS_JWT_AUDIENCE, `iss` COUNTS_JWT_ISSUER when set.
 
 A user token without `aud` is accepted only when it was signed with the secret and
 COUNTS_JWT_AUDIENCE is unset. The secret is this deployment's own, so what it signed was meant for
@@ -70,9 +74,12 @@ class TokenVerifier:
 
     def __init__(self, secret: str | None = None, keys: KeySet | None = None, *,
                  audience: Sequence[str] | None = None, issuer: str | None = None,
-                 leeway: float = 0, user_role: str | None = USER_ROLE, cache_size: int = 50_000):
+                 leeway: float = 0, user_role: str | None = USER_ROLE,
+                 service_audience: Sequence[str] | None = None, cache_size: int = 50_000):
         if secret is None and keys is None:
             raise ValueError("a token verifier needs a secret, a JWKS, or both")
+        if service_audience and (keys is None or issuer is None):
+            raise ValueError("a service audience needs a JWKS and an issuer")
         self.secret = secret
         self.keys = keys
         # None is "COUNTS_JWT_AUDIENCE unset": Supabase's audience, optional for secret-signed tokens.
@@ -81,6 +88,8 @@ class TokenVerifier:
         self.issuer = issuer
         self.leeway = leeway
         self.user_role = user_role
+        # Provider tokens naming one of these (with our issuer) are services': an operator's opt-in.
+        self.service_audience = frozenset(service_audience or ())
         self.cache_size = cache_size
         self._verified: OrderedDict[str, Principal] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
@@ -91,7 +100,8 @@ class TokenVerifier:
         keys = KeySet(config["JWKS_URL"], config["JWKS_REFRESH"]) if config["JWKS_URL"] else None
         return cls(config["JWT_SECRET"], keys, audience=config["JWT_AUDIENCE"],
                    issuer=config["JWT_ISSUER"], leeway=config["JWT_LEEWAY"],
-                   user_role=config["JWT_USER_ROLE"])
+                   user_role=config["JWT_USER_ROLE"],
+                   service_audience=config["JWT_SERVICE_AUDIENCE"])
 
     def close(self) -> None:
         """Stop refreshing the JWKS (worker exit, tests)."""
@@ -163,14 +173,22 @@ class TokenVerifier:
         return key, kid
 
     def _principal(self, claims: dict[str, Any], key_id: str | None) -> Principal:
-        """Who verified claims name: a service by role alone; a user by role, aud, iss and sub."""
+        """Who verified claims name: a service only by our secret (or the opted-in service
+        audience); anyone else a user, by role, aud, iss and sub."""
         expires_at = float(claims["exp"]) + self.leeway
         role = claims.get("role")
-        if role == SERVICE_ROLE:
+        signed_with_secret = key_id is None
+        if signed_with_secret and role == SERVICE_ROLE:
+            return Principal(SERVICE_ROLE, None, expires_at)
+        if not signed_with_secret and self._names_service_audience(claims):
             return Principal(SERVICE_ROLE, None, expires_at, key_id)
         if self.user_role is not None and role != self.user_role:
-            raise Unauthorized(f"The token's role must be {self.user_role!r} or 'service_role'.")
-        self._check_audience(claims.get("aud"), signed_with_secret=key_id is None)
+            if role == SERVICE_ROLE:
+                raise Unauthorized("A token signed by the identity provider's keys is a user token; "
+                                   "service tokens are signed with COUNTS_JWT_SECRET.")
+            raise Unauthorized(f"The token's role must be {self.user_role!r}"
+                               + (" or 'service_role'." if self.secret is not None else "."))
+        self._check_audience(claims.get("aud"), signed_with_secret)
         if self.issuer is not None and claims.get("iss") != self.issuer:
             raise Unauthorized(f"The token's issuer ('iss') must be {self.issuer!r}.")
         try:
@@ -178,6 +196,14 @@ class TokenVerifier:
         except ValueError:
             raise Unauthorized("The token's 'sub' must be the user's UUID.") from None
         return Principal(USER_ROLE, user_id, expires_at, key_id)
+
+    def _names_service_audience(self, claims: dict[str, Any]) -> bool:
+        """A provider token from our issuer naming the configured service audience."""
+        if not self.service_audience or claims.get("iss") != self.issuer:
+            return False
+        aud = claims.get("aud")
+        return any(isinstance(each, str) and each in self.service_audience
+                   for each in (aud if isinstance(aud, list) else [aud]))
 
     def _check_audience(self, aud: Any, signed_with_secret: bool) -> None:
         """`aud` (a string or a list) names an accepted audience; absent only as the module says."""
