@@ -12,6 +12,7 @@ import websocket
 from counts import markers
 from counts.auth import mint_token
 from tests.conftest import SECRET, new_user
+from tests.identity import SigningKey, supabase_claims
 from tests.live_clients import SseStream, WsStream, ws_url
 from tests.services import Gunicorn, wait_until
 
@@ -193,6 +194,24 @@ def test_a_stream_ends_when_its_token_expires(user):
     assert ws.next().kind == "counts"
     end = ws.next(timeout=15)
     assert end.kind == "end" and end.text.startswith("1008")
+
+
+def test_streams_end_when_their_tokens_signing_key_is_withdrawn(live, provider, tokens):
+    """Token and ticket alike: a stream opened with an identity provider's key ends once the
+    JWKS stops publishing that key (at the next heartbeat after the refresh that drops it)."""
+    server = live(COUNTS_JWKS_URL=provider.url, COUNTS_JWKS_REFRESH="0.5")
+    user = User(server, tokens)
+    signed = f"Bearer {provider.keys[0].sign(supabase_claims(user.id))}"
+    streams = [SseStream(user.stream_url, {"Authorization": signed}),
+               SseStream(f"{user.stream_url}?ticket={user.ticket({'Authorization': signed})}"),
+               WsStream(f"{user.ws_url}?ticket={user.ticket({'Authorization': signed})}")]
+    assert [stream.next().kind for stream in streams] == ["counts"] * 3
+    provider.publish(SigningKey("EC"))  # the key that signed the token is withdrawn
+    ends = [stream.next(timeout=15) for stream in streams]
+    assert [end.kind for end in ends] == ["end"] * 3
+    assert ends[2].text.startswith("1008")
+    assert requests.get(user.stream_url, headers={"Authorization": signed},
+                        timeout=10).status_code == 401
 
 
 def test_websocket_sends_counts_at_once_then_every_change(user):

@@ -137,6 +137,13 @@ class TokenVerifier:
             raise Unauthorized("The token has expired.")
         return principal
 
+    def trusts(self, principal: Principal) -> bool:
+        """Whether a principal verified earlier still stands: not expired, and signed by the
+        secret or by a key the JWKS still publishes (a long-lived stream asks at each heartbeat)."""
+        if principal.expires_at <= time.time():
+            return False
+        return principal.key_id is None or self.keys is None or self.keys.publishes(principal.key_id)
+
     def _decode(self, token: str) -> Principal:
         """Check the signature with the key its algorithm is pinned to, then expiry and claims."""
         try:

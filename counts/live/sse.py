@@ -37,7 +37,7 @@ def events(sub: Subscription, first: Update | None, retry_ms: int,
             if sub.closing:
                 yield retry(sub.waiter.retry_ms)
                 return
-            if sub.expired:
+            if not sub.trusted:
                 return
             update = sub.change()
             if update is not None:

@@ -38,10 +38,11 @@ class Subscription:
     """One stream of one user's counts, registered on the worker's feed while open."""
 
     def __init__(self, resources, user_id: UUID, first: markers.MarkerRead | None,
-                 expires_at: float):
+                 principal: Principal):
         self.res = resources
         self.user_id = user_id
-        self.expires_at = expires_at
+        self.principal = principal
+        self.expires_at = principal.expires_at
         self.first_lsn = None if first is None else first.lsn
         self.waiter = Waiter(str(user_id), None if first is None else first.token, live=True)
 
@@ -73,9 +74,10 @@ class Subscription:
         return self.waiter.closing
 
     @property
-    def expired(self) -> bool:
-        """The token behind the stream has expired: end it."""
-        return time.time() >= self.expires_at
+    def trusted(self) -> bool:
+        """Whether the token behind the stream still stands: False once it expired or its
+        signing key was withdrawn from the JWKS (then the stream ends)."""
+        return self.res.tokens.trusts(self.principal)
 
     def change(self) -> Update | None:
         """The new counts if the feed found a new marker; None otherwise, or if Postgres could
@@ -126,7 +128,7 @@ def open_subscription(res, environ: dict, user_id: str,
     except redis.RedisError:
         metrics.redis_failed("read_marker")
         first = None  # degraded: counts labelled with no marker; the feed re-checks later
-    sub = Subscription(res, uid, first, principal.expires_at)
+    sub = Subscription(res, uid, first, principal)
     if not sub.open():
         refuse_at_capacity(res)
     try:

@@ -2,8 +2,9 @@
 cannot send in a header (and which, in a URL, would end up in logs and histories).
 
 A ticket is 192 random bits, single use (taken from Redis with the same step that deletes it),
-valid a few seconds, bound to one user's stream, and it carries the expiry of the token that
-asked for it: the stream still ends when that token expires.
+valid a few seconds, bound to one user's stream, and it carries the expiry and the signing key of
+the token that asked for it: the stream still ends when that token expires or its key is
+withdrawn from the identity provider's JWKS.
 """
 
 import json
@@ -24,7 +25,8 @@ def issue(client: redis.Redis, user_id: str, principal: Principal, ttl: int) -> 
     """A new ticket to `user_id`'s streams for `principal` (that user, or a service)."""
     ticket = secrets.token_urlsafe(24)
     user_text = None if principal.user_id is None else str(principal.user_id)
-    value = json.dumps([user_id, principal.role, user_text, principal.expires_at])
+    value = json.dumps([user_id, principal.role, user_text, principal.expires_at,
+                        principal.key_id])
     markers.store_ticket(client, ticket, value, ttl)
     return ticket
 
@@ -40,10 +42,11 @@ def redeem(client: redis.Redis, ticket: str, user_id: str) -> Principal:
     value = markers.take_ticket(client, ticket)
     if value is None:
         raise Unauthorized("The ticket is unknown, expired or already used; ask for a new one.")
-    for_user, role, principal_user, expires_at = json.loads(value)
+    # A ticket issued by a worker of the previous release (a rolling deploy) has no key id.
+    for_user, role, principal_user, expires_at, *key_id = json.loads(value)
     if for_user != user_id.lower():
         raise Forbidden("This ticket is for another user's stream.")
     if expires_at <= time.time():
         raise Unauthorized("The token this ticket was issued for has expired.")
     return Principal(role=role, user_id=UUID(principal_user) if principal_user else None,
-                     expires_at=expires_at)
+                     expires_at=expires_at, key_id=key_id[0] if key_id else None)

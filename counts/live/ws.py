@@ -6,8 +6,9 @@ the socket has bytes to read (pongs, pings, close). Per-message compression is n
 it cost ~50 KiB a socket for frames of a few hundred bytes. Pings every COUNTS_WS_PING_INTERVAL
 seconds; a ping unanswered by the next one ends the connection.
 
-Close codes: 1000 when the client closes, 1008 when the token behind the stream expired, 1012
-(service restart) when the worker shuts down, with a reconnect delay in the reason.
+Close codes: 1000 when the client closes, 1008 when the token behind the stream expired or its
+signing key was withdrawn, 1012 (service restart) when the worker shuts down, with a reconnect
+delay in the reason.
 """
 
 import json
@@ -137,8 +138,9 @@ class Session:
             if self.sub.closing:
                 self._close(SERVICE_RESTART, f"retry in {self.sub.waiter.retry_ms} ms")
                 return
-            if self.sub.expired:
-                self._close(POLICY_VIOLATION, "token expired")
+            if not self.sub.trusted:
+                self._close(POLICY_VIOLATION, "token expired" if self.sub.expires_at <= time.time()
+                            else "token's signing key withdrawn")
                 return
             if self.readable and not self._read():
                 return
