@@ -219,6 +219,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# A Web Push allowlist entry: a host name or *.domain, with an optional port.
+_HOST_RULE = re.compile(r"(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+
+
 def push_settings(env: dict[str, str]) -> dict[str, Any]:
     """The push dispatcher's and providers' settings (counts.push); unset providers stay None."""
     return {
@@ -263,6 +267,11 @@ def check_push_settings(config: dict[str, Any]) -> None:
     if any(apns) and not all(apns):
         raise RuntimeError("Set all of COUNTS_APNS_KEY_FILE, COUNTS_APNS_KEY_ID and "
                            "COUNTS_APNS_TEAM_ID, or none of them")
+    for pattern in config["WEBPUSH_ALLOWED_HOSTS"]:
+        _, colon, port = pattern.rpartition(":")
+        if not _HOST_RULE.fullmatch(pattern) or (colon and not 0 < int(port) <= 65535):
+            raise RuntimeError(f"COUNTS_WEBPUSH_ALLOWED_HOSTS: {pattern!r} is not host[:port] or "
+                               "*.domain[:port]")
     for name in ("PUSH_COALESCE", "PUSH_MAX_AGE", "PUSH_TIMEOUT", "PUSH_RETRY_BASE"):
         if config[name] <= 0:
             raise RuntimeError(f"COUNTS_{name} must be positive, got {config[name]}")

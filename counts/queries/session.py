@@ -3,7 +3,10 @@
 # Our tables come first, then whatever the role or database already searches: the app's unread
 # function, which runs with the caller's search_path unless it pins one, resolves its names as
 # it does for the app.
-PREPEND_SEARCH_PATH = "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)"
+# quote_ident, as migrations.SEARCH_ONLY does: a schema name is an identifier, never raw text.
+PREPEND_SEARCH_PATH = """
+SELECT set_config('search_path', quote_ident(%s) || ', ' || current_setting('search_path'), false)
+"""
 
 
 def prepend_search_path(cur, schema: str) -> None:

@@ -17,6 +17,9 @@ BASE = {"COUNTS_ENV": "development"}
     ({"COUNTS_PUSH_COALESCE": "0"}, "COUNTS_PUSH_COALESCE"),
     ({"COUNTS_PUSH_BATCH": "0"}, "COUNTS_PUSH_BATCH"),
     ({"COUNTS_PUSH_MAX_AGE": "soon"}, "COUNTS_PUSH_MAX_AGE"),
+    ({"COUNTS_WEBPUSH_ALLOWED_HOSTS": "*.x.com:abc"}, "COUNTS_WEBPUSH_ALLOWED_HOSTS"),
+    ({"COUNTS_WEBPUSH_ALLOWED_HOSTS": "push.example:99999"}, "COUNTS_WEBPUSH_ALLOWED_HOSTS"),
+    ({"COUNTS_WEBPUSH_ALLOWED_HOSTS": "https://push.example"}, "COUNTS_WEBPUSH_ALLOWED_HOSTS"),
 ])
 def test_bad_push_settings_fail_at_start_up(env, message):
     with pytest.raises(RuntimeError, match=message):
