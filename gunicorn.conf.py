@@ -14,7 +14,11 @@ import weakref
 _metrics_dir_is_ours = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="counts-metrics-"))
 
-bind = os.environ.get("COUNTS_BIND", "127.0.0.1:8000")
+# The API, and the operators' address (counts.admin: metrics, detailed readiness); an empty
+# COUNTS_ADMIN_BIND serves neither.
+bind = [os.environ.get("COUNTS_BIND") or "127.0.0.1:8000"]
+if os.environ.get("COUNTS_ADMIN_BIND", "127.0.0.1:8002"):
+    bind.append(os.environ.get("COUNTS_ADMIN_BIND", "127.0.0.1:8002"))
 workers = int(os.environ.get("COUNTS_WORKERS", "2"))
 # gevent: live connections (long-polls, SSE, WebSocket) wait by the thousand, and gthread pins a
 # thread to each (at ~2,000 waits a plain request to the worker hung). gevent's monkey-patching
@@ -106,12 +110,29 @@ def post_worker_init(worker):
     resources = _resources(worker)
     if resources is None:
         return
+    _find_admin_listener(worker, resources)
     if resources.drain_interval > 0:
         worker.counts_drainer = resources.start_drainer()
     if resources.source.relays_bumps:
         worker.counts_relay = resources.start_relay()
     threading.Thread(target=_close_live_connections_at_exit, args=(worker, resources),
                      name="counts-live-exit", daemon=True).start()
+
+
+def _find_admin_listener(worker, resources):
+    """Tell the app which of the worker's listeners is COUNTS_ADMIN_BIND (counts.admin)."""
+    from gunicorn.util import parse_address
+
+    from counts.admin import listener_key
+
+    if resources.admin_bind is None:
+        return
+    wanted = listener_key(parse_address(resources.admin_bind))
+    if any(listener_key(sock.getsockname()) == wanted for sock in worker.sockets):
+        resources.admin_listener = wanted
+        return
+    worker.log.warning("COUNTS_ADMIN_BIND %s is not among the addresses gunicorn listens on: "
+                       "no metrics are served", resources.admin_bind)
 
 
 # Client sockets between two requests of a keep-alive connection. The gevent worker waits for

@@ -149,8 +149,8 @@ class Gunicorn:
 
     def start(self) -> "Gunicorn":
         """Start it and wait until it answers HTTP."""
-        env = {**self.env, "COUNTS_BIND": f"{HOST}:{self.port}", "COUNTS_WORKERS": str(self.workers),
-               "COUNTS_THREADS": str(self.threads)}
+        env = {**self.env, "COUNTS_BIND": f"{HOST}:{self.port}", "COUNTS_ADMIN_BIND": "",
+               "COUNTS_WORKERS": str(self.workers), "COUNTS_THREADS": str(self.threads)}
         cmd = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", self.app, "-k", self.worker_class]
         if self.cpu is not None:
             cmd = ["taskset", "-c", self.cpu, *cmd]

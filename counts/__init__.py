@@ -14,6 +14,7 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from counts import cli, errors, logs
+    from counts.admin import AdminListener, create_admin_app
     from counts.conditional import ConditionalCounts
     from counts.config import load_config
     from counts.cors import Cors
@@ -49,4 +50,6 @@ def create_app(config: dict[str, Any] | None = None) -> "Flask":
     app.wsgi_app = Observe(app.wsgi_app, resources).__call__
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
+    admin = app.extensions["counts.admin"] = create_admin_app(resources)
+    app.wsgi_app = AdminListener(app.wsgi_app, admin, resources).__call__
     return app

@@ -95,6 +95,10 @@ def load_config(env: dict[str, str] | None = None,
     env = dict(os.environ if env is None else env)
     config = {
         "COUNTS_ENV": env.get("COUNTS_ENV", "production"),
+        # Where gunicorn listens: the API, and the operators' address (metrics, detailed
+        # readiness; empty: none), which must not be reachable from where the API is.
+        "BIND": env.get("COUNTS_BIND") or "127.0.0.1:8000",
+        "ADMIN_BIND": env.get("COUNTS_ADMIN_BIND", "127.0.0.1:8002") or None,
         # Identity (counts.auth): HS256 tokens with the secret, asymmetric ones with the JWKS.
         "JWT_SECRET": env.get("COUNTS_JWT_SECRET") or None,
         "JWKS_URL": env.get("COUNTS_JWKS_URL") or None,
@@ -163,6 +167,9 @@ def load_config(env: dict[str, str] | None = None,
                  "REDIS_POOL_SIZE"):
         if config[name] <= 0:
             raise RuntimeError(f"COUNTS_{name} must be positive, got {config[name]!r}")
+    if config["ADMIN_BIND"] is not None and config["ADMIN_BIND"] == config["BIND"]:
+        raise RuntimeError("COUNTS_ADMIN_BIND must differ from COUNTS_BIND: the metrics and the "
+                           "detailed readiness are for operators, not for the API's callers")
     _check_identity(config)
     check_push_settings(config)
     return config

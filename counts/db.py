@@ -17,7 +17,7 @@ from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
 from counts import metrics
 from counts.errors import DependencyUnavailable
-from counts.queries import session
+from counts.queries import reads, session
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ class Database:
         self._pid = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
+        # When a connection last answered, and when one last failed (monotonic): what readiness
+        # reads before it spends a query of its own.
+        self.answered_at = self.failed_at = -float("inf")
         # Read by the wait callback, during connect too, hence a class attribute, not set after.
         self._connection_class = type("TimedConnection", (psycopg2.extensions.connection,),
                                       {"timeout": timeout})
@@ -182,6 +185,7 @@ class Database:
                 yield conn
                 if not autocommit:
                     conn.commit()
+                self.answered_at = time.monotonic()
                 metrics.dependency_state("postgres", available=True)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 broken = not isinstance(error, psycopg2.errors.TransactionRollbackError)
@@ -191,6 +195,7 @@ class Database:
                     except psycopg2.Error:
                         broken = True
                 if broken:
+                    self.failed_at = time.monotonic()
                     log.warning("postgres unavailable: %s", str(error).strip())
                     metrics.dependency_state("postgres", available=False)
                     # A reused connection that failed at once may just be stale (server restarted):
@@ -229,6 +234,17 @@ class Database:
             # A pooled connection may have died with a Postgres restart; a fresh one may work.
             with self.connection(autocommit=True) as conn, conn.cursor() as cur:
                 return work(cur, *args)
+
+    def answers(self, fresh_for: float = 1.0) -> bool:
+        """Whether the server answers: yes without a query when a connection of this process
+        answered in the last `fresh_for` seconds and none failed since; else one ping."""
+        if self.failed_at < self.answered_at > time.monotonic() - fresh_for:
+            return True
+        try:
+            self.read(reads.ping)
+        except DependencyUnavailable:
+            return False
+        return True
 
     def close(self) -> None:
         """Close every idle connection (on shutdown)."""

@@ -42,6 +42,8 @@ REPLICA_READS = Counter(
     "the user's WAL position is unknown (primary_no_lsn), the replica had not replayed it "
     "(primary_lagging) or it failed (primary_replica_down).", ["outcome"])
 RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
+JWKS_KEYS = Gauge("counts_jwks_keys", "Signing keys each worker holds from the JWKS (the fewest).",
+                  multiprocess_mode="livemin")
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
                        ["outcome"])
@@ -75,9 +77,11 @@ def redis_failed(operation: str) -> None:
     dependency_state("redis", available=False)
 
 
-def jwks_fetched(ok: bool) -> None:
-    """Count a JWKS fetch; a failed one marks the JWKS degraded until one succeeds."""
+def jwks_fetched(ok: bool, keys: int) -> None:
+    """Count a JWKS fetch and the keys held after it; a failed one marks the JWKS degraded until
+    one succeeds."""
     JWKS_FETCHES.labels("ok" if ok else "error").inc()
+    JWKS_KEYS.set(keys)
     dependency_state("jwks", available=ok)
 
 
@@ -91,6 +95,17 @@ def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:
     return [GaugeMetricFamily("counts_push_queue_depth", "Push jobs waiting (due or not).", depth),
             GaugeMetricFamily("counts_push_oldest_job_age_seconds",
                               "Age of the oldest queued push job's write.", oldest_seconds)]
+
+
+def across_workers(name: str, labels: dict[str, str] | None = None) -> float | None:
+    """A gauge as every live gunicorn worker's samples add up (its multiprocess mode: the fewest,
+    the most...), or None outside gunicorn or when no worker has set it."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    value = registry.get_sample_value(name, labels or {})
+    return value
 
 
 class _Families:

@@ -18,7 +18,6 @@ API_VERSION = "1"
 UUID_SCHEMA = {"type": "string", "format": "uuid"}
 JSON = "application/json"
 PROBLEM = "application/problem+json"
-TEXT = "text/plain"
 
 
 # --- response bodies ---------------------------------------------------------------------------
@@ -109,6 +108,12 @@ class ReplicaState(Schema):
 
 
 class Readiness(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+
+
+class AdminReadiness(Schema):
+    """/readyz on the operators' address (COUNTS_ADMIN_BIND), not on this one."""
+
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
     postgres = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     redis = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
@@ -165,7 +170,7 @@ REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd"
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
     Membership, MessageCreated, ReadState, Bumped, Queued, StreamTicket, Health, PushQueue,
-    Readiness, DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
+    Readiness, AdminReadiness, DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
 
 
 # --- reusable headers, parameters and error responses ------------------------------------------
@@ -351,13 +356,9 @@ def paths() -> dict[str, dict]:
         "/healthz": {"get": operation("Liveness", "healthz",
                                       {200: response_with_body("The process answers.", "Health")},
                                       (), public=True)},
-        "/readyz": {"get": operation("Readiness", "readyz", {
-            200: response_with_body("Postgres answers (Redis or the JWKS may be degraded).",
-                                    "Readiness"),
+        "/readyz": {"get": operation("Readiness (the detail is on the operators' address)", "readyz", {
+            200: response_with_body("Postgres answers.", "Readiness"),
             503: response_with_body("Postgres is unreachable.", "Readiness", ("Retry-After",))},
-            (), public=True)},
-        "/metrics": {"get": operation("Prometheus metrics, summed over the workers", "metrics", {
-            200: response_with_body("Prometheus text exposition.", {"type": "string"}, media_type=TEXT)},
             (), public=True)},
         "/openapi.json": {"get": operation("This document", "openapi", {
             200: response_with_body("OpenAPI 3.", {"type": "object"})}, (), public=True)},

@@ -3,6 +3,7 @@
 from typing import Any
 
 from counts import markers, source
+from counts.admin import QueueStats, read_queue_stats
 from counts.auth import TokenVerifier
 from counts.db import Database
 from counts.live.feed import Feed
@@ -46,6 +47,10 @@ class Resources:
         self.ws_ping_interval: float = config["WS_PING_INTERVAL"]
         self.feed = Feed(self.redis, self.marker_ttl, config["MAX_STREAMS"],
                          config["STREAM_HEARTBEAT"])
+        self.push_queue = QueueStats(read_queue_stats(self.db))
+        self.admin_bind: str | None = config["ADMIN_BIND"]
+        # The admin listener's port (or unix path), once the worker knows its sockets.
+        self.admin_listener: int | str | None = None
 
     def close(self) -> None:
         """Flush the access log; stop the JWKS refresher; close pooled Postgres connections and

@@ -107,6 +107,11 @@ def client(app):
     return app.test_client()
 
 
+def admin_client(app):
+    """A test client of the app's operators' address (counts.admin: /metrics, /readyz in full)."""
+    return app.extensions["counts.admin"].test_client()
+
+
 @pytest.fixture
 def resources(app):
     return app.extensions["counts"]

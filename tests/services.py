@@ -157,9 +157,10 @@ class Gunicorn:
 
     def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8,
                  log_path: Path | None = None):
-        self.port = free_port()
-        self.env = {**os.environ, **env, "COUNTS_BIND": f"127.0.0.1:{self.port}",
-                    "COUNTS_WORKERS": str(workers), "COUNTS_THREADS": str(threads)}
+        self.port, self.admin_port = free_port(), free_port()
+        self.env = {**os.environ, "COUNTS_ADMIN_BIND": f"127.0.0.1:{self.admin_port}", **env,
+                    "COUNTS_BIND": f"127.0.0.1:{self.port}", "COUNTS_WORKERS": str(workers),
+                    "COUNTS_THREADS": str(threads)}
         self.process = None
         self.log_path = log_path  # where its stdout and stderr go (the logs), if anywhere
         self._log = None
@@ -167,6 +168,11 @@ class Gunicorn:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The operators' address: /metrics and the detailed /readyz."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self) -> "Gunicorn":
         if self.log_path is not None:

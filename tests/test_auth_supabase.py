@@ -364,7 +364,7 @@ def test_supabase_tokens_poll_200_then_304_under_gunicorn(provider, server_env, 
         rotated = SigningKey("EC")
         provider.publish(rotated, *provider.keys)
         assert poll_twice(get, carol, rotated.sign(supabase_claims(carol))) == [200, 304]
-        assert get("/readyz").json()["jwks"] == "ok"
+        assert requests.get(f"{server.admin_url}/readyz", timeout=10).json()["jwks"] == "ok"
         assert get(f"/v1/users/{alice}/unread-counts",
                    headers={"Authorization": bearer(es256.replace(".", ".x", 1))}).status_code == 401
     finally:

@@ -79,7 +79,7 @@ def test_stream_resumes_with_the_etag_it_holds(live, tokens):
 
 def server_has_a_stream(server) -> bool:
     """Whether the service holds a live connection (its metrics say so)."""
-    text = LiveClient(server.url).get("/metrics").text
+    text = LiveClient(server.admin_url).get("/metrics").text
     return any(line.startswith("counts_live_connections") and float(line.split()[-1]) >= 1
                for line in text.splitlines())
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from counts import markers, outbox
-from tests.conftest import Api, documented, new_user, true_total
+from tests.conftest import Api, admin_client, documented, new_user, true_total
 from tests.live_clients import long_poll, open_stream
 from tests.services import Gunicorn, LiveClient, wait_until
 
@@ -123,7 +123,7 @@ def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
 
 
 def test_readyz_pings_every_primary(cluster_app):
-    assert cluster_app.test_client().get("/readyz").get_json() == {
+    assert admin_client(cluster_app).get("/readyz").get_json() == {
         "status": "ok", "postgres": "ok", "redis": "ok", "push": {"queued": 0, "oldest_seconds": 0.0}}
 
 

@@ -10,7 +10,7 @@ import requests
 from counts import markers, outbox, writes
 from counts.devservices import redis_server_binary
 from counts.queries import bumps, reads
-from tests.conftest import Api, new_user, proxied_url, true_total
+from tests.conftest import Api, admin_client, new_user, proxied_url, true_total
 from tests.services import PrivateRedis, TcpProxy, wait_until
 
 
@@ -285,7 +285,7 @@ def test_hung_postgres_costs_a_timeout_not_a_hang(proxied_app, pg_proxy, tokens)
 
 
 def test_readyz_reports_each_dependency(proxied_app, pg_proxy):
-    client = proxied_app.test_client()
+    client = admin_client(proxied_app)
     assert client.get("/readyz").get_json() == {"status": "ok", "postgres": "ok", "redis": "ok",
                                                 "push": {"queued": 0, "oldest_seconds": 0.0}}
     pg_proxy.set_mode("cut")

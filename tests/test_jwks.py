@@ -8,6 +8,7 @@ import pytest
 from counts.auth import TokenVerifier
 from counts.auth.jwks import KeySet, usable_keys
 from counts.errors import DependencyUnavailable, Problem, Unauthorized
+from tests.conftest import admin_client
 from tests.identity import ISSUER, SigningKey, supabase_claims
 from tests.services import wait_until
 
@@ -365,12 +366,13 @@ def test_a_jwks_without_usable_keys_is_a_failed_fetch(provider, keyset, clock, m
 # --- /readyz -----------------------------------------------------------------------------------
 
 def test_readyz_reports_the_jwks(provider, app_factory):
-    client = app_factory(JWKS_URL=provider.url).test_client()
+    app = app_factory(JWKS_URL=provider.url)
+    client = admin_client(app)
     body = client.get("/readyz").get_json()
     assert body == {"status": "ok", "postgres": "ok", "redis": "ok", "jwks": "ok",
                     "push": {"queued": 0, "oldest_seconds": 0.0}}
     provider.mode = "error"
-    keys = client.application.extensions["counts"].tokens.keys
+    keys = app.extensions["counts"].tokens.keys
     keys._unknown_kid_fetch_at -= 61  # a minute on: the next unknown kid fetches (and fails)
     with pytest.raises(DependencyUnavailable):
         keys.signing_key("unknown")
@@ -382,11 +384,11 @@ def test_readyz_reports_the_jwks(provider, app_factory):
 
 def test_readyz_without_any_key_is_degraded_not_down(provider, app_factory):
     provider.stop()
-    response = app_factory(JWKS_URL=provider.url).test_client().get("/readyz")
+    response = admin_client(app_factory(JWKS_URL=provider.url)).get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["status"] == "degraded"
     assert response.get_json()["jwks"] == "unavailable"
 
 
-def test_readyz_without_a_jwks_says_nothing_of_it(client):
-    assert "jwks" not in client.get("/readyz").get_json()
+def test_readyz_without_a_jwks_says_nothing_of_it(app):
+    assert "jwks" not in admin_client(app).get("/readyz").get_json()

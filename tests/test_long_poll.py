@@ -256,7 +256,7 @@ def test_held_long_polls_do_not_block_a_plain_request_on_the_same_worker(one_wor
                             timeout=40)
 
     def live_connections() -> float:
-        text = requests.get(f"{one_worker.url}/metrics", timeout=10).text
+        text = requests.get(f"{one_worker.admin_url}/metrics", timeout=10).text
         return sum(float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("counts_live_connections"))
 

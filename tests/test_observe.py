@@ -1,6 +1,7 @@
 """Operating it: /metrics under two gunicorn workers after known traffic, and JSON logs."""
 
 import json
+import os
 import re
 
 import pytest
@@ -8,7 +9,7 @@ import requests
 
 from counts.logs import JsonFormatter
 from tests.conftest import new_user
-from tests.services import Gunicorn
+from tests.services import ROOT, Gunicorn, wait_until
 
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"
 
@@ -74,7 +75,7 @@ def test_metrics_count_known_traffic_across_two_workers(observed_server, tokens)
     assert http.get(f"{server.url}/v1/users/{newcomer}/unread-counts", timeout=10,
                     headers=tokens.user(newcomer)).status_code == 200
 
-    found = samples(http.get(f"{server.url}/metrics", timeout=10).text)
+    found = samples(http.get(f"{server.admin_url}/metrics", timeout=10).text)
     assert sample(found, "counts_http_requests_total", route=COUNTS_ROUTE, method="GET",
                   status="304") == 12
     ok = sample(found, "counts_http_requests_total", route=COUNTS_ROUTE, method="GET", status="200")
@@ -128,3 +129,82 @@ def test_formatter_keeps_extras_and_exceptions():
                                     "name": "t", "route": "/r"})
     entry = json.loads(JsonFormatter().format(record))
     assert entry["msg"] == "x y" and entry["route"] == "/r" and entry["level"] == "warning"
+
+
+# --- the operators' address (COUNTS_ADMIN_BIND) ------------------------------------------------
+
+def test_metrics_and_the_detailed_readiness_are_on_the_admin_address_only(observed_server):
+    server, _ = observed_server
+    public_metrics = requests.get(f"{server.url}/metrics", timeout=10)
+    assert public_metrics.status_code == 404
+    assert public_metrics.headers["Content-Type"] == "application/problem+json"
+    public_ready = requests.get(f"{server.url}/readyz", timeout=10)
+    assert (public_ready.status_code, public_ready.json()) == (200, {"status": "ok"})
+    admin_metrics = requests.get(f"{server.admin_url}/metrics", timeout=10)
+    assert admin_metrics.status_code == 200
+    assert "counts_push_queue_depth" in admin_metrics.text
+    admin_ready = requests.get(f"{server.admin_url}/readyz", timeout=10).json()
+    assert {"status", "postgres", "redis", "push"} <= set(admin_ready)
+    assert requests.get(f"{server.admin_url}/healthz", timeout=10).status_code == 200
+
+
+def test_the_public_readiness_costs_no_query_after_a_request_proved_postgres(app, api, resources):
+    from counts.db import stats
+
+    client = app.test_client()
+    before = stats.queries
+    assert client.get("/readyz").get_json() == {"status": "ok"}  # nothing proved it yet: a ping
+    assert stats.queries == before + 1
+    api.counts(new_user())  # a 200: Postgres answered
+    before = stats.queries
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 200
+    assert stats.queries == before
+
+
+def test_the_public_readiness_is_503_while_postgres_is_down(app_factory, pg_proxy, database_url):
+    from tests.conftest import proxied_url
+
+    app = app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    pg_proxy.set_mode("cut")
+    # What answered within the last second still counts: the probe notices within one more.
+    wait_until(lambda: client.get("/readyz").status_code == 503, timeout=5, what="unready")
+    response = client.get("/readyz")
+    assert (response.status_code, response.get_json()) == (503, {"status": "unavailable"})
+    assert response.headers["Retry-After"]
+
+
+JWKS_WORKER = """
+import sys
+from counts import metrics
+metrics.jwks_fetched(sys.argv[1] == "ok", int(sys.argv[2]))
+"""
+
+
+def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path, monkeypatch):
+    """Two worker processes, one holding keys and one that never fetched any: whichever answers
+    the probe reads the same state, the worse."""
+    import subprocess
+    import sys
+
+    from counts import admin
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for args in (("ok", "2"), ("error", "0")):
+        subprocess.run([sys.executable, "-c", JWKS_WORKER, *args], env=env, check=True, cwd=ROOT)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    class Keys:  # this worker's own state, as KeySet.status() reports it
+        def __init__(self, state):
+            self.state = state
+
+        def status(self):
+            return self.state
+
+    assert admin.jwks_state(Keys("ok")) == "unavailable"
+    for name in tmp_path.iterdir():
+        name.unlink()
+    subprocess.run([sys.executable, "-c", JWKS_WORKER, "error", "3"], env=env, check=True, cwd=ROOT)
+    assert admin.jwks_state(Keys("ok")) == "stale"

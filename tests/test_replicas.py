@@ -13,7 +13,7 @@ from counts import metrics, migrations, replicas
 from counts.db import Database
 from counts.queries import replication
 from tests.clusters import PostgresReplicaPair
-from tests.conftest import Api, documented, new_user, proxied_url, with_database
+from tests.conftest import Api, admin_client, documented, new_user, proxied_url, with_database
 from tests.services import TcpProxy, wait_until
 
 DATABASE = "counts_replica_test"
@@ -127,20 +127,20 @@ def test_a_replica_down_leaves_reads_to_the_primary_and_readyz_says_so(
         conversation = api.conversation(alice, bob)
         api.send(conversation, alice)
         wait_until(lambda: caught_up(urls[1], primary), timeout=30, what="the replica")
-        ready = app.test_client().get("/readyz").get_json()
+        ready = admin_client(app).get("/readyz").get_json()
         assert ready["status"] == "ok" and ready["postgres_replicas"][0]["state"] == "ok"
-        assert documented(app, "Readiness", ready)
+        assert documented(app, "AdminReadiness", ready)
         proxy.set_mode("cut")
         before = outcomes()
         assert api.counts(bob).get_json()["total"] == 1
         assert api.counts(bob).get_json()["total"] == 1  # no retry of the replica meanwhile
         assert delta(before) == {"primary_replica_down": 2}
-        ready = app.test_client().get("/readyz")
+        ready = admin_client(app).get("/readyz")
         assert ready.status_code == 200
         assert ready.get_json()["status"] == "degraded"
         assert ready.get_json()["postgres_replicas"] == [
             {"name": f"127.0.0.1:{proxy.port}", "state": "unavailable"}]
-        assert documented(app, "Readiness", ready.get_json())
+        assert documented(app, "AdminReadiness", ready.get_json())
     finally:
         proxy.close()
 
@@ -153,7 +153,7 @@ def test_a_server_that_is_not_in_recovery_is_not_used_as_a_replica(urls, app_fac
     before = outcomes()
     assert api.counts(bob).get_json()["total"] == 1
     assert delta(before) == {"primary_replica_down": 1}
-    assert app.test_client().get("/readyz").get_json()["postgres_replicas"][0]["state"] == \
+    assert admin_client(app).get("/readyz").get_json()["postgres_replicas"][0]["state"] == \
         "not_a_replica"
 
 

@@ -181,4 +181,4 @@ class KeySet:
             self._keys = keys
             self._ok = True
         self._attempted_at = self._clock()
-        metrics.jwks_fetched(self._ok)
+        metrics.jwks_fetched(self._ok, len(self._keys))

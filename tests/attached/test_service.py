@@ -130,7 +130,8 @@ def start_gunicorn(env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run gunicorn in the foreground until it exits (or 30 s): its exit status and output."""
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-        env={**os.environ, **env, "COUNTS_BIND": f"127.0.0.1:{free_port()}"},
+        env={**os.environ, **env, "COUNTS_BIND": f"127.0.0.1:{free_port()}",
+             "COUNTS_ADMIN_BIND": f"127.0.0.1:{free_port()}"},
         capture_output=True, text=True, timeout=30, check=False)
 
 

@@ -4,7 +4,7 @@ latency on its own /metrics (COUNTS_PUSH_METRICS_PORT)."""
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import new_user
+from tests.conftest import admin_client, new_user
 from tests.push.conftest import subscribe, worker_env
 from tests.push.test_dispatcher import queue_empty
 from tests.services import free_port, wait_until
@@ -21,10 +21,11 @@ def test_the_queue_shows_on_the_services_metrics_and_readyz(push_api, push_servi
     conversation = push_api.conversation(alice, bob)
     subscribe(push_api, push_service, bob)
     push_api.send(conversation, alice)  # no dispatcher runs: the job waits
-    metrics = samples(push_api.client.get("/metrics").get_data(as_text=True))
+    admin = admin_client(push_api.client.application)
+    metrics = samples(admin.get("/metrics").get_data(as_text=True))
     assert metrics[("counts_push_queue_depth", ())] == 1
     assert metrics[("counts_push_oldest_job_age_seconds", ())] >= 0
-    ready = push_api.client.get("/readyz").get_json()
+    ready = admin.get("/readyz").get_json()
     assert ready["push"]["queued"] == 1 and ready["push"]["oldest_seconds"] >= 0
 
 
