@@ -15,7 +15,7 @@ import requests
 
 from counts.auth import SERVICE_ROLE, TokenVerifier, tokens
 from counts.auth.jwks import KeySet
-from counts.errors import Unauthorized
+from counts.errors import DependencyUnavailable, Unauthorized
 from tests.conftest import new_user
 from tests.identity import (
     ISSUER,
@@ -270,10 +270,15 @@ def test_every_attack_is_refused_for_its_reason_without_echoing_the_token(verifi
                                                                            provider):
     verifier.verify(bearer(provider.keys[0].sign(supabase_claims(USER))))  # keys fetched
     for name, token, why in attacks:
-        with pytest.raises(Unauthorized) as refused:
+        with pytest.raises((Unauthorized, DependencyUnavailable)) as refused:
             verifier.verify(bearer(token))
         detail = refused.value.detail
-        assert why in detail, (name, detail)
+        if isinstance(refused.value, DependencyUnavailable):
+            # A kid never seen, after the one fetch a minute unknown kids may cause: 503, as a key
+            # published since would get, never accepted.
+            assert why == "is not published", (name, detail)
+        else:
+            assert why in detail, (name, detail)
         assert all(part not in detail for part in token.split(".") if len(part) > 8), name
     assert provider.attacker.fetches == 0  # a header's jku is never fetched
 
@@ -281,10 +286,12 @@ def test_every_attack_is_refused_for_its_reason_without_echoing_the_token(verifi
 def test_the_endpoint_answers_each_attack_401_problem(app_factory, provider, attacks):
     client = app_factory(JWT_SECRET=LEGACY_SECRET, JWKS_URL=provider.url, JWT_ISSUER=ISSUER,
                          JWT_LEEWAY=LEEWAY).test_client()
-    for name, token, _ in attacks:
+    for name, token, why in attacks:
         response = client.get(f"/v1/users/{USER}/unread-counts",
                               headers={"Authorization": bearer(token), "If-None-Match": "*"})
-        assert response.status_code == 401, name
+        # 503 only for a kid never seen once the minute's fetch for unknown kids is spent.
+        allowed = {401, 503} if why == "is not published" else {401}
+        assert response.status_code in allowed, name
         assert response.mimetype == "application/problem+json"
         assert token not in response.get_data(as_text=True)
 

@@ -73,6 +73,7 @@ class KeySet:
         self._clock = clock
         self._client = PyJWKClient(url, cache_jwk_set=False, timeout=timeout, headers=HEADERS)
         self._keys: dict[str, PyJWK] = {}  # replaced whole by a fetch, never changed in place
+        self._withdrawn: frozenset[str] = frozenset()  # kids published once, and no longer
         self._ok = False  # the last fetch succeeded
         self._attempted_at = -math.inf
         self._unknown_kid_fetch_at = -math.inf
@@ -90,16 +91,21 @@ class KeySet:
         return kid in self._keys
 
     def signing_key(self, kid: str) -> PyJWK | None:
-        """The key published as `kid`, or None. An unknown kid waits for a fetch: the first one,
-        one under way, or a new one if none was made for an unknown kid within the minute.
-        DependencyUnavailable when no fetch answers: the kid may be a key published since."""
+        """The key published as `kid`, or None once a successful fetch made after this kid was
+        asked for lacks it. An unknown kid waits for a fetch: the first one, one under way, or a
+        new one if none was made for an unknown kid within the minute. DependencyUnavailable
+        (with a Retry-After) when no such fetch answered, or none may be made yet: the kid may be
+        a key published since, and a 401 would tell an app its session is bad."""
         key = self._keys.get(kid)
-        if key is None:
+        if key is None and kid not in self._withdrawn:  # a withdrawn key's answer is known: 401
             answered = self._fetch_for(kid)
             key = self._keys.get(kid)
             if key is None and not (answered and self._ok):
+                wait = self.unknown_kid_interval - (self._clock() - self._unknown_kid_fetch_at)
                 raise DependencyUnavailable(
-                    "The identity provider's signing keys could not be fetched; try again shortly.")
+                    "The identity provider's signing keys could not be fetched for this token's "
+                    "key; try again shortly.",
+                    headers={"Retry-After": str(math.ceil(max(1.0, min(wait, self.retry))))})
         return key
 
     def status(self) -> str:
@@ -121,9 +127,9 @@ class KeySet:
 
     def _fetch_for(self, kid: str | None) -> bool:
         """Wait for a fetch that may bring `kid` (None: the first fetch only); False if none
-        answered within the timeout, or the fetch under way already outlasted a request's wait
-        (a slow endpoint must not hold one thread per request). Asks for a new fetch at most once
-        a minute."""
+        answered within the timeout, the fetch under way already outlasted a request's wait (a
+        slow endpoint must not hold one thread per request), or none may be made for a new kid
+        yet (at most one fetch a minute for unknown kids)."""
         with self._changed:
             if self._thread is None and not self._stopped:  # first use, in the worker process
                 self._thread = threading.Thread(target=self._refresh_forever,
@@ -132,9 +138,10 @@ class KeySet:
             if kid in self._keys:
                 return True  # a fetch brought it while this request was on its way here
             if self._attempts and not (self._wanted or self._fetching):
-                if kid is None or self._clock() - self._unknown_kid_fetch_at \
-                        < self.unknown_kid_interval:
+                if kid is None:
                     return True  # the last answer stands
+                if self._clock() - self._unknown_kid_fetch_at < self.unknown_kid_interval:
+                    return False  # no fetch for this kid yet: it may have been published since
                 self._unknown_kid_fetch_at = self._clock()
                 self._wanted = True
                 self._changed.notify_all()
@@ -178,6 +185,7 @@ class KeySet:
         else:
             if keys.keys() != self._keys.keys():
                 log.info("JWKS keys now %s", sorted(keys))
+            self._withdrawn = (self._withdrawn | self._keys.keys()) - keys.keys()
             self._keys = keys
             self._ok = True
         self._attempted_at = self._clock()
