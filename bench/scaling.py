@@ -25,6 +25,7 @@ from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, Gunicorn, migrate, s
 from counts import markers
 from counts.auth import mint_token
 from counts.queries import reads
+from counts.settings import parse_redis_url
 
 CONVERSATIONS = 50_000
 # The first BUSY conversations (every probe is in them) hold BUSY_MESSAGES each, so a backlog of
@@ -301,7 +302,7 @@ def measure_sizes(result: ScalingResult, urls: dict[int, str], servers: dict[int
 
 def measure_bumps(result: ScalingResult, redis_url: str, server: Gunicorn) -> None:
     """Bump 1, 100 and 10,000 users: markers.bump (one pipeline) and POST /v1/markers/bump."""
-    client = markers.connect(redis_url, timeout=5)
+    client = markers.connect(parse_redis_url(redis_url), 5, 64)
     service = mint_token(JWT_SECRET, "bench", service=True)
     for fanout in tqdm(FANOUTS, desc="bump fan-out", unit="size"):
         users = [str(uuid.uuid4()) for _ in range(fanout)]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from bench.scaling import FANOUTS, Timing
 from bench.services import OUT
 from counts import markers
+from counts.settings import parse_redis_url
 
 USERS = 2_000  # polled, each once per round
 ROUNDS = 5
@@ -128,13 +129,13 @@ def measure_bumps(result: TopologyResult, redis_url: str, reps: int = 40) -> Non
     from tests.clusters import RedisClusterProcesses  # the tests' process harness
 
     users = [str(uuid.uuid4()) for _ in range(max(FANOUTS))]
-    single = markers.connect(redis_url, timeout=5)
+    single = markers.connect(parse_redis_url(redis_url), 5, 64)
     result.bumps["one server"] = time_bumps(single, users, reps)
     result.bumps["one server, LSN records"] = time_bumps(single, users, reps, FakeWal())
     single.close()
     cluster = RedisClusterProcesses(OUT / "redis-cluster", primaries=3, replicas=0)
     try:
-        client = markers.connect(cluster.start().url, timeout=5)
+        client = markers.connect(parse_redis_url(cluster.start().url), 5, 64)
         result.bumps["3-primary Cluster"] = time_bumps(client, users, reps)
         result.bumps["3-primary Cluster, LSN records"] = time_bumps(client, users, reps, FakeWal())
         client.close()

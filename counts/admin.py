@@ -74,9 +74,8 @@ def listener_key(sockname: tuple | str) -> int | str:
 def create_admin_app(resources) -> Flask:
     """The admin app: /metrics, /readyz in full, /healthz."""
     admin = Flask("counts.admin", static_folder=None)
-    admin.config["RETRY_AFTER"] = resources.retry_after
     admin.extensions["counts"] = resources
-    errors.register_error_handlers(admin)
+    errors.register_error_handlers(admin, resources.settings.http.retry_after)
     admin.register_blueprint(bp)
     return admin
 
@@ -118,7 +117,7 @@ def readyz() -> Response:
             body["push"] = {"queued": depth, "oldest_seconds": round(oldest, 3)}
         except DependencyUnavailable:
             pass
-    headers = {} if ready else {"Retry-After": str(res.retry_after)}
+    headers = {} if ready else {"Retry-After": str(res.settings.http.retry_after)}
     return Response(json.dumps(body), status=200 if ready else 503,
                     mimetype="application/json", headers=headers)
 
@@ -128,8 +127,10 @@ def jwks_state(keys) -> str:
     instance: the worst any live worker reports, so the answer does not depend on which worker
     took the probe."""
     state = keys.status()  # this worker's, after its first fetch
-    fewest = metrics.across_workers("counts_jwks_keys")
-    failing = metrics.across_workers("counts_dependency_unavailable", {"dependency": "jwks"})
+    metrics_dir = current_app.extensions["counts"].settings.server.metrics_dir
+    fewest = metrics.across_workers(metrics_dir, "counts_jwks_keys")
+    failing = metrics.across_workers(metrics_dir, "counts_dependency_unavailable",
+                                     {"dependency": "jwks"})
     if state == "unavailable" or fewest == 0:
         return "unavailable"
     return "stale" if state == "stale" or failing == 1 else "ok"
@@ -142,7 +143,8 @@ def prometheus_metrics() -> Response:
         queue = metrics.push_queue(*current_app.extensions["counts"].push_queue.get())
     except DependencyUnavailable:
         queue = []
-    body, content_type = metrics.exposition(queue)
+    body, content_type = metrics.exposition(
+        current_app.extensions["counts"].settings.server.metrics_dir, queue)
     return Response(body, content_type=content_type)
 
 

@@ -60,16 +60,16 @@ def register(app: Flask) -> None:
         """Print an HS256 token for USER_ID (or a service), signed with COUNTS_JWT_SECRET."""
         if not service:
             UUIDParam().convert(user_id, None, None)
-        config = current_app.config
-        if not config["JWT_SECRET"]:
+        identity = _resources().settings.identity
+        if not identity.jwt_secret:
             raise click.ClickException(
                 "COUNTS_JWT_SECRET is not set, so this service accepts no token it could sign: "
                 "users' tokens come from the identity provider (COUNTS_JWKS_URL). Set a secret "
                 "of your own to mint service tokens.")
         # Shaped as Supabase's, so that this service's own audience and issuer checks pass.
-        audience = (config["JWT_AUDIENCE"] or (DEFAULT_AUDIENCE,))[0]
-        click.echo(mint_token(config["JWT_SECRET"], user_id, service, ttl, audience=audience,
-                              issuer=config["JWT_ISSUER"]))
+        audience = (identity.audience or (DEFAULT_AUDIENCE,))[0]
+        click.echo(mint_token(identity.jwt_secret, user_id, service, ttl, audience=audience,
+                              issuer=identity.issuer))
 
     @app.cli.command("drain-outbox")
     def drain_outbox():
@@ -82,4 +82,4 @@ def register(app: Flask) -> None:
         """Run a push dispatcher until SIGTERM or SIGINT (which finish the round in flight)."""
         from counts.push.worker import run_worker
 
-        run_worker(current_app.config)
+        run_worker(_resources().settings)

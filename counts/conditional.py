@@ -3,8 +3,9 @@
 Most polls end in a 304, and Flask's request machinery costs more than the Redis round trip that
 decides it. This middleware makes the whole 304 decision (auth first, then marker, then
 If-None-Match) and answers only a 304; anything else (no or bad token, other user, no match,
-Redis down) falls through to the Flask view, which answers 200 or the error. The marker read
-here is handed to the view, so a 200 still carries the marker read before its query
+Redis down) falls through to the Flask view, which answers 200 or the error. Who is calling is
+decided once (counts.http.auth: the view reads the same answer), and the marker read here goes
+to the view as a PollState, so a 200 still carries the marker read before its query
 (DESIGN.md invariant 2) without a second Redis round trip.
 
 It is also the long-poll (RFC 7240 `Prefer: wait=N`): a request whose ETag matches is held on
@@ -21,7 +22,9 @@ import redis
 from werkzeug.http import parse_etags
 
 from counts import markers, metrics
+from counts.auth import Principal
 from counts.errors import Problem
+from counts.http.auth import POLL_KEY, PollState, identified
 from counts.observe import ROUTE_KEY
 from counts.schemas import uuid_text
 
@@ -29,15 +32,6 @@ log = logging.getLogger(__name__)
 
 COUNTS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts")
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"  # as Flask names the view's rule
-
-# Where the middleware leaves the marker it read for the view: a str, or None if Redis failed.
-MARKER_KEY = "counts.marker"
-# ... and the WAL position a Postgres replica must have replayed to answer (None: the primary).
-LSN_KEY = "counts.lsn"
-# ... and the user's requests in the current rate window, counted in the same round trip.
-REQUESTS_KEY = "counts.requests_in_window"
-# ... and the Preference-Applied value of a long-poll, for the view's 200.
-APPLIED_KEY = "counts.preference_applied"
 
 # How a 200 served without Redis labels itself (views.reads.degraded_etag): it names no marker.
 DEGRADED_ETAG = '"nomarker-'
@@ -85,6 +79,17 @@ def counts_headers(marker: str, poll_interval: str) -> list[tuple[str, str]]:
             ("Vary", "Authorization"), ("X-Poll-Interval", poll_interval)]
 
 
+def allowed_user(principal: Principal | Problem, user_id: str) -> str | None:
+    """The user id's canonical text if the caller may see that user's counts, else None."""
+    if isinstance(principal, Problem):
+        return None
+    try:
+        uid = uuid_text(user_id)
+    except ValueError:
+        return None
+    return uid if principal.is_service or principal.user_text == uid else None
+
+
 class ConditionalCounts:
     """WSGI middleware answering the counts endpoint's 304s; everything else goes to `app`."""
 
@@ -110,13 +115,10 @@ class ConditionalCounts:
     def not_modified(self, environ: dict, user_id: str) -> list[tuple[str, str]] | None:
         """The 304's headers if this request may see the user's counts and its ETag is current."""
         res = self.resources
-        try:
-            principal = res.tokens.verify(environ.get("HTTP_AUTHORIZATION"))
-            uid = uuid_text(user_id)
-        except (Problem, ValueError):
-            return None  # the view answers with the right 400/401
-        if not principal.is_service and principal.user_text != uid:
-            return None  # the view answers 403 (auth before conditionals: invariant 8)
+        principal = identified(environ, res)
+        uid = allowed_user(principal, user_id)
+        if uid is None:
+            return None  # the view answers 400, 401, 403 or 503 (auth before conditionals: inv. 8)
         counted = not principal.is_service and res.rate_limit.per_user > 0
         try:
             found = markers.read(res.redis, uid, res.marker_ttl,
@@ -124,56 +126,54 @@ class ConditionalCounts:
         except redis.RedisError as error:
             log.warning("redis failed, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")
-            environ[MARKER_KEY] = environ[LSN_KEY] = None
-            self.pace_degraded_long_poll(environ)
+            environ[POLL_KEY] = PollState(None, None, 0, self.pace_degraded_long_poll(environ))
             return None
         metrics.dependency_state("redis", available=True)
-        marker = environ[MARKER_KEY] = found.token
-        environ[LSN_KEY] = found.lsn
-        if counted:
-            environ[REQUESTS_KEY] = found.requests
-            if found.requests > res.rate_limit.per_user:
-                return None  # the view answers 429
-        if not etag_matches(environ.get("HTTP_IF_NONE_MATCH"), marker):
+        environ[POLL_KEY] = PollState(found.token, found.lsn, found.requests)
+        if counted and found.requests > res.rate_limit.per_user:
+            return None  # the view answers 429
+        if not etag_matches(environ.get("HTTP_IF_NONE_MATCH"), found.token):
             return None
-        return counts_headers(marker, res.load.poll_interval())
+        return counts_headers(found.token, res.load.poll_interval())
 
-    def pace_degraded_long_poll(self, environ: dict) -> None:
+    def pace_degraded_long_poll(self, environ: dict) -> str | None:
         """Redis is down and a long-poll comes back with the ETag of a 200 served without it: wait
-        the poll interval (at most its wait) before answering again from Postgres. Without this, a
-        long-poller re-asks the moment its 200 arrives, and a Redis outage becomes a loop of
-        Postgres queries per client."""
+        the poll interval (at most its wait) before answering again from Postgres; the
+        Preference-Applied of that wait, if it waited. Without this, a long-poller re-asks the
+        moment its 200 arrives, and a Redis outage becomes a loop of Postgres queries per
+        client."""
         if not (environ.get("HTTP_PREFER") and DEGRADED_ETAG in environ.get("HTTP_IF_NONE_MATCH", "")):
-            return
-        wait = requested_wait(environ["HTTP_PREFER"], self.resources.max_wait)
-        if wait:
-            environ[APPLIED_KEY] = f"wait={wait}"
-            with self.resources.load.waiting():
-                time.sleep(min(wait, int(self.resources.load.poll_interval())))
+            return None
+        wait = requested_wait(environ["HTTP_PREFER"], self.resources.settings.live.max_wait)
+        if not wait:
+            return None
+        with self.resources.load.waiting():
+            time.sleep(min(wait, int(self.resources.load.poll_interval())))
+        return f"wait={wait}"
 
     def long_poll(self, environ: dict, uid: str,
                   headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
         """Hold a matching request that prefers to wait: the 304's headers once the wait is over
         with nothing new, or None (with the new marker for the view) if the marker moved."""
         res = self.resources
-        wait = requested_wait(environ["HTTP_PREFER"], res.max_wait)
+        wait = requested_wait(environ["HTTP_PREFER"], res.settings.live.max_wait)
         if not wait or res.feed.full:  # at capacity: answered at once, as a plain poll
             return headers
         applied = f"wait={wait}"
-        environ[APPLIED_KEY] = applied
+        poll = environ[POLL_KEY]
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         try:
             with res.load.waiting():
                 found, changed = res.feed.hold(
-                    uid, environ[MARKER_KEY], wait, lambda m: etag_matches(if_none_match, m))
+                    uid, poll.marker, wait, lambda m: etag_matches(if_none_match, m))
         except redis.RedisError as error:
             log.warning("redis failed at a long-poll's end, answering from Postgres: %r", error)
             metrics.redis_failed("read_marker")
-            environ[MARKER_KEY] = None
+            environ[POLL_KEY] = PollState(None, None, poll.requests, applied)
             return None
         # The view's 200 is labelled with it, read before its query, and asks a replica only if
         # it has replayed the position read with it (invariant 11).
-        environ[MARKER_KEY], environ[LSN_KEY] = found.token, found.lsn
+        environ[POLL_KEY] = PollState(found.token, found.lsn, poll.requests, applied)
         if changed:
             return None
         return [*counts_headers(found.token, res.load.poll_interval()),

@@ -82,9 +82,9 @@ def problem_response(status: int, title: str, detail: str, slug: str,
                     mimetype="application/problem+json")
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(app: Flask, retry_after_seconds: int) -> None:
     """Turn every error, ours or Werkzeug's, into problem+json; never a stack trace."""
-    retry_after = str(app.config["RETRY_AFTER"])
+    retry_after = str(retry_after_seconds)
 
     @app.errorhandler(Problem)
     def handle_problem(error: Problem) -> Response:

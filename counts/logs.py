@@ -65,8 +65,9 @@ class AccessLog:
     worker loses at most its last `flush_interval` of lines.
     """
 
-    def __init__(self, flush_bytes: int = 64 * 1024, flush_interval: float = 1.0, fd: int = 2):
-        self.enabled = logging.getLevelName(log_level()) <= logging.INFO
+    def __init__(self, level: str, flush_interval: float, flush_bytes: int = 64 * 1024,
+                 fd: int = 2):
+        self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
         self.flush_bytes = flush_bytes
         self.flush_interval = flush_interval
         self.fd = fd
@@ -130,18 +131,13 @@ class AccessLog:
             self.flush()
 
 
-def log_level() -> str:
-    """The level from COUNTS_LOG_LEVEL (default info)."""
-    return os.environ.get("COUNTS_LOG_LEVEL", "info").upper()
-
-
-def configure() -> None:
-    """Send every logger's records to stderr as JSON, at COUNTS_LOG_LEVEL."""
+def configure(level: str) -> None:
+    """Send every logger's records to stderr as JSON, at `level` (COUNTS_LOG_LEVEL)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(log_level())
+    root.setLevel(level.upper())
 
 
 class GunicornLogger(Logger):

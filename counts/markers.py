@@ -23,6 +23,7 @@ import redis
 
 from counts import metrics, stores
 from counts.errors import DependencyUnavailable
+from counts.settings import RedisTopology
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ def new_marker() -> str:
     return secrets.token_urlsafe(12)
 
 
-def connect(url: str, timeout: float, max_connections: int = 64):
-    """The marker store for `url`, in any topology (see counts.stores.connect_redis), with at
-    most `max_connections` sockets per server."""
-    return stores.connect_redis(url, timeout, max_connections)
+def connect(topology: RedisTopology, timeout: float, max_connections: int):
+    """The marker store for REDIS_URL's topology (see counts.stores.connect_redis), with at most
+    `max_connections` sockets per server."""
+    return stores.connect_redis(topology, timeout, max_connections)
 
 
 # Every marker script starts here: it runs only on a primary (a demoted primary or a replica can

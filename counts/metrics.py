@@ -4,8 +4,6 @@ gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any
 this module; each worker then writes its samples to files there, and /metrics sums them.
 """
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -97,13 +95,14 @@ def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:
                               "Age of the oldest queued push job's write.", oldest_seconds)]
 
 
-def across_workers(name: str, labels: dict[str, str] | None = None) -> float | None:
+def across_workers(metrics_dir: str | None, name: str,
+                   labels: dict[str, str] | None = None) -> float | None:
     """A gauge as every live gunicorn worker's samples add up (its multiprocess mode: the fewest,
     the most...), or None outside gunicorn or when no worker has set it."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if metrics_dir is None:
         return None
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
     value = registry.get_sample_value(name, labels or {})
     return value
 
@@ -118,12 +117,12 @@ class _Families:
         return self.families
 
 
-def exposition(extra: list | None = None) -> tuple[bytes, str]:
-    """The Prometheus text for this service: every worker's samples under gunicorn, plus `extra`
-    families computed for this scrape."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(metrics_dir: str | None, extra: list | None = None) -> tuple[bytes, str]:
+    """The Prometheus text for this service: every worker's samples (summed from `metrics_dir`)
+    under gunicorn, plus `extra` families computed for this scrape."""
+    if metrics_dir is not None:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
         text = generate_latest(registry)
     else:
         text = generate_latest(REGISTRY)

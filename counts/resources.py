@@ -1,6 +1,4 @@
-"""The per-app resources the views and middleware share: Postgres, Redis, tokens, limits, logs."""
-
-from typing import Any
+"""The per-process objects the views and middleware share, built from the settings."""
 
 from counts import markers, source
 from counts.admin import QueueStats, read_queue_stats
@@ -12,6 +10,7 @@ from counts.logs import AccessLog
 from counts.push.devices import Registry
 from counts.ratelimit import RateLimit
 from counts.replicas import Postgres
+from counts.settings import Settings
 
 
 class Resources:
@@ -22,33 +21,26 @@ class Resources:
     that first uses them, after gunicorn has forked.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: Settings):
+        self.settings = settings
         # Where counts come from (own tables or the app's function), decided here, once.
-        self.source = source.from_config(config)
-        self.db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], config["PG_POOL_SIZE"],
-                           schema=self.source.schema)
-        self.postgres = Postgres(self.db, config.get("DATABASE_REPLICA_URLS", []),
-                                 config["PG_TIMEOUT"], config["PG_POOL_SIZE"], self.source.schema)
-        self.redis = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"],
-                                     config["REDIS_POOL_SIZE"])
-        self.tokens = TokenVerifier.from_config(config)
-        self.marker_ttl: int = config["MARKER_TTL"]
-        self.rate_limit = RateLimit(config["RATE_LIMIT"], config["ANONYMOUS_RATE_LIMIT"])
-        self.load = LoadGauge(config["THREADS"], config["POLL_INTERVAL"],
-                              config["BUSY_POLL_FACTOR"])
-        self.retry_after: int = config["RETRY_AFTER"]
-        self.drain_interval: float = config["OUTBOX_DRAIN_INTERVAL"]
-        self.access_log = AccessLog(flush_interval=config["LOG_FLUSH_INTERVAL"])
-        self.push = Registry.from_config(config)
-        self.max_wait: int = config["MAX_WAIT"]
-        self.stream_shutdown_seconds: float = config["STREAM_SHUTDOWN_SECONDS"]
-        self.stream_heartbeat: float = config["STREAM_HEARTBEAT"]
-        self.stream_ticket_ttl: int = config["STREAM_TICKET_TTL"]
-        self.ws_ping_interval: float = config["WS_PING_INTERVAL"]
-        self.feed = Feed(self.redis, self.marker_ttl, config["MAX_STREAMS"],
-                         config["STREAM_HEARTBEAT"])
+        self.source = source.from_settings(settings.source)
+        pg = settings.postgres
+        self.db = Database(pg.url, pg.timeout, pg.pool_size, schema=self.source.schema)
+        self.postgres = Postgres(self.db, pg.replica_urls, pg.timeout, pg.pool_size,
+                                 self.source.schema)
+        self.redis = markers.connect(settings.redis.topology, settings.redis.timeout,
+                                     settings.redis.pool_size)
+        self.marker_ttl = settings.redis.marker_ttl
+        self.tokens = TokenVerifier.from_settings(settings.identity)
+        http = settings.http
+        self.rate_limit = RateLimit(http.rate_limit, http.anonymous_rate_limit)
+        self.load = LoadGauge(http.threads, http.poll_interval, http.busy_poll_factor)
+        self.access_log = AccessLog(settings.server.log_level, settings.server.log_flush_seconds)
+        self.push = Registry.from_settings(settings)
+        self.feed = Feed(self.redis, self.marker_ttl, settings.live.max_streams,
+                         settings.live.heartbeat)
         self.push_queue = QueueStats(read_queue_stats(self.db))
-        self.admin_bind: str | None = config["ADMIN_BIND"]
         # The admin listener's port (or unix path), once the worker knows its sockets.
         self.admin_listener: int | str | None = None
 
@@ -66,8 +58,8 @@ class Resources:
         """Start this process's outbox drainer thread (call once per worker, after fork)."""
         from counts.outbox import Drainer
 
-        drainer = Drainer(self.db, self.redis, self.marker_ttl, self.drain_interval,
-                          wal=self.postgres.wal)
+        drainer = Drainer(self.db, self.redis, self.marker_ttl,
+                          self.settings.bumps.drain_interval, wal=self.postgres.wal)
         drainer.start()
         return drainer
 

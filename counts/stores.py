@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,76 +23,14 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from counts.settings import RedisTopology
+
 T = TypeVar("T")
 
-SINGLE_SCHEMES = ("redis", "rediss", "unix")
-SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-DEFAULT_PORTS = {"sentinel": 26379, "cluster": 6379}
 CLUSTER_SLOTS = 16384
 
 
-@dataclass(frozen=True)
-class RedisTopology:
-    """What a REDIS_URL names: one server, a Sentinel-managed primary, or a Cluster."""
-
-    kind: str  # "single", "sentinel" or "cluster"
-    url: str
-    nodes: tuple[tuple[str, int], ...] = ()  # sentinels, or the cluster's startup nodes
-    username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
-    service: str | None = None  # the primary's name at the sentinels
-    db: int = 0
-    tls: bool = False
-
-
-def parse_redis_url(url: str) -> RedisTopology:
-    """The topology a REDIS_URL names; ValueError, saying what is wrong, for a bad one."""
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        raise ValueError("REDIS_URL must start with a scheme, such as redis://")
-    if scheme in SINGLE_SCHEMES:
-        redis.connection.parse_url(url)  # redis-py's own check (ValueError when bad)
-        return RedisTopology("single", url, tls=scheme == "rediss")
-    kind = "sentinel" if scheme in SENTINEL_SCHEMES else "cluster" if scheme in CLUSTER_SCHEMES else None
-    if kind is None:
-        raise ValueError(f"REDIS_URL scheme {scheme!r} is not one of "
-                         f"{', '.join(SINGLE_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES)}")
-    parts = urlsplit(url)
-    credentials, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = credentials.partition(":")
-    nodes = tuple(_host_port(node, DEFAULT_PORTS[kind]) for node in hosts.split(","))
-    path = [segment for segment in parts.path.split("/") if segment]
-    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-    if set(query) - {"sentinel_password"} or (query and kind == "cluster"):
-        raise ValueError(f"REDIS_URL: unknown query parameters {sorted(query)} for {scheme}://")
-    topology = RedisTopology(kind, url, nodes, unquote(username) or None,
-                             unquote(password) or None, query.get("sentinel_password"),
-                             tls=scheme.startswith("rediss"))
-    if kind == "cluster":
-        if path:
-            raise ValueError("REDIS_URL: a redis+cluster:// URL has no path (a Cluster has no db)")
-        return topology
-    if not 1 <= len(path) <= 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError("REDIS_URL: a redis+sentinel:// URL ends in /<service_name>[/<db>], "
-                         f"got path {parts.path!r}")
-    return RedisTopology(**{**topology.__dict__, "service": unquote(path[0]),
-                            "db": int(path[1]) if len(path) == 2 else 0})
-
-
-def _host_port(node: str, default_port: int) -> tuple[str, int]:
-    """("host", port) from "host[:port]" or "[v6]:port"; ValueError if it is not one."""
-    host, _, port = node.rpartition(":") if not node.endswith("]") else (node, "", "")
-    if not host:
-        host, port = node, ""
-    host = host.strip("[]")
-    if not host or (port and not port.isdigit()):
-        raise ValueError(f"REDIS_URL: {node!r} is not host:port")
-    return host, int(port) if port else default_port
-
-
-def connect_redis(url: str, timeout: float, max_connections: int = 64):
+def connect_redis(topology: RedisTopology, timeout: float, max_connections: int):
     """The marker store for REDIS_URL: no socket is opened until its first command.
 
     Every topology fails fast: each call waits at most `timeout` per server it needs, and a
@@ -106,7 +43,7 @@ def connect_redis(url: str, timeout: float, max_connections: int = 64):
     MaxConnectionsError past 100. (redis-py's Sentinel and Cluster pools do not block: past the
     bound they raise, which the service answers as Redis unavailable.)
     """
-    topology = parse_redis_url(url)
+    url = topology.url
     sockets = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                "max_connections": max_connections}
     once = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))

@@ -13,6 +13,7 @@ import redis
 from counts import create_app, migrations
 from counts.auth import mint_token
 from counts.db import Database
+from counts.settings import Settings
 from tests.clusters import RedisClusterProcesses
 from tests.faults.verdict import FIGURES
 from tests.identity import JwksServer, SigningKey
@@ -74,22 +75,38 @@ def redis_client():
     client.close()
 
 
+def env_value(value) -> str:
+    """A test's setting as its environment variable holds it: lists comma-separated."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def settings_for(env: dict) -> Settings:
+    """The settings of an environment given as a dict of any values (`None` leaves one out)."""
+    return Settings.from_env({key: env_value(value) for key, value in env.items()
+                              if value is not None})
+
+
 @pytest.fixture
-def config(database_url, pg, redis_client) -> dict:
-    """App settings pointing at the test database and Redis db. No clock-skew leeway: a token
+def config(database_url, pg, redis_client) -> dict[str, str]:
+    """The environment of an app on the test database and Redis db. No clock-skew leeway: a token
     expires at its `exp` exactly (tests/test_auth_supabase.py covers the leeway)."""
-    return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
-            "JWT_LEEWAY": 0, "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
-            "MARKER_TTL": MARKER_TTL, "RATE_LIMIT": 0, "ANONYMOUS_RATE_LIMIT": 0}
+    return {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
+            "COUNTS_JWT_LEEWAY": "0", "COUNTS_POLL_INTERVAL": "7",
+            "COUNTS_OUTBOX_DRAIN_INTERVAL": "0", "COUNTS_PG_TIMEOUT": "2",
+            "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
+            "COUNTS_ANONYMOUS_RATE_LIMIT": "0"}
 
 
 @pytest.fixture
 def app_factory(config):
-    """Apps on the test database with some settings changed; closed after the test."""
+    """Apps on the test database with some variables of their environment changed (`None`
+    removes one); closed after the test."""
     apps = []
 
     def make(**overrides):
-        apps.append(create_app({**config, **overrides}))
+        apps.append(create_app(settings_for({**config, **overrides})))
         return apps[-1]
 
     yield make

@@ -13,7 +13,7 @@ import pytest
 
 from counts import auth
 from counts.auth import SERVICE_ROLE, USER_ROLE, TokenVerifier, tokens
-from counts.errors import Unauthorized
+from counts.errors import DependencyUnavailable, Unauthorized
 from tests.conftest import SECRET
 
 OTHER_KEY = "another-secret-0123456789-0123456789"
@@ -208,3 +208,55 @@ def test_full_cache_still_verifies_new_tokens():
         assert verifier.verify(bearer(signed(claims(sub=str(user))))).user_id == user
     with pytest.raises(Unauthorized):
         verifier.verify(_other_key())
+
+
+# --- one principal per request (invariant 13) --------------------------------------------------
+
+class CountingVerifier:
+    """The app's verifier, counting its calls; `failures` first calls raise `error`."""
+
+    def __init__(self, real, failures: int = 0, error: Exception | None = None):
+        self.real, self.failures, self.error, self.calls = real, failures, error, 0
+
+    def __call__(self, authorization):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.real(authorization)
+
+
+def test_a_verifier_failing_then_succeeding_within_a_request_is_one_answer_not_a_500(app, tokens,
+                                                                                    monkeypatch):
+    """The 304 fast path's check raised (a JWKS fetch still pending) and the view's would have
+    passed: the view read a marker the fast path never read, and answered 500. Now the request
+    is authenticated once, and everything in it reads that one answer."""
+    res = app.extensions["counts"]
+    verifier = CountingVerifier(res.tokens.verify, failures=1, error=DependencyUnavailable(
+        "The identity provider's signing keys could not be fetched; try again shortly."))
+    monkeypatch.setattr(res.tokens, "verify", verifier)
+    user = uuid.uuid4()
+    url = f"/v1/users/{user}/unread-counts"
+    client = app.test_client()
+    refused = client.get(url, headers={**tokens.user(user), "If-None-Match": '"anything"'})
+    assert refused.status_code == 503
+    assert refused.mimetype == "application/problem+json"
+    assert refused.headers["Retry-After"]
+    assert verifier.calls == 1
+    answered = client.get(url, headers=tokens.user(user))
+    assert (answered.status_code, answered.get_json()["total"]) == (200, 0)
+    assert verifier.calls == 2
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/v1/users/{user}/unread-counts"),  # through the 304 fast path, then the view
+    ("get", "/v1/users/{user}/devices"),
+    ("post", "/v1/users/{user}/stream-tickets"),
+])
+def test_each_request_verifies_its_token_once(app, tokens, monkeypatch, method, path):
+    res = app.extensions["counts"]
+    verifier = CountingVerifier(res.tokens.verify)
+    monkeypatch.setattr(res.tokens, "verify", verifier)
+    user = uuid.uuid4()
+    response = getattr(app.test_client(), method)(path.format(user=user), headers=tokens.user(user))
+    assert response.status_code in (200, 201)
+    assert verifier.calls == 1

@@ -130,8 +130,8 @@ def test_a_service_audience_opts_provider_tokens_of_our_issuer_in(keyset, ec_key
 
 def test_a_provider_service_role_token_is_refused_by_every_service_endpoint(app_factory, provider,
                                                                            ec_key):
-    client = app_factory(JWT_SECRET=LEGACY_SECRET, JWKS_URL=provider.url,
-                         JWT_ISSUER=ISSUER).test_client()
+    client = app_factory(COUNTS_JWT_SECRET=LEGACY_SECRET, COUNTS_JWKS_URL=provider.url,
+                         COUNTS_JWT_ISSUER=ISSUER).test_client()
     forged = {"Authorization": bearer(ec_key.sign(supabase_claims(
         "any", role=SERVICE_ROLE, aud="some-other-api", iss="https://elsewhere/")))}
     other = new_user()
@@ -284,8 +284,8 @@ def test_every_attack_is_refused_for_its_reason_without_echoing_the_token(verifi
 
 
 def test_the_endpoint_answers_each_attack_401_problem(app_factory, provider, attacks):
-    client = app_factory(JWT_SECRET=LEGACY_SECRET, JWKS_URL=provider.url, JWT_ISSUER=ISSUER,
-                         JWT_LEEWAY=LEEWAY).test_client()
+    client = app_factory(COUNTS_JWT_SECRET=LEGACY_SECRET, COUNTS_JWKS_URL=provider.url,
+                         COUNTS_JWT_ISSUER=ISSUER, COUNTS_JWT_LEEWAY=LEEWAY).test_client()
     for name, token, why in attacks:
         response = client.get(f"/v1/users/{USER}/unread-counts",
                               headers={"Authorization": bearer(token), "If-None-Match": "*"})
@@ -319,8 +319,8 @@ def poll_twice(get, user, token) -> list[int]:
 
 
 def test_supabase_tokens_poll_200_then_304_through_the_app(app_factory, provider, ec_key):
-    client = app_factory(JWT_SECRET=LEGACY_SECRET, JWKS_URL=provider.url, JWT_ISSUER=ISSUER,
-                         JWT_LEEWAY=LEEWAY).test_client()
+    client = app_factory(COUNTS_JWT_SECRET=LEGACY_SECRET, COUNTS_JWKS_URL=provider.url,
+                         COUNTS_JWT_ISSUER=ISSUER, COUNTS_JWT_LEEWAY=LEEWAY).test_client()
     es256 = ec_key.sign(supabase_claims(USER))
     legacy = jwt.encode(supabase_claims(USER), LEGACY_SECRET, "HS256")
     assert poll_twice(client.get, USER, es256) == [200, 304]
@@ -329,7 +329,7 @@ def test_supabase_tokens_poll_200_then_304_through_the_app(app_factory, provider
 
 def test_a_token_whose_key_cannot_be_fetched_is_503_with_retry_after(app_factory, provider,
                                                                      ec_key):
-    client = app_factory(JWKS_URL=provider.url, JWT_ISSUER=ISSUER).test_client()
+    client = app_factory(COUNTS_JWKS_URL=provider.url, COUNTS_JWT_ISSUER=ISSUER).test_client()
     provider.stop()
     response = client.get(f"/v1/users/{USER}/unread-counts", headers={
         "Authorization": bearer(ec_key.sign(supabase_claims(USER))), "If-None-Match": "*"})

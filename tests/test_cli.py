@@ -6,7 +6,7 @@ import pytest
 
 from counts import create_app, markers, migrations, outbox
 from counts.auth import SERVICE_ROLE, USER_ROLE
-from tests.conftest import SECRET, new_user, throwaway_database
+from tests.conftest import SECRET, new_user, settings_for, throwaway_database
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def migration_rows(pg_url: str) -> int:
 
 def test_db_upgrade_twice_applies_then_reports_up_to_date(config):
     with throwaway_database("counts_test_cli") as url:
-        app = create_app({**config, "DATABASE_URL": url})
+        app = create_app(settings_for({**config, "DATABASE_URL": url}))
         try:
             runner = app.test_cli_runner()
             versions = [version for version, _ in migrations.available()]
@@ -73,7 +73,8 @@ def test_service_token_is_a_service_token(runner, client):
 
 
 def test_user_token_is_shaped_as_supabase_with_the_configured_audience_and_issuer(app_factory):
-    app = app_factory(JWT_AUDIENCE=("counts", "mobile"), JWT_ISSUER="https://ref.supabase.co/auth/v1")
+    app = app_factory(COUNTS_JWT_AUDIENCE="counts,mobile",
+                      COUNTS_JWT_ISSUER="https://ref.supabase.co/auth/v1")
     user = new_user()
     token = invoke_ok(app.test_cli_runner(), "token", str(user))
     claims = decode(token)
@@ -89,7 +90,7 @@ def test_user_token_carries_supabases_audience_by_default(runner):
 
 
 def test_token_without_a_secret_says_why(app_factory, provider):
-    app = app_factory(JWT_SECRET=None, JWKS_URL=provider.url)
+    app = app_factory(COUNTS_JWT_SECRET=None, COUNTS_JWKS_URL=provider.url)
     result = app.test_cli_runner().invoke(args=["token", "--service", "billing"])
     assert result.exit_code == 1
     assert "COUNTS_JWT_SECRET is not set" in result.output

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from counts import markers, outbox
+from counts.settings import parse_redis_url
 from tests.conftest import Api, admin_client, documented, new_user, true_total
 from tests.live_clients import long_poll, open_stream
 from tests.services import Gunicorn, LiveClient, wait_until
@@ -24,7 +25,7 @@ WITHIN = 5.0  # seconds a bump may take to reach a live client; the heartbeat is
 @pytest.fixture
 def cluster_app(app_factory, redis_cluster):
     """The app on the cluster."""
-    return app_factory(REDIS_URL=redis_cluster.url, REDIS_TIMEOUT=TIMEOUT)
+    return app_factory(REDIS_URL=redis_cluster.url, COUNTS_REDIS_TIMEOUT=TIMEOUT)
 
 
 def evalsha_calls(node) -> int:
@@ -108,7 +109,7 @@ def test_a_node_that_fails_its_part_of_a_bump_leaves_only_its_users_queued(
 
 
 def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
-    client = markers.connect(redis_cluster.url, TIMEOUT)
+    client = markers.connect(parse_redis_url(redis_cluster.url), TIMEOUT, 16)
     try:
         users = redis_cluster.users_on_every_primary(per_primary=1)
         epochs = {}

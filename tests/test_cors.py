@@ -10,7 +10,7 @@ ORIGIN = "https://app.example"
 
 @pytest.fixture
 def cors_client(app_factory):
-    return app_factory(CORS_ORIGINS=[ORIGIN, "http://127.0.0.1:9"]).test_client()
+    return app_factory(COUNTS_CORS_ORIGINS=[ORIGIN, "http://127.0.0.1:9"]).test_client()
 
 
 def allowed(response) -> bool:
@@ -71,7 +71,7 @@ def test_cors_is_off_by_default(client, tokens):
 
 
 def test_star_allows_any_origin(app_factory, tokens):
-    client = app_factory(CORS_ORIGINS=["*"]).test_client()
+    client = app_factory(COUNTS_CORS_ORIGINS=["*"]).test_client()
     user = new_user()
     response = client.get(f"/v1/users/{user}/unread-counts",
                           headers={**tokens.user(user), "Origin": "http://localhost:3000"})

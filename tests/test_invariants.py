@@ -107,7 +107,7 @@ def test_redis_restarted_empty_never_yields_a_304(app_factory, private_redis, to
 
 
 def test_markers_expire_and_come_back_fresh(app_factory, private_redis, tokens):
-    app = app_factory(REDIS_URL=private_redis.url, MARKER_TTL=3600)
+    app = app_factory(REDIS_URL=private_redis.url, COUNTS_MARKER_TTL=3600)
     api = Api(app.test_client(), tokens)
     bob = new_user()
     etag = api.counts(bob).headers["ETag"]
@@ -155,7 +155,7 @@ def test_one_users_etag_never_matches_another_users_marker(api, client, tokens, 
 
 @pytest.fixture
 def flaky_redis_app(app_factory, private_redis):
-    return app_factory(REDIS_URL=private_redis.url, REDIS_TIMEOUT=0.5)
+    return app_factory(REDIS_URL=private_redis.url, COUNTS_REDIS_TIMEOUT=0.5)
 
 
 def test_redis_down_reads_and_writes_then_outbox_repairs(flaky_redis_app, private_redis, tokens, pg):
@@ -232,7 +232,7 @@ def test_writer_dying_between_commit_and_bump_is_repaired(api, app, pair, pg, mo
 def test_hung_redis_costs_a_timeout_not_a_hang(app_factory, private_redis, tokens):
     proxy = TcpProxy(private_redis.port)
     try:
-        app = app_factory(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", REDIS_TIMEOUT=0.3)
+        app = app_factory(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", COUNTS_REDIS_TIMEOUT=0.3)
         api = Api(app.test_client(), tokens)
         bob = new_user()
         assert api.counts(bob).status_code == 200
@@ -249,7 +249,7 @@ def test_hung_redis_costs_a_timeout_not_a_hang(app_factory, private_redis, token
 
 @pytest.fixture
 def proxied_app(app_factory, database_url, pg_proxy):
-    return app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
+    return app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), COUNTS_PG_TIMEOUT=1.0)
 
 
 def test_postgres_down_matching_etags_get_304_others_503(proxied_app, pg_proxy, tokens):

@@ -371,7 +371,7 @@ def test_a_jwks_without_usable_keys_is_a_failed_fetch(provider, keyset, clock, m
 # --- /readyz -----------------------------------------------------------------------------------
 
 def test_readyz_reports_the_jwks(provider, app_factory):
-    app = app_factory(JWKS_URL=provider.url)
+    app = app_factory(COUNTS_JWKS_URL=provider.url)
     client = admin_client(app)
     body = client.get("/readyz").get_json()
     assert body == {"status": "ok", "postgres": "ok", "redis": "ok", "jwks": "ok",
@@ -389,7 +389,7 @@ def test_readyz_reports_the_jwks(provider, app_factory):
 
 def test_readyz_without_any_key_is_degraded_not_down(provider, app_factory):
     provider.stop()
-    response = admin_client(app_factory(JWKS_URL=provider.url)).get("/readyz")
+    response = admin_client(app_factory(COUNTS_JWKS_URL=provider.url)).get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["status"] == "degraded"
     assert response.get_json()["jwks"] == "unavailable"

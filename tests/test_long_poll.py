@@ -174,7 +174,7 @@ def test_an_etag_that_does_not_match_is_answered_at_once(api, client, tokens, re
 
 
 def test_the_wait_is_capped_by_max_wait(app_factory, tokens):
-    app = app_factory(MAX_WAIT=1)
+    app = app_factory(COUNTS_MAX_WAIT=1)
     client, user = app.test_client(), new_user()
     etag = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user)).headers["ETag"]
     response = long_poll(client, tokens, user, etag, "wait=600")
@@ -195,7 +195,7 @@ def test_no_wait_or_a_malformed_one_is_a_plain_poll(api, client, tokens, resourc
 
 def test_at_capacity_a_long_poll_is_answered_at_once(app_factory, tokens):
     """Past COUNTS_MAX_STREAMS a long-poll degrades to a plain poll, as message_bus does."""
-    app = app_factory(MAX_STREAMS=0)
+    app = app_factory(COUNTS_MAX_STREAMS=0)
     client, user = app.test_client(), new_user()
     etag = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user)).headers["ETag"]
     response = long_poll(client, tokens, user, etag, "wait=20")
@@ -278,8 +278,8 @@ def test_held_long_polls_do_not_block_a_plain_request_on_the_same_worker(one_wor
 def test_with_redis_down_a_long_poll_is_paced_not_a_loop(app_factory, tokens):
     """A 200 served without Redis names no marker; a long-poll coming back with it waits the
     poll interval (at most its wait) before the next 200, instead of looping on Postgres."""
-    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT=0.2,
-                      POLL_INTERVAL=1)
+    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", COUNTS_REDIS_TIMEOUT=0.2,
+                      COUNTS_POLL_INTERVAL=1)
     client, user = app.test_client(), new_user()
     first = client.get(f"/v1/users/{user}/unread-counts", headers=tokens.user(user))
     assert first.status_code == 200 and first.headers["ETag"].startswith('"nomarker-')

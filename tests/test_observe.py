@@ -165,7 +165,7 @@ def test_the_public_readiness_costs_no_query_after_a_request_proved_postgres(app
 def test_the_public_readiness_is_503_while_postgres_is_down(app_factory, pg_proxy, database_url):
     from tests.conftest import proxied_url
 
-    app = app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), PG_TIMEOUT=1.0)
+    app = app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), COUNTS_PG_TIMEOUT=1.0)
     client = app.test_client()
     assert client.get("/readyz").status_code == 200
     pg_proxy.set_mode("cut")

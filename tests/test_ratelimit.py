@@ -12,7 +12,7 @@ from tests.conftest import Api, new_user
 @pytest.fixture
 def limited(app_factory, tokens):
     """An app allowing 5 requests a minute per user and 3 per IP without a valid token."""
-    app = app_factory(RATE_LIMIT=5, ANONYMOUS_RATE_LIMIT=3)
+    app = app_factory(COUNTS_RATE_LIMIT=5, COUNTS_ANONYMOUS_RATE_LIMIT=3)
     return app, Api(app.test_client(), tokens)
 
 
@@ -76,7 +76,7 @@ def test_unauthenticated_requests_are_limited_per_ip(limited):
 
 
 def test_behind_a_trusted_proxy_the_forwarded_address_is_limited(app_factory, tokens):
-    app = app_factory(ANONYMOUS_RATE_LIMIT=2, TRUSTED_PROXIES=1)
+    app = app_factory(COUNTS_ANONYMOUS_RATE_LIMIT=2, COUNTS_TRUSTED_PROXIES=1)
     client = app.test_client()
     path = f"/v1/users/{new_user()}/unread-counts"
     caller, other = (f"2001:db8::{secrets.token_hex(4)}" for _ in range(2))
@@ -99,7 +99,7 @@ def test_rate_counter_shares_the_users_hash_tag(limited, redis_client):
 
 
 def test_limits_fail_open_when_redis_is_down(app_factory, tokens):
-    app = app_factory(RATE_LIMIT=1, REDIS_URL="redis://127.0.0.1:1/0")
+    app = app_factory(COUNTS_RATE_LIMIT=1, REDIS_URL="redis://127.0.0.1:1/0")
     api = Api(app.test_client(), tokens)
     user = new_user()
     assert [api.counts(user).status_code for _ in range(3)] == [200, 200, 200]

@@ -121,7 +121,7 @@ def test_a_replica_down_leaves_reads_to_the_primary_and_readyz_says_so(
     proxy = TcpProxy(int(urls[1].rsplit(":", 1)[1].split("/")[0]))
     try:
         app = app_factory(DATABASE_URL=urls[0], DATABASE_REPLICA_URLS=[proxied_url(urls[1], proxy)],
-                          PG_TIMEOUT=1.0)
+                          COUNTS_PG_TIMEOUT=1.0)
         api = Api(app.test_client(), tokens)
         alice, bob = new_user(), new_user()
         conversation = api.conversation(alice, bob)

@@ -51,7 +51,7 @@ def test_a_bump_lost_in_a_failover_costs_a_200_never_a_stale_304(
         epoch, sentinels, app_factory, tokens, pg, monkeypatch):
     if epoch != "with the epoch":
         remove_the_epoch(monkeypatch)
-    app = app_factory(REDIS_URL=sentinels.url, REDIS_TIMEOUT=0.5)
+    app = app_factory(REDIS_URL=sentinels.url, COUNTS_REDIS_TIMEOUT=0.5)
     api = Api(app.test_client(), tokens)
     alice, bob = new_user(), new_user()
     conversation = api.conversation(alice, bob)

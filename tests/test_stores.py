@@ -10,8 +10,7 @@ import pytest
 import redis
 
 from counts import stores
-from counts.config import load_config
-from counts.stores import RedisTopology
+from counts.settings import RedisTopology, Settings, parse_redis_url
 
 SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
 
@@ -38,7 +37,7 @@ SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
                                                    (("c1", 7000),), password="pw", tls=True)),
 ])
 def test_redis_urls_name_their_topology(url, expected):
-    assert stores.parse_redis_url(url) == expected
+    assert parse_redis_url(url) == expected
 
 
 @pytest.mark.parametrize(("url", "complaint"), [
@@ -55,16 +54,21 @@ def test_redis_urls_name_their_topology(url, expected):
 ])
 def test_bad_redis_urls_fail_at_start_up_saying_why(url, complaint):
     with pytest.raises(RuntimeError, match=complaint) as raised:
-        load_config(env={**SECRET_ENV, "REDIS_URL": url})
+        Settings.from_env({**SECRET_ENV, "REDIS_URL": url})
     assert "secret" not in str(raised.value)  # never the password in a message
 
 
+def connect(url: str):
+    """The marker store for `url` with short timeouts."""
+    return stores.connect_redis(parse_redis_url(url), 0.1, 4)
+
+
 def test_each_topology_gets_its_client_without_a_socket():
-    assert isinstance(stores.connect_redis("redis://127.0.0.1:1/0", 0.1), redis.Redis)
-    sentinel = stores.connect_redis("redis+sentinel://127.0.0.1:1/counts/2", 0.1)
+    assert isinstance(connect("redis://127.0.0.1:1/0"), redis.Redis)
+    sentinel = connect("redis+sentinel://127.0.0.1:1/counts/2")
     assert isinstance(sentinel.connection_pool, redis.sentinel.SentinelConnectionPool)
     assert sentinel.connection_pool.connection_kwargs["db"] == 2
-    cluster = stores.connect_redis("redis+cluster://127.0.0.1:1", 0.1)
+    cluster = connect("redis+cluster://127.0.0.1:1")
     assert isinstance(cluster, stores.LazyCluster)
 
 
@@ -73,7 +77,7 @@ def test_each_topology_gets_its_client_without_a_socket():
 def test_an_unreachable_store_fails_fast_with_a_redis_error_in_every_topology(url):
     """A RedisError is what the read and write paths catch to degrade (not a 500), and it comes
     at once: redis-py's default retries at a Sentinel once made this take 17 s."""
-    client = stores.connect_redis(url, 0.1)
+    client = connect(url)
     started = time.monotonic()
     with pytest.raises(redis.RedisError):
         client.get("counts:{x}:marker")
@@ -83,13 +87,13 @@ def test_an_unreachable_store_fails_fast_with_a_redis_error_in_every_topology(ur
 
 
 def test_replica_urls_are_a_checked_comma_list():
-    config = load_config(env={**SECRET_ENV, "DATABASE_REPLICA_URLS":
-                              " postgresql://r1/counts, postgres://u:p@r2:5433/counts ,"})
-    assert config["DATABASE_REPLICA_URLS"] == ["postgresql://r1/counts",
-                                               "postgres://u:p@r2:5433/counts"]
-    assert load_config(env=SECRET_ENV)["DATABASE_REPLICA_URLS"] == []
+    settings = Settings.from_env({**SECRET_ENV, "DATABASE_REPLICA_URLS":
+                                  " postgresql://r1/counts, postgres://u:p@r2:5433/counts ,"})
+    assert settings.postgres.replica_urls == ("postgresql://r1/counts",
+                                              "postgres://u:p@r2:5433/counts")
+    assert Settings.from_env(SECRET_ENV).postgres.replica_urls == ()
     with pytest.raises(RuntimeError, match="DATABASE_REPLICA_URLS") as raised:
-        load_config(env={**SECRET_ENV, "DATABASE_REPLICA_URLS": "mysql://u:hunter2@r1/db"})
+        Settings.from_env({**SECRET_ENV, "DATABASE_REPLICA_URLS": "mysql://u:hunter2@r1/db"})
     assert "hunter2" not in str(raised.value)
 
 

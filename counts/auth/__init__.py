@@ -12,9 +12,7 @@ from counts.auth.tokens import (
     Principal,
     TokenVerifier,
     mint_token,
-    require_service,
-    require_user_or_service,
 )
 
 __all__ = ["DEFAULT_AUDIENCE", "SERVICE_ROLE", "USER_ROLE", "Principal", "TokenVerifier",
-           "mint_token", "require_service", "require_user_or_service"]
+           "mint_token"]

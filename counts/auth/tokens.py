@@ -33,11 +33,10 @@ from uuid import UUID
 import jwt
 
 from counts.auth.jwks import JWKS_ALGORITHMS, KeySet
-from counts.errors import Forbidden, Unauthorized
+from counts.errors import Unauthorized
+from counts.settings import DEFAULT_AUDIENCE, USER_ROLE, IdentitySettings
 
-USER_ROLE = "authenticated"
 SERVICE_ROLE = "service_role"
-DEFAULT_AUDIENCE = "authenticated"  # what Supabase puts in its users' access tokens
 SECRET_ALGORITHM = "HS256"  # noqa: S105 - an algorithm's name, not a secret
 
 
@@ -95,13 +94,12 @@ class TokenVerifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "TokenVerifier":
+    def from_settings(cls, identity: IdentitySettings) -> "TokenVerifier":
         """The verifier the COUNTS_JWT_* and COUNTS_JWKS_* settings describe."""
-        keys = KeySet(config["JWKS_URL"], config["JWKS_REFRESH"]) if config["JWKS_URL"] else None
-        return cls(config["JWT_SECRET"], keys, audience=config["JWT_AUDIENCE"],
-                   issuer=config["JWT_ISSUER"], leeway=config["JWT_LEEWAY"],
-                   user_role=config["JWT_USER_ROLE"],
-                   service_audience=config["JWT_SERVICE_AUDIENCE"])
+        keys = KeySet(identity.jwks_url, identity.jwks_refresh) if identity.jwks_url else None
+        return cls(identity.jwt_secret, keys, audience=identity.audience, issuer=identity.issuer,
+                   leeway=identity.leeway, user_role=identity.user_role,
+                   service_audience=identity.service_audience)
 
     def close(self) -> None:
         """Stop refreshing the JWKS (worker exit, tests)."""
@@ -223,18 +221,6 @@ class TokenVerifier:
         if not any(isinstance(each, str) and each in self.audience for each in given):
             raise Unauthorized("The token's audience ('aud') is not accepted here; expected "
                                f"{' or '.join(repr(a) for a in sorted(self.audience))}.")
-
-
-def require_service(principal: Principal) -> None:
-    """Only trusted backend services may go on."""
-    if not principal.is_service:
-        raise Forbidden("Only a service token may call this endpoint.")
-
-
-def require_user_or_service(principal: Principal, user_id: UUID) -> None:
-    """Only that user, or a service, may go on."""
-    if not principal.is_service and principal.user_id != user_id:
-        raise Forbidden("A user token may only act on its own user's data.")
 
 
 def mint_token(secret: str, subject: str, service: bool = False, ttl: int = 3600, *,

@@ -11,16 +11,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 from uuid import UUID
 
 import redis
 
-from counts import markers, metrics, schemas
-from counts.auth import Principal, require_user_or_service
+from counts import markers, metrics
+from counts.auth import Principal
 from counts.conditional import etag_matches
-from counts.errors import AtCapacity, DependencyUnavailable, Problem, Unauthorized
-from counts.live import tickets
+from counts.errors import AtCapacity, DependencyUnavailable
 from counts.live.feed import Waiter
 
 log = logging.getLogger(__name__)
@@ -108,19 +106,10 @@ class Subscription:
         return Update(etag, json.dumps(counts_body(self.user_id, counts)))
 
 
-def open_subscription(res, environ: dict, user_id: str,
+def open_subscription(res, uid: UUID, principal: Principal,
                       since: str | None) -> tuple[Subscription, Update | None]:
-    """Auth, limits and capacity, then the stream's place on the feed and its first counts.
-
-    Flask-free, so that a WebSocket can be served outside Flask's request (ws.WebSockets). Every
-    refusal (400, 401, 403, 429, 503) raises a Problem before the stream starts.
-    """
-    principal = stream_principal(res, environ, user_id)
-    try:
-        uid = schemas.parse_uuid(user_id)
-    except ValueError:
-        raise Problem(f"user_id must be a UUID, got {user_id[:64]!r}.") from None
-    require_user_or_service(principal, uid)
+    """For a caller allowed to see `uid`'s counts: the stream's place on the feed and its first
+    counts. A full worker (503) raises a Problem before the stream starts."""
     if res.feed.full:
         refuse_at_capacity(res)
     try:
@@ -138,35 +127,8 @@ def open_subscription(res, environ: dict, user_id: str,
         raise
 
 
-def query_value(environ: dict, name: str) -> str | None:
-    """A query-string parameter's first value."""
-    values = parse_qs(environ.get("QUERY_STRING", "")).get(name)
-    return values[0] if values else None
-
-
-def stream_principal(res, environ: dict, user_id: str) -> Principal:
-    """Who opens the stream: a `?ticket=` (browsers), else the Authorization header; within
-    the rate limits (opening a stream is a request; the events it sends are not)."""
-    address = environ.get("REMOTE_ADDR") or "unknown"
-    ticket = query_value(environ, "ticket")
-    try:
-        if ticket is None:
-            principal = res.tokens.verify(environ.get("HTTP_AUTHORIZATION"))
-        else:
-            principal = tickets.redeem(res.redis, ticket, user_id)
-    except Unauthorized:
-        res.rate_limit.check_anonymous(res.redis, address, res.load.poll_interval())
-        raise
-    except redis.RedisError:
-        metrics.redis_failed("ticket")
-        raise DependencyUnavailable("Tickets cannot be checked right now; retry.") from None
-    if not principal.is_service:
-        res.rate_limit.check_user(res.redis, principal.user_id, res.load.poll_interval())
-    return principal
-
-
 def refuse_at_capacity(res) -> None:
     """503 with a jittered Retry-After: refused clients must not all come back at once."""
-    seconds = random.randint(res.retry_after, 3 * res.retry_after)
+    seconds = random.randint(res.settings.http.retry_after, 3 * res.settings.http.retry_after)
     raise AtCapacity("This server holds all the live connections it can; retry later or poll.",
                      headers={"Retry-After": str(seconds)})

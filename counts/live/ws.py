@@ -23,7 +23,9 @@ from wsproto.utilities import ProtocolError
 
 from counts import metrics
 from counts.errors import Problem
-from counts.live.stream import Subscription, Update, open_subscription, query_value
+from counts.http.auth import query_value
+from counts.http.streams import open_stream
+from counts.live.stream import Subscription, Update
 from counts.observe import ROUTE_KEY
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,13 @@ class WebSockets:
                 connection = handshake(environ)
             except ProtocolError as error:
                 raise Problem(f"Not a valid WebSocket upgrade: {error}.") from None
-            sub, first = open_subscription(res, environ, user_id, query_value(environ, "etag"))
+            sub, first = open_stream(environ, res, user_id, query_value(environ, "etag"))
         except Problem as problem:
             environ[PROBLEM_KEY] = problem
             return
         start_response("101 Switching Protocols", [])  # for the access log; never written
-        session = Session(connection, environ["gunicorn.socket"], sub, res.ws_ping_interval,
-                          res.stream_heartbeat)
+        session = Session(connection, environ["gunicorn.socket"], sub, res.settings.live.ws_ping_interval,
+                          res.settings.live.heartbeat)
         with res.load.waiting():
             session.run(first)
         raise StopIteration

@@ -1,6 +1,7 @@
 """The device registry: who may be pushed where. Tokens are secrets: stored, never logged or shown."""
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,7 @@ from uuid import UUID, uuid4
 
 from counts.errors import InvalidInput, NotFound
 from counts.queries import push as push_sql
+from counts.settings import Settings
 
 PLATFORMS = ("webpush", "apns", "fcm")
 APNS_ENVIRONMENTS = ("production", "sandbox")
@@ -37,12 +39,19 @@ def token_hint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
+# A Web Push allowlist entry: a host name or *.domain, with an optional port.
+_HOST_RULE = re.compile(r"(\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::([0-9]{1,5}))?")
+
+
 class HostRules:
     """COUNTS_WEBPUSH_ALLOWED_HOSTS: `host` or `*.domain`, either with `:port` (default 443)."""
 
     def __init__(self, patterns: Iterable[str]):
         self.rules: list[tuple[str, int]] = []
         for pattern in patterns:
+            found = _HOST_RULE.fullmatch(pattern.lower())
+            if found is None or not 0 < int(found.group(2) or 443) <= 65535:
+                raise ValueError(f"{pattern!r} is not host[:port] or *.domain[:port]")
             host, colon, port = pattern.lower().rpartition(":")
             self.rules.append((host, int(port)) if colon else (pattern.lower(), 443))
 
@@ -67,12 +76,6 @@ def _host_matches(host: str, allowed: str) -> bool:
     return host == allowed
 
 
-def configured(config: dict) -> set[str]:
-    """The platforms this service can push to (registering a device elsewhere is a 422)."""
-    settings = {"webpush": "VAPID_PRIVATE_KEY", "apns": "APNS_KEY_FILE", "fcm": "FCM_CREDENTIALS_FILE"}
-    return {platform for platform, name in settings.items() if config[name]}
-
-
 @dataclass(frozen=True)
 class Registry:
     """What the device endpoints need to know of the push configuration."""
@@ -84,13 +87,17 @@ class Registry:
     webpush_key: str | None  # the applicationServerKey, when Web Push is configured
 
     @classmethod
-    def from_config(cls, config: dict) -> "Registry":
-        """Read from the app config; a bad VAPID key fails here, at start-up."""
-        from counts.push import vapid
+    def from_settings(cls, settings: Settings) -> "Registry":
+        """What registration needs of each provider's settings; a bad VAPID key fails here, at
+        start-up."""
+        from counts.push import providers, vapid  # the providers know the devices: not at the top
+        from counts.push.providers.apns import ApnsSettings
+        from counts.push.providers.webpush import WebPushSettings
 
-        key = config["VAPID_PRIVATE_KEY"]
-        return cls(frozenset(configured(config)), HostRules(config["WEBPUSH_ALLOWED_HOSTS"]),
-                   tuple(config["APNS_TOPICS"]), config["PUSH_MAX_DEVICES"],
+        webpush, apns = settings.section(WebPushSettings), settings.section(ApnsSettings)
+        key = webpush.private_key
+        return cls(frozenset(providers.configured(settings)), HostRules(webpush.allowed_hosts),
+                   apns.topics, settings.push.max_devices,
                    vapid.public_key(vapid.load_private_key(key)) if key else None)
 
     def check(self, body: dict) -> tuple[str, dict]:

@@ -26,6 +26,7 @@ from counts.push.payload import Push
 from counts.push.plan import Delivery, Job, plan
 from counts.push.providers import ACCEPTED, GONE, RETRY, Outcome, Provider
 from counts.queries import push as push_sql
+from counts.settings import PushSettings
 from counts.source.own import OwnSource
 
 log = logging.getLogger(__name__)
@@ -70,18 +71,18 @@ class HostBackoff:
 class Dispatcher:
     """Claims due push jobs, pushes the users' current counts, records what the providers said."""
 
-    def __init__(self, db: Database, providers: dict[str, Provider], config: dict,
+    def __init__(self, db: Database, providers: dict[str, Provider], settings: PushSettings,
                  live_users: LiveUsers | None = None, counts_of: CountsOf | None = None):
         self.db, self.providers = db, providers
         self.live_users = live_users or (lambda user_ids: set())
         self.counts_of = counts_of or OwnSource().unread_counts
-        self.coalesce = config["PUSH_COALESCE"]
-        self.max_age = config["PUSH_MAX_AGE"]
-        self.batch = config["PUSH_BATCH"]
-        self.poll_interval = config["PUSH_POLL_INTERVAL"]
-        self.retry_base, self.retry_max = config["PUSH_RETRY_BASE"], config["PUSH_RETRY_MAX"]
+        self.coalesce = settings.coalesce
+        self.max_age = settings.max_age
+        self.batch = settings.batch
+        self.poll_interval = settings.poll_interval
+        self.retry_base, self.retry_max = settings.retry_base, settings.retry_max
         self.hosts = HostBackoff(self.retry_base, min(60.0, self.retry_max))
-        self.pool = ThreadPoolExecutor(config["PUSH_CONCURRENCY"], thread_name_prefix="counts-push")
+        self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="counts-push")
         self.stopped = threading.Event()
         self._wake_read, self._wake_write = os.pipe()  # stop() interrupts a wait at once
 

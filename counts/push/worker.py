@@ -12,6 +12,7 @@ from counts.errors import DependencyUnavailable
 from counts.push import providers
 from counts.push.dispatcher import Dispatcher
 from counts.queries import push as push_sql
+from counts.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +31,26 @@ class QueueCollector:
             return []
 
 
-def make_dispatcher(config: dict) -> Dispatcher:
+def make_dispatcher(settings: Settings) -> Dispatcher:
     """A dispatcher with its own connections (a LISTEN, a round, a read) and the configured providers."""
-    counts_source = source.from_config(config)
-    db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], 3, schema=counts_source.schema)
-    client = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
-    return Dispatcher(db, providers.build(config), config, partial(markers.live_users, client),
-                      counts_source.unread_counts)
+    counts_source = source.from_settings(settings.source)
+    db = Database(settings.postgres.url, settings.postgres.timeout, 3, schema=counts_source.schema)
+    client = markers.connect(settings.redis.topology, settings.redis.timeout,
+                             settings.redis.pool_size)
+    return Dispatcher(db, providers.build(settings), settings.push,
+                      partial(markers.live_users, client), counts_source.unread_counts)
 
 
-def run_worker(config: dict) -> None:
+def run_worker(settings: Settings) -> None:
     """Push until SIGTERM/SIGINT; the round in flight is finished and committed first."""
-    dispatcher = make_dispatcher(config)
+    dispatcher = make_dispatcher(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
-    if config["PUSH_METRICS_PORT"]:
+    push = settings.push
+    if push.metrics_port:
         REGISTRY.register(QueueCollector(dispatcher.db))
-        start_http_server(config["PUSH_METRICS_PORT"], addr=config["PUSH_METRICS_HOST"])
-        log.info("push metrics on http://%s:%d/metrics", config["PUSH_METRICS_HOST"],
-                 config["PUSH_METRICS_PORT"])
+        start_http_server(push.metrics_port, addr=push.metrics_host)
+        log.info("push metrics on http://%s:%d/metrics", push.metrics_host, push.metrics_port)
     log.info("push dispatcher started (providers: %s)", ", ".join(sorted(dispatcher.providers)) or "none")
     try:
         dispatcher.run()

@@ -10,8 +10,10 @@ The read path asks the source, never the mode: `source.unread_counts(cur, user_i
 """
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
+
+from counts.settings import Settings, SourceSettings
 
 
 class Source(Protocol):
@@ -29,18 +31,19 @@ class Source(Protocol):
         """What stops this source from answering (checked once at start-up), or None."""
 
 
-def from_config(config: dict[str, Any]) -> Source:
-    """The source COUNTS_SOURCE names (config.load_config has validated it)."""
-    if config.get("SOURCE", "own") == "attached":
+def from_settings(settings: SourceSettings) -> Source:
+    """The source COUNTS_SOURCE names."""
+    if settings.mode == "attached":
         from counts.source.attached import AttachedSource
 
-        return AttachedSource(config["UNREAD_FUNCTION"])
+        assert settings.unread_function is not None
+        return AttachedSource(settings.unread_function)
     from counts.source.own import OwnSource
 
     return OwnSource()
 
 
-def check_at_start(config: dict[str, Any]) -> str | None:
+def check_at_start(settings: Settings) -> str | None:
     """Refuse to start (RuntimeError, one clear sentence) when the source cannot answer.
 
     Called once per start by gunicorn's master (gunicorn.conf.py, on_starting), over a one-off
@@ -50,14 +53,14 @@ def check_at_start(config: dict[str, Any]) -> str | None:
     """
     import psycopg2
 
-    source = from_config(config)
+    source = from_settings(settings.source)
     if source.name == "own":
         return None  # `db upgrade` made our tables; nothing of the app's to check
+    timeout = settings.postgres.timeout
     try:
         conn = psycopg2.connect(
-            config["DATABASE_URL"], connect_timeout=max(1, round(config["PG_TIMEOUT"])),
-            application_name="counts-check",
-            options=f"-c statement_timeout={int(config['PG_TIMEOUT'] * 1000)}")
+            settings.postgres.url, connect_timeout=max(1, round(timeout)),
+            application_name="counts-check", options=f"-c statement_timeout={int(timeout * 1000)}")
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

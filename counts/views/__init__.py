@@ -1,44 +1,16 @@
-"""HTTP views: parse, authorize, call the data layer, respond. Nothing else lives here."""
+"""HTTP views: parse, call the data layer, respond; who may call each says its decorator
+(counts.http.auth). Nothing else lives here."""
 
 import json
-from uuid import UUID
 
 from flask import Response, current_app, request
 from marshmallow import Schema
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
-from counts import schemas
-from counts.auth import Principal
-from counts.conditional import REQUESTS_KEY
-from counts.errors import Problem, Unauthorized
-
 
 def resources():
     """This app's Postgres, Redis and token verifier (see counts.resources)."""
     return current_app.extensions["counts"]
-
-
-def authenticate() -> Principal:
-    """The caller proven by the Authorization header (or a 401), within its rate limit (or a 429)."""
-    res = resources()
-    try:
-        principal = res.tokens.verify(request.headers.get("Authorization"))
-    except Unauthorized:
-        res.rate_limit.check_anonymous(res.redis, request.remote_addr or "unknown",
-                                       res.load.poll_interval())
-        raise
-    if not principal.is_service:
-        res.rate_limit.check_user(res.redis, principal.user_id, res.load.poll_interval(),
-                                  counted=request.environ.get(REQUESTS_KEY))
-    return principal
-
-
-def parse_uuid(value: str, name: str) -> UUID:
-    """A path segment that must be a UUID, or a 400 that says which one."""
-    try:
-        return schemas.parse_uuid(value)
-    except ValueError:
-        raise Problem(f"{name} must be a UUID, got {value[:64]!r}.") from None
 
 
 def load_body(schema: Schema) -> dict:

@@ -21,4 +21,4 @@ def readyz() -> Response:
     if res.db.answers():
         return Response('{"status": "ok"}', mimetype="application/json")
     return Response('{"status": "unavailable"}', status=503, mimetype="application/json",
-                    headers={"Retry-After": str(res.retry_after)})
+                    headers={"Retry-After": str(res.settings.http.retry_after)})

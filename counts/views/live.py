@@ -2,31 +2,31 @@
 beside the 304 it extends; WebSockets are served by counts.live.ws.WebSockets, outside Flask)."""
 
 import json
+from uuid import UUID
 
 import redis
 from flask import Blueprint, Response, request
 
 from counts import metrics
-from counts.auth import require_user_or_service
 from counts.errors import DependencyUnavailable, NotImplementedHere, UpgradeRequired
+from counts.http.auth import identify, requires_user
+from counts.http.streams import open_stream
 from counts.live import sse, tickets
-from counts.live.stream import open_subscription
 from counts.live.ws import PROBLEM_KEY
-from counts.views import authenticate, parse_uuid, resources
+from counts.views import resources
 
 bp = Blueprint("live", __name__)
 
 
 @bp.post("/v1/users/<user_id>/stream-tickets")
-def create_stream_ticket(user_id: str) -> Response:
+@requires_user
+def create_stream_ticket(user_id: UUID) -> Response:
     """A single-use ticket that opens this user's stream or WebSocket from a browser."""
-    principal = authenticate()
-    uid = parse_uuid(user_id, "user_id")
-    require_user_or_service(principal, uid)
     res = resources()
-    ttl = res.stream_ticket_ttl
+    principal = identify(request.environ, res)  # the one the decorator checked
+    ttl = res.settings.live.ticket_ttl
     try:
-        ticket = tickets.issue(res.redis, str(uid), principal, ttl)
+        ticket = tickets.issue(res.redis, str(user_id), principal, ttl)
     except redis.RedisError:
         metrics.redis_failed("ticket")
         raise DependencyUnavailable("Tickets cannot be issued right now; retry.") from None
@@ -41,9 +41,9 @@ def stream_counts(user_id: str) -> Response:
     # Last-Event-ID from EventSource's own reconnects; ?etag= from a new EventSource (a browser
     # reconnecting with a new ticket cannot set the header).
     since = request.headers.get("Last-Event-ID") or request.args.get("etag")
-    sub, first = open_subscription(res, request.environ, user_id, since)
+    sub, first = open_stream(request.environ, res, user_id, since)
     retry_ms = int(res.load.poll_interval()) * 1000
-    body = sse.events(sub, first, retry_ms, res.stream_heartbeat)
+    body = sse.events(sub, first, retry_ms, res.settings.live.heartbeat)
     return Response(body, mimetype="text/event-stream", headers=sse.HEADERS)
 
 

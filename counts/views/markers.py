@@ -4,17 +4,17 @@ import redis
 from flask import Blueprint, Response
 
 from counts import markers, metrics, outbox, schemas
-from counts.auth import require_service
 from counts.errors import DependencyUnavailable
-from counts.views import authenticate, json_response, load_body, resources
+from counts.http.auth import requires_service
+from counts.views import json_response, load_body, resources
 
 bp = Blueprint("markers", __name__)
 
 
 @bp.post("/v1/markers/bump")
+@requires_service
 def bump_markers() -> Response:
     """Bump markers for services that write Postgres themselves; queued durably if Redis is down."""
-    require_service(authenticate())
     user_ids = load_body(schemas.bump)["user_ids"]
     res = resources()
     try:

@@ -1,53 +1,42 @@
 """Push devices: register, list (tokens masked), delete; the Web Push application server key."""
 
-import json
+from uuid import UUID
 
 from flask import Blueprint, Response
 
 from counts import schemas
-from counts.auth import require_user_or_service
 from counts.errors import NotFound
+from counts.http.auth import parse_path_uuid, requires_user
 from counts.push import devices
-from counts.views import authenticate, load_body, parse_uuid, resources
+from counts.views import json_response, load_body, resources
 
 bp = Blueprint("push", __name__)
 
 
-def json_response(body: dict, status: int = 200) -> Response:
-    """A JSON response."""
-    return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
 @bp.post("/v1/users/<user_id>/devices")
-def register_device(user_id: str) -> Response:
+@requires_user
+def register_device(user_id: UUID) -> Response:
     """Register a device for a user: 201 with a new id, or 200 with the id its token already had."""
-    principal = authenticate()
-    uid = parse_uuid(user_id, "user_id")
-    require_user_or_service(principal, uid)
     body = load_body(schemas.device_registration)
     res = resources()
     token, settings = res.push.check(body)
-    device_id, created = res.db.run(devices.register, uid, body["platform"], token, settings,
+    device_id, created = res.db.run(devices.register, user_id, body["platform"], token, settings,
                                     res.push.max_devices)
     return json_response({"device_id": str(device_id)}, 201 if created else 200)
 
 
 @bp.get("/v1/users/<user_id>/devices")
-def list_devices(user_id: str) -> Response:
+@requires_user
+def list_devices(user_id: UUID) -> Response:
     """A user's devices, each token shown only as a short hash."""
-    principal = authenticate()
-    uid = parse_uuid(user_id, "user_id")
-    require_user_or_service(principal, uid)
-    return json_response({"devices": resources().db.read(devices.list_devices, uid)})
+    return json_response({"devices": resources().db.read(devices.list_devices, user_id)})
 
 
 @bp.delete("/v1/users/<user_id>/devices/<device_id>")
-def delete_device(user_id: str, device_id: str) -> Response:
+@requires_user
+def delete_device(user_id: UUID, device_id: str) -> Response:
     """Forget a device (the app signed out, or the user turned push off)."""
-    principal = authenticate()
-    uid = parse_uuid(user_id, "user_id")
-    require_user_or_service(principal, uid)
-    resources().db.run(devices.remove, uid, parse_uuid(device_id, "device_id"))
+    resources().db.run(devices.remove, user_id, parse_path_uuid(device_id, "device_id"))
     return Response(status=204)
 
 

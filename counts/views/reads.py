@@ -10,10 +10,10 @@ from flask import Blueprint, Response, request
 from werkzeug.http import unquote_etag
 
 from counts import markers, metrics, schemas
-from counts.auth import require_service, require_user_or_service
-from counts.conditional import APPLIED_KEY, DEGRADED_ETAG, LSN_KEY, MARKER_KEY, counts_headers
+from counts.conditional import DEGRADED_ETAG, counts_headers
 from counts.errors import DependencyUnavailable
-from counts.views import authenticate, load_body, parse_uuid, resources
+from counts.http.auth import POLL_KEY, PollState, requires_service, requires_user
+from counts.views import load_body, resources
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +31,39 @@ def counts_body(user_id: UUID, counts: dict) -> dict:
 
 
 @bp.get("/v1/users/<user_id>/unread-counts")
-def get_unread_counts(user_id: str) -> Response:
+@requires_user  # auth before conditionals (invariant 8)
+def get_unread_counts(user_id: UUID) -> Response:
     """A user's unread counts, from Postgres (our tables or the app's function: the source's
     business): the 304s were answered by counts.conditional."""
-    principal = authenticate()  # auth before conditionals (invariant 8)
-    uid = parse_uuid(user_id, "user_id")
-    require_user_or_service(principal, uid)
     res = resources()
-    # Read by counts.conditional before this query (invariant 2): the ETag may be older than the
-    # data, never newer. None when Redis failed. A replica answers only if it has replayed the
-    # user's last bumped write (invariant 11).
-    marker = request.environ[MARKER_KEY]
-    counts = res.postgres.read_seen(request.environ.get(LSN_KEY), res.source.unread_counts,
-                                    [uid])[uid]
-    headers = counts_headers(marker or degraded_etag(), res.load.poll_interval())
-    if APPLIED_KEY in request.environ:  # a long-poll (counts.conditional)
-        headers.append(("Preference-Applied", request.environ[APPLIED_KEY]))
-    return Response(json.dumps(counts_body(uid, counts)), mimetype="application/json",
+    # The marker is read before this query (invariant 2): the ETag may be older than the data,
+    # never newer. A replica answers only if it has replayed the user's last bumped write
+    # (invariant 11). The fast path read it; without it (a server that skips the middleware),
+    # it is read here.
+    poll = request.environ.get(POLL_KEY) or read_poll_state(res, user_id)
+    counts = res.postgres.read_seen(poll.lsn, res.source.unread_counts, [user_id])[user_id]
+    headers = counts_headers(poll.marker or degraded_etag(), res.load.poll_interval())
+    if poll.applied is not None:  # a long-poll (counts.conditional)
+        headers.append(("Preference-Applied", poll.applied))
+    return Response(json.dumps(counts_body(user_id, counts)), mimetype="application/json",
                     headers=headers)
 
 
+def read_poll_state(res, user_id: UUID) -> PollState:
+    """The marker (None if Redis fails) and WAL position, read now."""
+    try:
+        found = markers.read(res.redis, user_id, res.marker_ttl)
+    except redis.RedisError as error:
+        log.warning("redis failed, answering from Postgres: %r", error)
+        metrics.redis_failed("read_marker")
+        return PollState(None, None, 0)
+    return PollState(found.token, found.lsn, 0)
+
+
 @bp.post("/v1/unread-counts/batch")
+@requires_service
 def post_batch() -> Response:
     """Counts for up to 1,000 users at once; one Postgres query, for the changed users only."""
-    require_service(authenticate())
     entries = load_body(schemas.batch)["users"]
     res = resources()
     user_ids = [entry["user_id"] for entry in entries]
@@ -87,5 +96,5 @@ def post_batch() -> Response:
                             "counts": counts_body(uid, fresh[uid])})
         else:  # changed, and Postgres cannot say how
             results.append({"user_id": str(uid), "status": 503})
-    headers = {"Retry-After": str(res.retry_after)} if unavailable else {}
+    headers = {"Retry-After": str(res.settings.http.retry_after)} if unavailable else {}
     return Response(json.dumps({"users": results}), mimetype="application/json", headers=headers)

@@ -4,9 +4,10 @@ users it affected. In attached mode the app owns its writes, and these answer 40
 from flask import Blueprint, Response
 
 from counts import outbox, schemas, writes
-from counts.auth import require_service, require_user_or_service
+from counts.auth import Principal
 from counts.errors import NotFound
-from counts.views import authenticate, json_response, load_body, parse_uuid, resources
+from counts.http.auth import authorize, parse_path_uuid, requires_caller, requires_service
+from counts.views import json_response, load_body, resources
 
 bp = Blueprint("writes", __name__)
 
@@ -28,27 +29,27 @@ def write_then_bump(work, *args):
 
 
 @bp.post("/v1/conversations")
+@requires_service
 def create_conversation() -> Response:
     """Create a conversation with its first members."""
-    require_service(authenticate())
     body = load_body(schemas.conversation_create)
     conversation_id = write_then_bump(writes.create_conversation, body["member_ids"])
     return json_response({"conversation_id": str(conversation_id)}, 201)
 
 
 @bp.delete("/v1/conversations/<conversation_id>")
+@requires_service
 def delete_conversation(conversation_id: str) -> Response:
     """Delete a conversation and its messages."""
-    require_service(authenticate())
-    write_then_bump(writes.delete_conversation, parse_uuid(conversation_id, "conversation_id"))
+    write_then_bump(writes.delete_conversation, parse_path_uuid(conversation_id, "conversation_id"))
     return Response(status=204)
 
 
 @bp.post("/v1/conversations/<conversation_id>/members")
+@requires_service
 def add_member(conversation_id: str) -> Response:
     """Add a member (201), or confirm one (200)."""
-    require_service(authenticate())
-    cid = parse_uuid(conversation_id, "conversation_id")
+    cid = parse_path_uuid(conversation_id, "conversation_id")
     user_id = load_body(schemas.member_add)["user_id"]
     added = write_then_bump(writes.join, cid, user_id)
     return json_response({"conversation_id": str(cid), "user_id": str(user_id)},
@@ -56,40 +57,40 @@ def add_member(conversation_id: str) -> Response:
 
 
 @bp.delete("/v1/conversations/<conversation_id>/members/<user_id>")
+@requires_service
 def remove_member(conversation_id: str, user_id: str) -> Response:
     """Remove a member."""
-    require_service(authenticate())
-    cid = parse_uuid(conversation_id, "conversation_id")
-    write_then_bump(writes.leave, cid, parse_uuid(user_id, "user_id"))
+    cid = parse_path_uuid(conversation_id, "conversation_id")
+    write_then_bump(writes.leave, cid, parse_path_uuid(user_id, "user_id"))
     return Response(status=204)
 
 
 @bp.post("/v1/conversations/<conversation_id>/messages")
-def send_message(conversation_id: str) -> Response:
+@requires_caller
+def send_message(conversation_id: str, principal: Principal) -> Response:
     """Send a message as `sender_id` (the sender themselves, or a service on their behalf)."""
-    principal = authenticate()
-    cid = parse_uuid(conversation_id, "conversation_id")
+    cid = parse_path_uuid(conversation_id, "conversation_id")
     body = load_body(schemas.message_create)
-    require_user_or_service(principal, body["sender_id"])
+    authorize(principal, body["sender_id"])
     message = write_then_bump(writes.send_message, cid, body["sender_id"], body["body"])
     return json_response(message, 201)
 
 
 @bp.delete("/v1/conversations/<conversation_id>/messages/<message_id>")
+@requires_service
 def delete_message(conversation_id: str, message_id: str) -> Response:
     """Delete a message."""
-    require_service(authenticate())
-    cid = parse_uuid(conversation_id, "conversation_id")
-    write_then_bump(writes.delete_message, cid, parse_uuid(message_id, "message_id"))
+    cid = parse_path_uuid(conversation_id, "conversation_id")
+    write_then_bump(writes.delete_message, cid, parse_path_uuid(message_id, "message_id"))
     return Response(status=204)
 
 
 @bp.post("/v1/conversations/<conversation_id>/read")
-def mark_read(conversation_id: str) -> Response:
+@requires_caller
+def mark_read(conversation_id: str, principal: Principal) -> Response:
     """Mark a conversation read up to `up_to_seq` (default: everything) for `user_id`."""
-    principal = authenticate()
-    cid = parse_uuid(conversation_id, "conversation_id")
+    cid = parse_path_uuid(conversation_id, "conversation_id")
     body = load_body(schemas.mark_read)
-    require_user_or_service(principal, body["user_id"])
+    authorize(principal, body["user_id"])
     state = write_then_bump(writes.mark_read, cid, body["user_id"], body["up_to_seq"])
     return json_response({"conversation_id": str(cid), "user_id": str(body["user_id"]), **state})

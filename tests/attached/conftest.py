@@ -6,11 +6,11 @@ import os
 import pytest
 
 from counts import create_app, migrations
-from counts.config import parse_function_name
 from counts.db import Database
+from counts.settings import function_name
 from counts.source.attached import AttachedSource
 from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
-from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, throwaway_database
+from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, settings_for, throwaway_database
 from tests.services import Gunicorn
 
 # How long a test waits for the relay to move a marker. The relay takes milliseconds (see
@@ -20,7 +20,7 @@ RELAY_BOUND = 10.0
 
 def attached_source() -> AttachedSource:
     """The source the example's function makes."""
-    return AttachedSource(parse_function_name(UNREAD_FUNCTION))
+    return AttachedSource(function_name(UNREAD_FUNCTION, "COUNTS_UNREAD_FUNCTION"))
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +60,14 @@ def writer(chat):
 
 
 def attached_settings(chat: Chat) -> dict:
-    """App settings for attached mode on the example's database and the tests' Redis db."""
-    return {"DATABASE_URL": chat.url, "REDIS_URL": REDIS_URL, "JWT_SECRET": SECRET,
-            "POLL_INTERVAL": 7, "OUTBOX_DRAIN_INTERVAL": 0, "PG_TIMEOUT": 2.0,
-            "MARKER_TTL": MARKER_TTL, "RATE_LIMIT": 0, "ANONYMOUS_RATE_LIMIT": 0,
-            "SOURCE": "attached", "UNREAD_FUNCTION": parse_function_name(UNREAD_FUNCTION)}
+    """The environment of the app in attached mode on the example's database, in-process."""
+    return attached_env(chat, COUNTS_PG_TIMEOUT="2")
 
 
 @pytest.fixture
 def attached_app(chat):
     """The app in attached mode, in-process (no relay: the tests drive it)."""
-    app = create_app(attached_settings(chat))
+    app = create_app(settings_for(attached_settings(chat)))
     yield app
     app.extensions["counts"].close()
 

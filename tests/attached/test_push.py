@@ -9,7 +9,7 @@ import pytest
 from counts import create_app
 from tests.attached.chat import UNREAD_FUNCTION
 from tests.attached.conftest import attached_settings
-from tests.conftest import Api, Tokens, new_user
+from tests.conftest import Api, Tokens, new_user, settings_for
 from tests.push.conftest import (  # noqa: F401 - fixtures
     VAPID_SUBJECT,
     pki,
@@ -27,16 +27,18 @@ def push_settings(chat, pki, push_service):  # noqa: F811 - fixtures
     """Attached mode on the example's database, with Web Push on, trusting the fake's CA."""
     from counts.push import vapid
 
-    return {**attached_settings(chat), "VAPID_PRIVATE_KEY": vapid.generate(),
-            "VAPID_SUBJECT": VAPID_SUBJECT, "WEBPUSH_ALLOWED_HOSTS": (push_service.server.host,),
-            "PUSH_CA_FILE": pki.ca_file, "PUSH_COALESCE": 0.3, "PUSH_POLL_INTERVAL": 1.0,
-            "PUSH_RETRY_BASE": 0.2, "PUSH_TIMEOUT": 2.0}
+    return {**attached_settings(chat), "COUNTS_VAPID_PRIVATE_KEY": vapid.generate(),
+            "COUNTS_VAPID_SUBJECT": VAPID_SUBJECT,
+            "COUNTS_WEBPUSH_ALLOWED_HOSTS": push_service.server.host,
+            "COUNTS_PUSH_CA_FILE": pki.ca_file, "COUNTS_PUSH_COALESCE": 0.3,
+            "COUNTS_PUSH_POLL_INTERVAL": 1.0, "COUNTS_PUSH_RETRY_BASE": 0.2,
+            "COUNTS_PUSH_TIMEOUT": 2.0}
 
 
 @pytest.fixture
 def api(push_settings):
     """The service in attached mode, in-process: where apps register their devices."""
-    app = create_app(push_settings)
+    app = create_app(settings_for(push_settings))
     yield Api(app.test_client(), Tokens())
     app.extensions["counts"].close()
 

@@ -10,6 +10,7 @@ import pytest
 from counts import markers
 from counts.db import Database
 from counts.relay import APPLICATION_NAME, Relay
+from counts.settings import parse_redis_url
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import MARKER_TTL, new_user
 from tests.services import wait_until
@@ -142,7 +143,7 @@ def test_a_notification_without_an_outbox_row_bumps_nobody(chat, start_relay, re
 
 def test_a_bump_redis_refused_is_taken_by_the_next_wake_up(chat, start_relay, private_redis,
                                                            caplog):
-    client = markers.connect(private_redis.url, timeout=0.5)
+    client = markers.connect(parse_redis_url(private_redis.url), 0.5, 8)
     start_relay(client=client)
     early, late = new_user(), new_user()
     private_redis.stop(save=True)

@@ -10,7 +10,7 @@ import pytest
 
 from counts import create_app
 from tests.attached.conftest import attached_env, attached_settings
-from tests.conftest import Api, Tokens, new_user
+from tests.conftest import Api, Tokens, new_user, settings_for
 from tests.services import ROOT, Gunicorn, PrivateRedis, free_port
 
 WRITES = [("post", "/v1/conversations"), ("delete", "/v1/conversations/{c}"),
@@ -68,7 +68,8 @@ def test_a_method_no_write_endpoint_has_is_405_problem_json(api):
 
 def test_the_bump_api_works_and_queues_into_counts_schema_when_redis_is_down(chat, tmp_path):
     redis_server = PrivateRedis(tmp_path).start()
-    app = create_app({**attached_settings(chat), "REDIS_URL": redis_server.url, "REDIS_TIMEOUT": 0.3})
+    app = create_app(settings_for({**attached_settings(chat), "REDIS_URL": redis_server.url,
+                                          "COUNTS_REDIS_TIMEOUT": 0.3}))
     try:
         api = Api(app.test_client(), Tokens())
         bob = new_user()
@@ -96,10 +97,10 @@ def test_openapi_leaves_the_write_endpoints_out(api):
 
 def test_cli_upgrade_is_idempotent_and_notes_a_missing_function(chat):
     settings = attached_settings(chat)
-    runner = create_app(settings).test_cli_runner()
+    runner = create_app(settings_for(settings)).test_cli_runner()
     result = runner.invoke(args=["db", "upgrade"])
     assert (result.exit_code, result.output.strip()) == (0, "schema is up to date")
-    missing = create_app({**settings, "UNREAD_FUNCTION": ("public", "not_yet")})
+    missing = create_app(settings_for({**settings, "COUNTS_UNREAD_FUNCTION": "public.not_yet"}))
     result = missing.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0
     assert "note: COUNTS_UNREAD_FUNCTION public.not_yet: it does not exist" in result.output
@@ -108,7 +109,7 @@ def test_cli_upgrade_is_idempotent_and_notes_a_missing_function(chat):
 
 
 def test_cli_drains_the_counts_outbox_and_bumps(chat):
-    app = create_app(attached_settings(chat))
+    app = create_app(settings_for(attached_settings(chat)))
     try:
         res = app.extensions["counts"]
         user = new_user()

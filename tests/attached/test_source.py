@@ -5,11 +5,16 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from counts.config import load_config, parse_function_name
-from counts.source import check_at_start, from_config
+from counts.settings import Settings, function_name
+from counts.source import check_at_start, from_settings
 from counts.source.attached import AttachedSource
 from counts.source.own import OwnSource
 from tests.conftest import SECRET, new_user
+
+
+def parse_function_name(raw: str) -> tuple[str, str] | None:
+    """COUNTS_UNREAD_FUNCTION as the settings read it."""
+    return function_name(raw, "COUNTS_UNREAD_FUNCTION")
 
 GOOD_BODY = "SELECT u, u, 1::bigint FROM unnest(user_ids) u"
 CONTRACT = "(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, unread bigint)"
@@ -40,31 +45,32 @@ def test_function_names_are_read_as_postgres_reads_them(raw, parsed):
 
 
 @pytest.mark.parametrize("raw", ["counts_unread", "a.b.c", "public.", ".f", "public.f()",
-                                 "public.f; DROP TABLE messages", 'public."f', "1abc.f", ""])
+                                 "public.f; DROP TABLE messages", 'public."f', "1abc.f"])
 def test_a_name_that_is_not_schema_dot_function_fails_at_start_up(raw):
     with pytest.raises(RuntimeError, match="COUNTS_UNREAD_FUNCTION must name a function"):
-        parse_function_name(raw)
+        Settings.from_env({"COUNTS_JWT_SECRET": SECRET, "COUNTS_SOURCE": "attached",
+                           "COUNTS_UNREAD_FUNCTION": raw})
 
 
 def test_config_chooses_the_source():
     base = {"COUNTS_JWT_SECRET": SECRET}
-    assert load_config(env=base)["SOURCE"] == "own"
-    assert isinstance(from_config(load_config(env=base)), OwnSource)
-    attached = load_config(env={**base, "COUNTS_SOURCE": "attached",
-                                "COUNTS_UNREAD_FUNCTION": "app.unread"})
-    source = from_config(attached)
+    assert Settings.from_env(base).source.mode == "own"
+    assert isinstance(from_settings(Settings.from_env(base).source), OwnSource)
+    attached = Settings.from_env({**base, "COUNTS_SOURCE": "attached",
+                                  "COUNTS_UNREAD_FUNCTION": "app.unread"})
+    source = from_settings(attached.source)
     assert isinstance(source, AttachedSource) and source.function == ("app", "unread")
     assert (source.schema, source.writable, source.relays_bumps) == ("counts", False, True)
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"COUNTS_SOURCE": "theirs"}, "COUNTS_SOURCE must be 'own' or 'attached'"),
+    ({"COUNTS_SOURCE": "theirs"}, "COUNTS_SOURCE must be one of own, attached"),
     ({"COUNTS_SOURCE": "attached"}, "COUNTS_SOURCE=attached needs COUNTS_UNREAD_FUNCTION"),
     ({"COUNTS_SOURCE": "attached", "COUNTS_UNREAD_FUNCTION": "unread"}, "must name a function"),
 ])
 def test_bad_source_settings_fail_at_start_up(env, message):
     with pytest.raises(RuntimeError, match=message):
-        load_config(env={"COUNTS_JWT_SECRET": SECRET, **env})
+        Settings.from_env({"COUNTS_JWT_SECRET": SECRET, **env})
 
 
 # --- the function's shape ----------------------------------------------------------------------
@@ -122,14 +128,20 @@ def test_a_function_counts_may_not_execute_is_refused(chat, owner):
 
 
 def test_check_at_start_refuses_with_the_reason_and_warns_without_postgres(chat):
-    settings = {"DATABASE_URL": chat.url, "PG_TIMEOUT": 2.0, "SOURCE": "attached"}
-    assert check_at_start({**settings, "UNREAD_FUNCTION": ("public", "counts_unread")}) is None
+    env = {"COUNTS_JWT_SECRET": SECRET, "DATABASE_URL": chat.url, "COUNTS_PG_TIMEOUT": "2",
+           "COUNTS_SOURCE": "attached"}
+
+    def check(**changes):
+        return check_at_start(Settings.from_env({**env, **changes}))
+
+    assert check(COUNTS_UNREAD_FUNCTION="public.counts_unread") is None
     with pytest.raises(RuntimeError, match=r"COUNTS_UNREAD_FUNCTION public\.nope: it does not exist"):
-        check_at_start({**settings, "UNREAD_FUNCTION": ("public", "nope")})
-    unreachable = {**settings, "UNREAD_FUNCTION": ("public", "nope"),
-                   "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"}
-    assert check_at_start(unreachable).startswith("could not check COUNTS_SOURCE=attached")
-    assert check_at_start({"SOURCE": "own"}) is None  # own mode: nothing to check, no connection
+        check(COUNTS_UNREAD_FUNCTION="public.nope")
+    unreachable = check(COUNTS_UNREAD_FUNCTION="public.nope",
+                        DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
+    assert unreachable.startswith("could not check COUNTS_SOURCE=attached")
+    # own mode: nothing to check, no connection
+    assert check(COUNTS_SOURCE="own", DATABASE_URL="postgresql://postgres@127.0.0.1:1/x") is None
 
 
 # --- counts through the function ---------------------------------------------------------------

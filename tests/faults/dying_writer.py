@@ -12,8 +12,8 @@ import sys
 from uuid import UUID
 
 from counts import outbox, writes
-from counts.config import load_config
 from counts.resources import Resources
+from counts.settings import Settings
 
 
 def die_now(*_args) -> None:
@@ -24,7 +24,7 @@ def die_now(*_args) -> None:
 def main(argv: list[str]) -> int:
     """Send one message and die right after its commit; returning at all is a failure."""
     conversation, sender, body = argv
-    resources = Resources(load_config())
+    resources = Resources(Settings.from_env())
     outbox.bump_and_forget = die_now
     outbox.write_then_bump(resources.db, resources.redis, resources.marker_ttl,
                            writes.send_message, UUID(conversation), UUID(sender), body)

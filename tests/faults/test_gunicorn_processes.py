@@ -12,6 +12,7 @@ import re
 import runpy
 import signal
 import socket
+from unittest import mock
 
 import psutil
 
@@ -22,7 +23,8 @@ from tests.faults.verdict import pending_bumps
 from tests.faults.world import build_world
 from tests.services import ROOT, wait_until
 
-GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+with mock.patch.dict(os.environ, {"COUNTS_ENV": "development"}):  # enough settings to load it
+    GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
 
 
 def test_killed_worker_is_replaced_and_clients_at_most_retry(start_service, private_redis, pg):

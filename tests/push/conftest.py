@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from counts.push import vapid
 from counts.push.worker import make_dispatcher
+from tests.conftest import settings_for
 from tests.pushfakes.apns import ApnsWorld
 from tests.pushfakes.fcm import FcmService
 from tests.pushfakes.server import FakeServer
@@ -38,10 +39,10 @@ def push_service(pki):
 @pytest.fixture
 def push_config(config, pki, push_service) -> dict:
     """App settings with Web Push on, trusting the test CA, with short windows and backoffs."""
-    return {**config, "VAPID_PRIVATE_KEY": vapid.generate(), "VAPID_SUBJECT": VAPID_SUBJECT,
-            "WEBPUSH_ALLOWED_HOSTS": (push_service.server.host,), "PUSH_CA_FILE": pki.ca_file,
-            "PUSH_COALESCE": 0.3, "PUSH_POLL_INTERVAL": 1.0, "PUSH_RETRY_BASE": 0.2,
-            "PUSH_TIMEOUT": 2.0}
+    return {**config, "COUNTS_VAPID_PRIVATE_KEY": vapid.generate(), "COUNTS_VAPID_SUBJECT": VAPID_SUBJECT,
+            "COUNTS_WEBPUSH_ALLOWED_HOSTS": (push_service.server.host,), "COUNTS_PUSH_CA_FILE": pki.ca_file,
+            "COUNTS_PUSH_COALESCE": 0.3, "COUNTS_PUSH_POLL_INTERVAL": 1.0, "COUNTS_PUSH_RETRY_BASE": 0.2,
+            "COUNTS_PUSH_TIMEOUT": 2.0}
 
 
 @pytest.fixture
@@ -57,12 +58,12 @@ def push_api(push_app, tokens):
 
 
 @pytest.fixture
-def dispatchers(push_app):
+def dispatchers(push_config):
     """Start dispatchers (threads in this process) on the app's config; all stopped afterwards."""
     running = []
 
     def start(**overrides):
-        dispatcher = make_dispatcher({**push_app.config, **overrides})
+        dispatcher = make_dispatcher(settings_for({**push_config, **overrides}))
         thread = threading.Thread(target=dispatcher.run, name="test-dispatcher", daemon=True)
         thread.start()
         running.append((dispatcher, thread))
@@ -108,9 +109,9 @@ def apns(pki, tmp_path):
 
 @pytest.fixture
 def apns_config(push_config, apns) -> dict:
-    return {**push_config, "APNS_KEY_FILE": apns.key_file, "APNS_KEY_ID": apns.key_id,
-            "APNS_TEAM_ID": apns.team_id, "APNS_HOST": apns.servers["production"].host,
-            "APNS_SANDBOX_HOST": apns.servers["sandbox"].host}
+    return {**push_config, "COUNTS_APNS_KEY_FILE": apns.key_file, "COUNTS_APNS_KEY_ID": apns.key_id,
+            "COUNTS_APNS_TEAM_ID": apns.team_id, "COUNTS_APNS_HOST": apns.servers["production"].host,
+            "COUNTS_APNS_SANDBOX_HOST": apns.servers["sandbox"].host}
 
 
 def register_apns(api, user, token: str, environment: str = "production") -> str:
@@ -145,7 +146,8 @@ def fcm(pki, tmp_path):
 
 @pytest.fixture
 def fcm_config(push_config, fcm) -> dict:
-    return {**push_config, "FCM_CREDENTIALS_FILE": fcm.credentials_file, "FCM_URL": fcm.server.url}
+    return {**push_config, "COUNTS_FCM_CREDENTIALS_FILE": fcm.credentials_file,
+            "COUNTS_FCM_URL": fcm.server.url}
 
 
 def register_fcm(api, user, token: str) -> str:
@@ -158,17 +160,9 @@ def register_fcm(api, user, token: str) -> str:
 
 def worker_env(config: dict) -> dict[str, str]:
     """The environment of a `flask --app app push-worker` process with the app's push settings."""
-    from tests.conftest import REDIS_URL, SECRET
+    from tests.conftest import env_value
 
-    return {
-        "DATABASE_URL": config["DATABASE_URL"], "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
-        "COUNTS_VAPID_PRIVATE_KEY": config["VAPID_PRIVATE_KEY"],
-        "COUNTS_VAPID_SUBJECT": config["VAPID_SUBJECT"],
-        "COUNTS_WEBPUSH_ALLOWED_HOSTS": ",".join(config["WEBPUSH_ALLOWED_HOSTS"]),
-        "COUNTS_PUSH_CA_FILE": config["PUSH_CA_FILE"],
-        **{f"COUNTS_{name}": str(config[name]) for name in (
-            "PUSH_COALESCE", "PUSH_POLL_INTERVAL", "PUSH_RETRY_BASE", "PUSH_TIMEOUT")},
-    }
+    return {key: env_value(value) for key, value in config.items() if value is not None}
 
 
 class WorkerProcess:

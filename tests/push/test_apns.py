@@ -4,9 +4,8 @@ import time
 
 import pytest
 
-from counts.config import load_config
 from counts.push.providers import apns as apns_provider
-from tests.conftest import Api, new_user
+from tests.conftest import Api, new_user, settings_for
 from tests.push.conftest import APNS_TOPIC, register_apns
 from tests.push.test_dispatcher import devices_of, queue_empty, sent
 from tests.services import wait_until
@@ -56,7 +55,8 @@ def test_an_alert_then_a_badge_only_push_over_one_http2_connection(apns_api, apn
 
 
 def test_the_provider_token_is_reused_then_refreshed_after_40_minutes(apns_config, apns):
-    provider = apns_provider.from_config(load_config(env={}, overrides=apns_config))
+    settings = settings_for(apns_config)
+    provider = apns_provider.from_settings(settings.section(apns_provider.ApnsSettings), settings.push)
     now = [time.time()]
     provider.clock = lambda: now[0]
     try:
@@ -156,7 +156,7 @@ def test_a_hung_apns_is_timed_out_backed_off_and_caught_up(apns_api, apns, apns_
     conversation = apns_api.conversation(alice, bob)
     register_apns(apns_api, bob, apns.device("production", APNS_TOPIC))
     apns.trouble.hang()
-    dispatcher = apns_dispatcher(PUSH_TIMEOUT=0.5)
+    dispatcher = apns_dispatcher(COUNTS_PUSH_TIMEOUT=0.5)
     apns_api.send(conversation, alice)
     host = apns.servers["production"].host
     wait_until(lambda: dispatcher.hosts.wait(host, time.time()) > 0, what="the host to be backed off")

@@ -40,7 +40,7 @@ def test_a_burst_becomes_at_most_two_pushes_ending_on_the_latest_total(push_api,
     alice, bob = new_user(), new_user()
     conversation = push_api.conversation(alice, bob)
     browser = subscribe(push_api, push_service, bob)
-    dispatchers(PUSH_COALESCE=1.0)
+    dispatchers(COUNTS_PUSH_COALESCE=1.0)
     for n in range(6):
         assert push_api.send(conversation, alice, f"burst {n}").status_code == 201
     wait_until(lambda: queue_empty(pg) and browser.messages(), what="the burst to be pushed")
@@ -118,7 +118,7 @@ def test_no_push_after_max_age_and_the_expiry_is_counted(push_api, push_service,
     browser = subscribe(push_api, push_service, bob)
     push_service.trouble.fail(503, seconds=3600)  # no Retry-After: our own backoff
     before = sent("expired")
-    dispatchers(PUSH_MAX_AGE=1.5, PUSH_RETRY_BASE=0.2)
+    dispatchers(COUNTS_PUSH_MAX_AGE=1.5, PUSH_RETRY_BASE=0.2)
     push_api.send(conversation, alice)
     wait_until(lambda: sent("expired") > before and queue_empty(pg), what="the push to expire")
     refused = push_service.trouble.requests_refused
@@ -139,8 +139,8 @@ def test_a_hung_push_service_does_not_hold_the_others(push_api, push_service, di
         push_api.client.application.extensions["counts"].push.hosts.rules.append(("127.0.0.1", server.port))
         carols = subscribe(push_api, healthy, carol)
         push_service.trouble.hang()
-        dispatcher = dispatchers(PUSH_TIMEOUT=0.5,
-                                 WEBPUSH_ALLOWED_HOSTS=(push_service.server.host, server.host))
+        dispatcher = dispatchers(COUNTS_PUSH_TIMEOUT=0.5,
+                                 COUNTS_WEBPUSH_ALLOWED_HOSTS=(push_service.server.host, server.host))
         push_api.send(conversation, alice, "one")
         wait_until(carols.messages, what="carol's push")
         push_api.send(conversation, alice, "two")  # the hung host is backing off by now
@@ -160,8 +160,8 @@ def test_two_dispatchers_and_concurrent_writers_end_on_each_users_true_total(
     users = [new_user() for _ in range(4)]
     conversations = [push_api.conversation(alice, user) for user in users]
     browsers = {user: subscribe(push_api, push_service, user) for user in users}
-    dispatchers(PUSH_COALESCE=0.05)
-    dispatchers(PUSH_COALESCE=0.05)
+    dispatchers(COUNTS_PUSH_COALESCE=0.05)
+    dispatchers(COUNTS_PUSH_COALESCE=0.05)
 
     def traffic(index: int) -> None:
         user, conversation = users[index % 4], conversations[index % 4]

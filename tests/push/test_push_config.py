@@ -3,9 +3,10 @@
 import pytest
 
 from counts import create_app
-from counts.config import load_config
 from counts.push import vapid
 from counts.push.providers import apns, fcm
+from counts.settings import Settings
+from tests.conftest import settings_for
 
 BASE = {"COUNTS_ENV": "development"}
 
@@ -22,13 +23,15 @@ BASE = {"COUNTS_ENV": "development"}
     ({"COUNTS_WEBPUSH_ALLOWED_HOSTS": "https://push.example"}, "COUNTS_WEBPUSH_ALLOWED_HOSTS"),
 ])
 def test_bad_push_settings_fail_at_start_up(env, message):
+    """When the app is made, before it answers anything (each provider's section is read then)."""
     with pytest.raises(RuntimeError, match=message):
-        load_config(env={**BASE, **env})
+        create_app(Settings.from_env({**BASE, **env}))
 
 
 def test_an_unusable_vapid_key_fails_when_the_app_is_created(config):
     with pytest.raises(RuntimeError, match="COUNTS_VAPID_PRIVATE_KEY"):
-        create_app({**config, "VAPID_PRIVATE_KEY": "bm90LWEta2V5", "VAPID_SUBJECT": "mailto:a@b.example"})
+        create_app(settings_for({**config, "COUNTS_VAPID_PRIVATE_KEY": "bm90LWEta2V5",
+                                 "COUNTS_VAPID_SUBJECT": "mailto:a@b.example"}))
 
 
 def test_vapid_keys_load_from_base64url_and_pem_alike():
@@ -44,6 +47,6 @@ def test_provider_files_that_are_not_keys_fail_at_dispatcher_start(tmp_path):
     bogus.write_text("not a key")
     with pytest.raises(RuntimeError, match="COUNTS_APNS_KEY_FILE"):
         apns.load_key(str(bogus))
-    config = load_config(env={**BASE, "COUNTS_FCM_CREDENTIALS_FILE": str(bogus)})
+    settings = Settings.from_env({**BASE, "COUNTS_FCM_CREDENTIALS_FILE": str(bogus)})
     with pytest.raises(RuntimeError, match="COUNTS_FCM_CREDENTIALS_FILE"):
-        fcm.from_config(config)
+        fcm.from_settings(settings.section(fcm.FcmSettings), settings.push)

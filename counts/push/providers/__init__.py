@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import certifi
 import httpx
 
-from counts.push.devices import Device, configured
+from counts.push.devices import Device
 from counts.push.payload import Push
+from counts.settings import PushSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file or certifi.where())
 
 
-def http_client(config: dict, http2: bool = False) -> httpx.Client:
+def http_client(push: PushSettings, http2: bool = False) -> httpx.Client:
     """A pooled client with the push timeout on every phase (connect, write, read, pool)."""
-    return httpx.Client(http2=http2, verify=tls_context(config["PUSH_CA_FILE"]),
-                        timeout=httpx.Timeout(config["PUSH_TIMEOUT"]),
-                        limits=httpx.Limits(max_connections=config["PUSH_CONCURRENCY"],
-                                            max_keepalive_connections=config["PUSH_CONCURRENCY"]),
+    return httpx.Client(http2=http2, verify=tls_context(push.ca_file),
+                        timeout=httpx.Timeout(push.timeout),
+                        limits=httpx.Limits(max_connections=push.concurrency,
+                                            max_keepalive_connections=push.concurrency),
                         headers={"User-Agent": "counts-push"}, follow_redirects=False)
 
 
@@ -89,13 +90,28 @@ def transport_failure(error: httpx.HTTPError) -> Outcome:
     return Outcome(RETRY, f"no answer: {type(error).__name__}", unreachable=True)
 
 
-def build(config: dict) -> dict[str, Provider]:
+# Each a module here, declaring its settings section as SETTINGS and building its provider with
+# from_settings(section, push settings).
+PLATFORMS = ("webpush", "apns", "fcm")
+
+
+def _sections(settings: Settings) -> dict[str, tuple[Any, Any]]:
+    """Each platform's module and its settings section, read from the settings' environment."""
+    modules = {name: importlib.import_module(f"{__name__}.{name}") for name in PLATFORMS}
+    return {name: (module, settings.section(module.SETTINGS)) for name, module in modules.items()}
+
+
+def configured(settings: Settings) -> set[str]:
+    """The platforms this service can push to (registering a device elsewhere is a 422)."""
+    return {name for name, (_, own) in _sections(settings).items() if own.configured}
+
+
+def build(settings: Settings) -> dict[str, Provider]:
     """The configured providers, by platform; one log line for each one that is not."""
-    enabled = configured(config)
     providers = {}
-    for name in ("webpush", "apns", "fcm"):
-        if name in enabled:  # imported only when used: each brings its own libraries
-            providers[name] = importlib.import_module(f"{__name__}.{name}").from_config(config)
+    for name, (module, own) in _sections(settings).items():
+        if own.configured:
+            providers[name] = module.from_settings(own, settings.push)
         else:
             log.warning("push provider %s is not configured: its devices are skipped", name)
     return providers

@@ -10,6 +10,7 @@ Apple refuses one older than an hour (ExpiredProviderToken) and refreshes more o
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,38 @@ from counts.push.providers import (
     retry_after,
     transport_failure,
 )
+from counts.settings import PushSettings, SettingsError, setting, text, text_or_default, words
+
+
+@dataclass(frozen=True)
+class ApnsSettings:
+    """Apple Push Notification service: the token-signing key Apple gave, and which apps."""
+
+    key_file: str | None = setting("COUNTS_APNS_KEY_FILE", None, "The .p8 signing key; set (with "
+                                   "the two below), it turns APNs on.", text)
+    key_id: str | None = setting("COUNTS_APNS_KEY_ID", None, "That key's id.", text)
+    team_id: str | None = setting("COUNTS_APNS_TEAM_ID", None, "The Apple developer team id.", text)
+    host: str = setting("COUNTS_APNS_HOST", "api.push.apple.com", "Apple's production host "
+                        "(host[:port]; a fake's or a proxy's in tests).", text_or_default)
+    sandbox_host: str = setting("COUNTS_APNS_SANDBOX_HOST", "api.sandbox.push.apple.com",
+                                "Apple's sandbox host.", text_or_default)
+    topics: tuple[str, ...] = setting("COUNTS_APNS_TOPICS", (), "Bundle ids devices may register "
+                                      "for, comma-separated (empty: any).", words)
+
+    def __post_init__(self) -> None:
+        given = [self.key_file, self.key_id, self.team_id]
+        if any(given) and not all(given):
+            raise SettingsError("Set all of COUNTS_APNS_KEY_FILE, COUNTS_APNS_KEY_ID and "
+                                "COUNTS_APNS_TEAM_ID, or none of them")
+
+    @property
+    def configured(self) -> bool:
+        """Whether this service pushes to Apple devices."""
+        return self.key_file is not None
+
+
+SETTINGS = ApnsSettings
+
 
 TOKEN_LIFETIME = 40 * 60
 OTHER = {"production": "sandbox", "sandbox": "production"}
@@ -155,8 +188,9 @@ def load_key(path: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def from_config(config: dict) -> APNs:
+def from_settings(own: ApnsSettings, push: PushSettings) -> APNs:
     """The APNs provider from COUNTS_APNS_*."""
-    return APNs(load_key(config["APNS_KEY_FILE"]), config["APNS_KEY_ID"], config["APNS_TEAM_ID"],
-                {"production": config["APNS_HOST"], "sandbox": config["APNS_SANDBOX_HOST"]},
-                http_client(config, http2=True))
+    assert own.key_file and own.key_id and own.team_id
+    return APNs(load_key(own.key_file), own.key_id, own.team_id,
+                {"production": own.host, "sandbox": own.sandbox_host},
+                http_client(push, http2=True))

@@ -7,6 +7,7 @@ requires, with `collapse_key` and Android priority HIGH for a new message, NORMA
 """
 
 import threading
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import google.auth.exceptions
@@ -28,6 +29,27 @@ from counts.push.providers import (
     tls_context,
     transport_failure,
 )
+from counts.settings import PushSettings, setting, text, text_or_default
+
+
+@dataclass(frozen=True)
+class FcmSettings:
+    """Firebase Cloud Messaging (Android), HTTP v1."""
+
+    credentials_file: str | None = setting(
+        "COUNTS_FCM_CREDENTIALS_FILE", None, "A service-account JSON file of the Firebase project; "
+        "set, it turns FCM on.", text)
+    url: str = setting("COUNTS_FCM_URL", "https://fcm.googleapis.com", "FCM's base URL (a fake's "
+                       "in tests).", text_or_default)
+
+    @property
+    def configured(self) -> bool:
+        """Whether this service pushes through FCM."""
+        return self.credentials_file is not None
+
+
+SETTINGS = FcmSettings
+
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 # FCM's documented answers that the token will never work again for this sender.
@@ -120,17 +142,17 @@ def classify(response: httpx.Response, status: str, code: str) -> Outcome:
     return Outcome(FAILED, detail)
 
 
-def from_config(config: dict) -> FCM:
+def from_settings(own: FcmSettings, push: PushSettings) -> FCM:
     """The FCM provider from COUNTS_FCM_CREDENTIALS_FILE (and COUNTS_FCM_URL, for a fake)."""
     try:
         credentials = service_account.Credentials.from_service_account_file(
-            config["FCM_CREDENTIALS_FILE"], scopes=[SCOPE])
+            own.credentials_file, scopes=[SCOPE])
     except (OSError, ValueError) as error:
         raise RuntimeError(f"COUNTS_FCM_CREDENTIALS_FILE is not a service-account file: {error}") from None
     if not credentials.project_id:
         raise RuntimeError("COUNTS_FCM_CREDENTIALS_FILE has no project_id")
     # urllib3, not requests, for the token endpoint: requests lets REQUESTS_CA_BUNDLE in the
     # environment override the CA a session was given.
-    token_pool = urllib3.PoolManager(ssl_context=tls_context(config["PUSH_CA_FILE"]),
-                                     timeout=urllib3.Timeout(total=config["PUSH_TIMEOUT"]))
-    return FCM(credentials, config["FCM_URL"], http_client(config), token_pool)
+    token_pool = urllib3.PoolManager(ssl_context=tls_context(push.ca_file),
+                                     timeout=urllib3.Timeout(total=push.timeout))
+    return FCM(credentials, own.url, http_client(push), token_pool)

@@ -10,6 +10,7 @@ a signature is valid for hours, so one per push service origin is cached and reu
 import json
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import http_ece
@@ -30,6 +31,44 @@ from counts.push.providers import (
     retry_after,
     transport_failure,
 )
+from counts.settings import PushSettings, SettingsError, setting, text, words
+
+# The browsers' push services (Chrome, Firefox, Edge, Safari): a Web Push subscription must point
+# at one of them, or the dispatcher would POST wherever a client asked it to.
+DEFAULT_HOSTS = ("fcm.googleapis.com", "android.googleapis.com",
+                 "updates.push.services.mozilla.com", "*.notify.windows.com", "web.push.apple.com")
+
+
+@dataclass(frozen=True)
+class WebPushSettings:
+    """Web Push (browsers): the VAPID key that signs pushes, and where subscriptions may point."""
+
+    private_key: str | None = setting(
+        "COUNTS_VAPID_PRIVATE_KEY", None, "The VAPID private key (base64url or PEM, P-256); set, it "
+        "turns Web Push on (`python -m counts.push.vapid` makes one).", text)
+    subject: str | None = setting("COUNTS_VAPID_SUBJECT", None, "A mailto: or https: contact for "
+                                  "the push services; required with the key.", text)
+    allowed_hosts: tuple[str, ...] = setting(
+        "COUNTS_WEBPUSH_ALLOWED_HOSTS", DEFAULT_HOSTS, "Hosts a subscription's endpoint may be on: "
+        "host or *.domain, with :port (default 443), comma-separated; the default is the "
+        "browsers' push services.", words)
+
+    def __post_init__(self) -> None:
+        if self.private_key and not (self.subject or "").startswith(("mailto:", "https:")):
+            raise SettingsError("COUNTS_VAPID_SUBJECT must be a mailto: or https: URI when "
+                                f"COUNTS_VAPID_PRIVATE_KEY is set, got {self.subject!r}")
+        try:
+            HostRules(self.allowed_hosts)
+        except ValueError as error:
+            raise SettingsError(f"COUNTS_WEBPUSH_ALLOWED_HOSTS: {error}") from None
+
+    @property
+    def configured(self) -> bool:
+        """Whether this service pushes to browsers."""
+        return self.private_key is not None
+
+
+SETTINGS = WebPushSettings
 
 # RFC 8292: a push service rejects a token whose exp is more than 24 h away. Signed for 12 h,
 # renewed when less than 1 h is left.
@@ -117,7 +156,8 @@ def classify(response: httpx.Response) -> Outcome:
     return Outcome(FAILED, f"{detail}: {response.text[:200]}")
 
 
-def from_config(config: dict) -> WebPush:
+def from_settings(own: WebPushSettings, push: PushSettings) -> WebPush:
     """The Web Push provider from COUNTS_VAPID_* and COUNTS_WEBPUSH_ALLOWED_HOSTS."""
-    return WebPush(vapid_keys.load_private_key(config["VAPID_PRIVATE_KEY"]), config["VAPID_SUBJECT"],
-                   HostRules(config["WEBPUSH_ALLOWED_HOSTS"]), http_client(config))
+    assert own.private_key is not None and own.subject is not None
+    return WebPush(vapid_keys.load_private_key(own.private_key), own.subject,
+                   HostRules(own.allowed_hosts), http_client(push))

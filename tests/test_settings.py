@@ -1,11 +1,11 @@
-"""counts.config.load_config: the JWT secret rule, defaults, and numeric settings checked at start-up."""
+"""counts.settings: the JWT secret rule, defaults, and every setting checked at start-up."""
 
 import os
 
 import pytest
 
 from counts import create_app
-from counts.config import DEVELOPMENT_JWT_SECRET, load_config
+from counts.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
 
@@ -22,7 +22,12 @@ def clean_environ(monkeypatch):
                                  {"COUNTS_JWT_SECRET": ""}])
 def test_missing_secret_outside_development_is_an_error(env):
     with pytest.raises(RuntimeError, match="COUNTS_JWT_SECRET"):
-        load_config(env=env)
+        load(env)
+
+
+def load(env: dict) -> Settings:
+    """The settings of exactly `env` (never this process's environment)."""
+    return Settings.from_env(env)
 
 
 def test_create_app_refuses_to_start_without_a_secret(clean_environ):
@@ -38,21 +43,21 @@ def test_create_app_refuses_a_non_numeric_setting(clean_environ):
 
 
 def test_a_jwks_url_alone_is_enough_outside_development():
-    config = load_config(env={"COUNTS_JWKS_URL": "https://ref.supabase.co/auth/v1/.well-known/jwks.json"})
-    assert config["JWT_SECRET"] is None
-    assert config["JWKS_URL"].endswith("/jwks.json")
+    config = load({"COUNTS_JWKS_URL": "https://ref.supabase.co/auth/v1/.well-known/jwks.json"})
+    assert config.identity.jwt_secret is None
+    assert config.identity.jwks_url.endswith("/jwks.json")
 
 
 def test_without_any_key_source_the_error_names_both():
     with pytest.raises(RuntimeError, match="Neither COUNTS_JWT_SECRET nor COUNTS_JWKS_URL"):
-        load_config(env={"COUNTS_JWKS_URL": ""})
+        load({"COUNTS_JWKS_URL": ""})
 
 
 def test_identity_defaults():
-    config = load_config(env=SECRET_ENV)
-    assert (config["JWKS_URL"], config["JWT_AUDIENCE"], config["JWT_ISSUER"]) == (None, None, None)
-    assert (config["JWT_LEEWAY"], config["JWKS_REFRESH"]) == (30, 300)
-    assert config["JWT_USER_ROLE"] == "authenticated"
+    config = load(SECRET_ENV)
+    assert (config.identity.jwks_url, config.identity.audience, config.identity.issuer) == (None, None, None)
+    assert (config.identity.leeway, config.identity.jwks_refresh) == (30, 300)
+    assert config.identity.user_role == "authenticated"
 
 
 @pytest.mark.parametrize(("raw", "audience"), [
@@ -62,11 +67,11 @@ def test_identity_defaults():
     (" , ", None),
 ])
 def test_audience_is_a_comma_separated_list(raw, audience):
-    assert load_config(env={**SECRET_ENV, "COUNTS_JWT_AUDIENCE": raw})["JWT_AUDIENCE"] == audience
+    assert load({**SECRET_ENV, "COUNTS_JWT_AUDIENCE": raw}).identity.audience == audience
 
 
 def test_an_empty_user_role_means_tokens_need_no_role():
-    assert load_config(env={**SECRET_ENV, "COUNTS_JWT_USER_ROLE": ""})["JWT_USER_ROLE"] is None
+    assert load({**SECRET_ENV, "COUNTS_JWT_USER_ROLE": ""}).identity.user_role is None
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -82,7 +87,7 @@ def test_an_empty_user_role_means_tokens_need_no_role():
 ])
 def test_bad_identity_settings_are_startup_errors(name, value):
     with pytest.raises(RuntimeError, match=name):
-        load_config(env={**SECRET_ENV, name: value})
+        load({**SECRET_ENV, name: value})
 
 
 @pytest.mark.parametrize("url", [
@@ -92,24 +97,24 @@ def test_bad_identity_settings_are_startup_errors(name, value):
 ])
 def test_a_jwks_url_over_plain_http_elsewhere_is_refused(url):
     with pytest.raises(RuntimeError, match="COUNTS_JWKS_URL must be https"):
-        load_config(env={**SECRET_ENV, "COUNTS_JWKS_URL": url})
+        load({**SECRET_ENV, "COUNTS_JWKS_URL": url})
 
 
 @pytest.mark.parametrize("url", ["https://ref.supabase.co/auth/v1/.well-known/jwks.json",
                                  "http://127.0.0.1:9999/jwks.json", "http://localhost/jwks.json",
                                  "http://[::1]:9999/jwks.json"])
 def test_a_jwks_url_is_https_or_loopback(url):
-    assert load_config(env={**SECRET_ENV, "COUNTS_JWKS_URL": url})["JWKS_URL"] == url
+    assert load({**SECRET_ENV, "COUNTS_JWKS_URL": url}).identity.jwks_url == url
 
 
 JWKS_ENV = {"COUNTS_JWKS_URL": "https://idp.example/jwks.json", "COUNTS_JWT_ISSUER": "https://idp.example/"}
 
 
 def test_a_service_audience_is_off_by_default_and_read_as_a_list():
-    assert load_config(env=SECRET_ENV)["JWT_SERVICE_AUDIENCE"] is None
-    config = load_config(env={**JWKS_ENV, "COUNTS_JWT_AUDIENCE": "counts",
+    assert load(SECRET_ENV).identity.service_audience is None
+    config = load({**JWKS_ENV, "COUNTS_JWT_AUDIENCE": "counts",
                               "COUNTS_JWT_SERVICE_AUDIENCE": "counts-service"})
-    assert config["JWT_SERVICE_AUDIENCE"] == ("counts-service",)
+    assert config.identity.service_audience == ("counts-service",)
 
 
 @pytest.mark.parametrize(("env", "why"), [
@@ -122,42 +127,42 @@ def test_a_service_audience_is_off_by_default_and_read_as_a_list():
 ])
 def test_a_service_audience_without_its_checks_is_a_startup_error(env, why):
     with pytest.raises(RuntimeError, match=why):
-        load_config(env=env)
+        load(env)
 
 
 def test_development_falls_back_to_the_dev_secret():
-    config = load_config(env={"COUNTS_ENV": "development"})
-    assert config["JWT_SECRET"] == DEVELOPMENT_JWT_SECRET
+    config = load({"COUNTS_ENV": "development"})
+    assert config.identity.jwt_secret == DEVELOPMENT_JWT_SECRET
 
 
 def test_an_explicit_secret_wins_in_development():
-    config = load_config(env={"COUNTS_ENV": "development", **SECRET_ENV})
-    assert config["JWT_SECRET"] == SECRET_ENV["COUNTS_JWT_SECRET"]
+    config = load({"COUNTS_ENV": "development", **SECRET_ENV})
+    assert config.identity.jwt_secret == SECRET_ENV["COUNTS_JWT_SECRET"]
 
 
 def test_secret_from_the_environment():
-    config = load_config(env=SECRET_ENV)
-    assert config["JWT_SECRET"] == SECRET_ENV["COUNTS_JWT_SECRET"]
-    assert config["COUNTS_ENV"] == "production"
+    config = load(SECRET_ENV)
+    assert config.identity.jwt_secret == SECRET_ENV["COUNTS_JWT_SECRET"]
+    assert config.server.env == "production"
 
 
 def test_defaults():
-    config = load_config(env=SECRET_ENV)
-    assert config["POLL_INTERVAL"] == 30
-    assert config["MARKER_TTL"] == 30 * 24 * 3600
-    assert config["MAX_CONTENT_LENGTH"] == 1024 * 1024
-    assert config["DATABASE_URL"].startswith("postgresql://")
-    assert config["REDIS_URL"].startswith("redis://")
+    config = load(SECRET_ENV)
+    assert config.http.poll_interval == 30
+    assert config.redis.marker_ttl == 30 * 24 * 3600
+    assert config.http.max_body_bytes == 1024 * 1024
+    assert config.postgres.url.startswith("postgresql://")
+    assert config.redis.topology.url.startswith("redis://")
 
 
 def test_numbers_from_the_environment():
-    config = load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45", "COUNTS_MARKER_TTL": "600",
+    config = load({**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45", "COUNTS_MARKER_TTL": "600",
                               "COUNTS_REDIS_TIMEOUT": "0.5"})
-    assert (config["POLL_INTERVAL"], config["MARKER_TTL"], config["REDIS_TIMEOUT"]) == (45, 600, 0.5)
+    assert (config.http.poll_interval, config.redis.marker_ttl, config.redis.timeout) == (45, 600, 0.5)
 
 
 def test_empty_numeric_setting_means_default():
-    assert load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": ""})["POLL_INTERVAL"] == 30
+    assert load({**SECRET_ENV, "COUNTS_POLL_INTERVAL": ""}).http.poll_interval == 30
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -169,22 +174,23 @@ def test_empty_numeric_setting_means_default():
 ])
 def test_non_numeric_setting_is_a_startup_error(name, value):
     with pytest.raises(RuntimeError, match=name):
-        load_config(env={**SECRET_ENV, name: value})
+        load({**SECRET_ENV, name: value})
 
 
-def test_overrides_win_over_the_environment():
-    config = load_config(env={**SECRET_ENV, "COUNTS_POLL_INTERVAL": "45"},
-                         overrides={"POLL_INTERVAL": 5, "JWT_SECRET": "override"})
-    assert (config["POLL_INTERVAL"], config["JWT_SECRET"]) == (5, "override")
+def test_an_explicit_environment_ignores_the_process_one(clean_environ):
+    clean_environ.setenv("COUNTS_POLL_INTERVAL", "45")
+    assert Settings.from_env({**SECRET_ENV}).http.poll_interval == 30
+    clean_environ.setenv("COUNTS_JWT_SECRET", "from-the-process")
+    assert Settings.from_env().http.poll_interval == 45
 
 
 def test_cors_origins_are_a_comma_list():
-    config = load_config(env={**SECRET_ENV, "COUNTS_CORS_ORIGINS": " https://a.example, ,http://b:3000"})
-    assert config["CORS_ORIGINS"] == ["https://a.example", "http://b:3000"]
-    assert load_config(env=SECRET_ENV)["CORS_ORIGINS"] == []
+    config = load({**SECRET_ENV, "COUNTS_CORS_ORIGINS": " https://a.example, ,http://b:3000"})
+    assert config.http.cors_origins == ("https://a.example", "http://b:3000")
+    assert load(SECRET_ENV).http.cors_origins == ()
 
 
 @pytest.mark.parametrize("name", ["COUNTS_MAX_WAIT", "COUNTS_STREAM_HEARTBEAT", "COUNTS_REDIS_POOL_SIZE"])
 def test_live_settings_must_be_positive(name):
     with pytest.raises(RuntimeError, match=name):
-        load_config(env={**SECRET_ENV, name: "0"})
+        load({**SECRET_ENV, name: "0"})

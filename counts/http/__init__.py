@@ -1,0 +1,1 @@
+"""Everything WSGI and Flask: who is calling (auth), and what the API answers."""

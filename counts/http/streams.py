@@ -1,0 +1,21 @@
+"""Opening a live stream (SSE or WebSocket) for a request: who may, then its place on the feed.
+
+Flask-free, so that a WebSocket can be served outside Flask's request (counts.live.ws). Every
+refusal (400, 401, 403, 429, 503) raises a Problem before the stream starts.
+"""
+
+from typing import Any
+
+from counts.http.auth import admit, authorize, identify, parse_path_uuid
+from counts.live.stream import Subscription, Update, open_subscription
+
+
+def open_stream(environ: dict, res: Any, user_id: str,
+                since: str | None) -> tuple[Subscription, Update | None]:
+    """The stream of `user_id`'s counts this request may open, with its first counts (None
+    when `since` is current). A `?ticket=` is the credential when present (browsers)."""
+    principal = identify(environ, res, ticket_for=user_id)
+    admit(environ, res, principal)  # opening a stream is a request; its events are not
+    uid = parse_path_uuid(user_id, "user_id")
+    authorize(principal, uid)
+    return open_subscription(res, uid, principal, since)
