@@ -15,6 +15,8 @@ from counts.queries import push as push_sql
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "counts-push"  # the dispatcher's sessions in pg_stat_activity
+
 
 class QueueCollector:
     """The push queue's depth and oldest job, read from Postgres at each scrape."""
@@ -33,7 +35,8 @@ class QueueCollector:
 def make_dispatcher(config: dict) -> Dispatcher:
     """A dispatcher with its own connections (a LISTEN, a round, a read) and the configured providers."""
     counts_source = source.from_config(config)
-    db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], 3, schema=counts_source.schema)
+    db = Database(config["DATABASE_URL"], config["PG_TIMEOUT"], 3, schema=counts_source.schema,
+                  application_name=APPLICATION_NAME)
     client = markers.connect(config["REDIS_URL"], config["REDIS_TIMEOUT"])
     return Dispatcher(db, providers.build(config), config, partial(markers.live_users, client),
                       counts_source.unread_counts)
