@@ -97,8 +97,10 @@ class CountingCursor(psycopg2.extensions.cursor):
 class Database:
     """A lazily created, per-process, bounded pool of Postgres connections with timeouts."""
 
-    def __init__(self, url: str, timeout: float, pool_size: int, schema: str | None = None):
+    def __init__(self, url: str, timeout: float, pool_size: int, schema: str | None = None,
+                 application_name: str = "counts"):
         self.url = url
+        self.application_name = application_name  # what pg_stat_activity shows for the pool's sessions
         self.timeout = timeout
         self.pool_size = pool_size
         self.schema = schema  # searched first, ahead of the session's default (attached: counts)
@@ -150,7 +152,7 @@ class Database:
                 self._pid = os.getpid()
             if self._idle:
                 return self._idle.pop(), True
-        return self._connect(), False
+        return self._connect(self.application_name), False
 
     def _give_back(self, conn, broken: bool) -> None:
         """Return a healthy connection to the pool; close a broken one."""

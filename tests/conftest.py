@@ -61,7 +61,7 @@ def pg(database_url):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox, "
-                    "push_devices, push_jobs")
+                    "push_devices, push_jobs, push_leases")
     yield conn
     conn.close()
 

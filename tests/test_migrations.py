@@ -11,7 +11,7 @@ from counts.queries import migrations as migration_sql
 from tests.conftest import throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
-          "push_devices", "push_jobs"}
+          "push_devices", "push_jobs", "push_leases"}
 
 
 def query(url: str, sql: str) -> list[tuple]:

@@ -1,11 +1,14 @@
 """The push dispatcher: its own process (`flask --app app push-worker`), as many as you like.
 
-Each round is one transaction: lock due jobs (FOR UPDATE SKIP LOCKED) and their users (one
-dispatcher per user at a time), read those users' counts *now*, push to every device, then delete
-the jobs, queue retries, start each pushed device's coalescing window and forget gone devices, and
-commit. A dispatcher killed mid-round commits nothing, so its jobs are pushed again by the next
-round (at least once): a crash repeats at most the pushes of the one round in flight. LISTEN/NOTIFY
-only wakes it; it also polls, so a lost notification costs latency, never a push.
+A round is two short transactions with the pushes between them, so no transaction stays open
+while the providers answer. First it leases due users (push_leases: one dispatcher per user at a
+time, even for jobs written after the lease) and reads their due jobs, and commits; then it reads
+those users' counts *now* and pushes to every device; then, in the second transaction, it deletes
+the jobs, queues retries, starts each pushed device's coalescing window, forgets gone devices and
+ends its leases. A dispatcher killed in between records nothing: its jobs stay queued, and once
+its lease ends another round pushes them again (at least once): a crash repeats at most the
+pushes of the one round in flight. LISTEN/NOTIFY only wakes it; it also polls, so a lost
+notification costs latency, never a push.
 """
 
 import logging
@@ -16,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from uuid import UUID
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
 
 from counts import metrics
 from counts.db import Database
@@ -39,6 +43,16 @@ CountsOf = Callable[..., dict[UUID, dict]]
 EXPIRED = "expired"  # older than COUNTS_PUSH_MAX_AGE: dropped, and counted
 DEFERRED = "deferred"  # in its coalescing window, or its host is backing off: queued again
 SKIPPED = "skipped"  # its provider is not configured (logged once at start): dropped
+
+# The lease, in push timeouts (COUNTS_PUSH_TIMEOUT), the one setting that bounds a send. A send
+# takes about two at most (APNs may try the token's other environment, FCM retries once with a
+# fresh access token), and a round starts none in the last two of its lease: every send is over
+# before another dispatcher may take the user. The first two are for starting sends, far more
+# than a full round needs unless its providers crawl (the rest then waits for the next round).
+# Longer would only make a killed dispatcher's jobs wait longer (40 s by default) for no gain.
+SEND_TIMEOUTS = 2
+LEASE_TIMEOUTS = 2 * SEND_TIMEOUTS
+LEASE_ENDING = "the round's lease is ending"  # a DEFERRED delivery's detail
 
 
 class HostBackoff:
@@ -68,8 +82,18 @@ class HostBackoff:
             self._failures.pop(host, None)
 
 
+@dataclass
+class Record:
+    """What a round writes down once its pushes are over."""
+
+    pushed: list[UUID] = field(default_factory=list)  # their coalescing windows start now
+    gone: list[UUID] = field(default_factory=list)  # forgotten
+    retries: list[tuple] = field(default_factory=list)  # rows for push_sql.retry_jobs
+    settings: list[tuple[UUID, dict]] = field(default_factory=list)  # learnt while pushing
+
+
 class Dispatcher:
-    """Claims due push jobs, pushes the users' current counts, records what the providers said."""
+    """Leases due push jobs' users, pushes their current counts, records what the providers said."""
 
     def __init__(self, db: Database, providers: dict[str, Provider], settings: PushSettings,
                  live_users: LiveUsers | None = None, counts_of: CountsOf | None = None):
@@ -81,6 +105,8 @@ class Dispatcher:
         self.batch = settings.batch
         self.poll_interval = settings.poll_interval
         self.retry_base, self.retry_max = settings.retry_base, settings.retry_max
+        self.send_time = SEND_TIMEOUTS * settings.timeout
+        self.lease = LEASE_TIMEOUTS * settings.timeout
         self.hosts = HostBackoff(self.retry_base, min(60.0, self.retry_max))
         self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="counts-push")
         self.stopped = threading.Event()
@@ -89,25 +115,32 @@ class Dispatcher:
     # --- one round ---------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One round in one transaction; how many users it handled."""
-        # One attempt: a round retried after a deadlock would push its devices twice; its jobs
-        # stay queued for the next round instead.
-        return self.db.run(self._round, attempts=1)
-
-    def _round(self, cur) -> int:
-        """Claim, push, record (see the module docstring)."""
-        users = push_sql.lock_users(cur, push_sql.candidate_users(cur, 2 * self.batch)[:self.batch])
+        """One round: lease, push with no transaction open, record; how many users it handled."""
+        holder, leased_at = uuid4(), time.monotonic()  # before the lease's clock starts: on the safe side
+        # One attempt: a lease that failed (a deadlock) leaves its jobs for the next round.
+        users, jobs = self.db.run(self._lease, holder, attempts=1)
         if not users:
             return 0
-        jobs = [Job(*row) for row in push_sql.claim_jobs(cur, users)]
-        devices = [Device(*row) for row in push_sql.devices_of(cur, users)]
-        counts = self.counts_of(cur, users)  # now, not at the write: a burst coalesces
-        live = self._live(users)
+        devices, counts = self.db.read(self._current, users)  # now, not at the write: a burst coalesces
         deliveries = plan(jobs, devices)
-        outcomes = self._push_all(deliveries, counts, live)
-        self._record(cur, deliveries, outcomes)
-        push_sql.forget_jobs(cur, [job.id for job in jobs])
+        outcomes = self._push_all(deliveries, counts, self._live(users),
+                                  start_by=leased_at + self.lease - self.send_time)
+        record = self._verdict(deliveries, outcomes)
+        # Pushes are not repeated by a retry here: only the record is.
+        self.db.run(self._record, holder, users, [job.id for job in jobs], record)
         return len(users)
+
+    def _lease(self, cur, holder: UUID) -> tuple[list[UUID], list[Job]]:
+        """Lease due users no other round holds, for this round (`holder`); (them, their due jobs)."""
+        users = push_sql.candidate_users(cur, 2 * self.batch)[:self.batch]
+        users = push_sql.lease_users(cur, push_sql.try_lock_users(cur, users), holder, self.lease)
+        if not users:
+            return [], []
+        return users, [Job(*row) for row in push_sql.claim_jobs(cur, users)]
+
+    def _current(self, cur, users: list[UUID]) -> tuple[list[Device], dict]:
+        """The leased users' devices, and their counts as a poll would answer now."""
+        return [Device(*row) for row in push_sql.devices_of(cur, users)], self.counts_of(cur, users)
 
     def _live(self, users: list[UUID]) -> set[str]:
         """Users with a live connection open (no alert for them); nobody, if that cannot be known."""
@@ -117,17 +150,26 @@ class Dispatcher:
             log.warning("presence unknown, alerting everyone this round: %r", error)
             return set()
 
-    def _push_all(self, deliveries: list[Delivery], counts: dict, live: set[str]) -> list[Outcome]:
-        """Push every delivery concurrently; one outcome each, in order."""
+    def _push_all(self, deliveries: list[Delivery], counts: dict, live: set[str],
+                  start_by: float) -> list[Outcome]:
+        """Push every delivery concurrently, none started after `start_by` (monotonic); one
+        outcome each, in order."""
         now = time.time()
         futures = []
         for delivery in deliveries:
             futures.append(self.pool.submit(self._push_one, delivery, counts[delivery.device.user_id],
-                                            str(delivery.device.user_id) in live, now))
-        return [future.result() for future in futures]
+                                            str(delivery.device.user_id) in live, now, start_by))
+        outcomes = [future.result() for future in futures]
+        late = sum(outcome.detail == LEASE_ENDING for outcome in outcomes)
+        if late:
+            log.warning("push round out of time: %d of %d pushes wait for the next round",
+                        late, len(outcomes))
+        return outcomes
 
-    def _push_one(self, delivery: Delivery, counts: dict, live: bool, now: float) -> Outcome:
-        """Push one device, unless it is too late, its provider is off, or its host backed off."""
+    def _push_one(self, delivery: Delivery, counts: dict, live: bool, now: float,
+                  start_by: float) -> Outcome:
+        """Push one device, unless it is too late, its provider is off, its host backed off, or
+        the round's lease would end before the send did."""
         device = delivery.device
         provider = self.providers.get(device.platform)
         if provider is None:
@@ -142,6 +184,8 @@ class Dispatcher:
         wait = self.hosts.wait(host, now)
         if wait > 0:
             return Outcome(DEFERRED, retry_after=wait)
+        if time.monotonic() > start_by:
+            return Outcome(DEFERRED, LEASE_ENDING, retry_after=0.0)
         push = Push(str(device.user_id), counts["total"], counts["unread_conversations"],
                     None if delivery.conversation_id is None else str(delivery.conversation_id),
                     alert=delivery.alert and not live, expires_at=delivery.newest + self.max_age)
@@ -156,38 +200,47 @@ class Dispatcher:
             self.hosts.answered(host)
         return outcome
 
-    def _record(self, cur, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
-        """Write down, in the round's transaction, what each push came to."""
+    def _verdict(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> Record:
+        """What each push came to, counted and logged once (the record may be retried)."""
         now = time.time()
-        pushed, gone, retries = [], [], []
+        record = Record()
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             device, kind = delivery.device, outcome.kind
             if outcome.settings:
-                push_sql.update_device_settings(cur, device.id, outcome.settings)
+                record.settings.append((device.id, outcome.settings))
             if kind == SKIPPED:
                 continue
-            if kind == DEFERRED:  # not tried (coalescing, or its host is backing off); not counted
-                retries.append(self._retry(delivery, delivery.attempts, outcome.retry_after))
+            if kind == DEFERRED:  # not tried (coalescing, a host backing off, no time); not counted
+                record.retries.append(self._retry(delivery, delivery.attempts, outcome.retry_after))
                 continue
             if kind == RETRY:
                 delay = self._delay(delivery.attempts + 1, outcome.retry_after)
                 if delivery.newest + self.max_age < now + delay:
                     kind = EXPIRED  # the retry would come too late: an old alert is worse than none
                 else:
-                    retries.append(self._retry(delivery, delivery.attempts + 1, delay))
+                    record.retries.append(self._retry(delivery, delivery.attempts + 1, delay))
             metrics.push_sent(device.platform, {RETRY: "retried"}.get(kind, kind))
             if kind == ACCEPTED:
-                pushed.append(device.id)
+                record.pushed.append(device.id)
                 metrics.PUSH_LATENCY.observe(now - delivery.oldest)
             elif kind == GONE:
-                gone.append(device.id)
+                record.gone.append(device.id)
                 log.info("push device %s (%s) is gone: %s", device.hint, device.platform, outcome.detail)
             elif kind != EXPIRED:
                 log.warning("push to device %s (%s) %s: %s", device.hint, device.platform,
                             "will be retried" if kind == RETRY else "failed", outcome.detail)
-        push_sql.hold_devices(cur, pushed, self.coalesce)
-        push_sql.forget_devices(cur, gone)
-        push_sql.retry_jobs(cur, retries)
+        return record
+
+    def _record(self, cur, holder: UUID, users: list[UUID], job_ids: list[int], record: Record) -> None:
+        """The round's second transaction: write down what the pushes came to, end the leases."""
+        push_sql.lock_users(cur, users)  # a lease of these users being taken (ours had ended)
+        for device_id, settings in record.settings:
+            push_sql.update_device_settings(cur, device_id, settings)
+        push_sql.hold_devices(cur, record.pushed, self.coalesce)
+        push_sql.forget_devices(cur, record.gone)
+        push_sql.retry_jobs(cur, record.retries)
+        push_sql.forget_jobs(cur, job_ids)
+        push_sql.end_leases(cur, users, holder)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number `attempt`: the provider's Retry-After when it gave one,
@@ -241,8 +294,8 @@ class Dispatcher:
         if due_in is None:
             return self.poll_interval
         if due_in <= 0:
-            # Due already: go on if the last round did something; else other dispatchers hold
-            # those users, so look again shortly rather than spin.
+            # Due already: go on if the last round did something; else another dispatcher is
+            # leasing those users right now, so look again shortly rather than spin.
             return 0.0 if handled else min(self.poll_interval, 0.2)
         return min(self.poll_interval, due_in)
 

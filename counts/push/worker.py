@@ -16,6 +16,8 @@ from counts.settings import Settings
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "counts-push"  # the dispatcher's sessions in pg_stat_activity
+
 
 class QueueCollector:
     """The push queue's depth and oldest job, read from Postgres at each scrape."""
@@ -34,7 +36,8 @@ class QueueCollector:
 def make_dispatcher(settings: Settings) -> Dispatcher:
     """A dispatcher with its own connections (a LISTEN, a round, a read) and the configured providers."""
     counts_source = source.from_settings(settings.source)
-    db = Database(settings.postgres.url, settings.postgres.timeout, 3, schema=counts_source.schema)
+    db = Database(settings.postgres.url, settings.postgres.timeout, 3, schema=counts_source.schema,
+                  application_name=APPLICATION_NAME)
     client = markers.connect(settings.redis.topology, settings.redis.timeout,
                              settings.redis.pool_size)
     return Dispatcher(db, providers.build(settings), settings.push,

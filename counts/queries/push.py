@@ -1,4 +1,4 @@
-"""Push: the device registry, the job queue written by the writes, and the dispatcher's claims."""
+"""Push: the device registry, the job queue written by the writes, and the dispatcher's leases."""
 
 from collections.abc import Iterable
 from uuid import UUID
@@ -91,31 +91,58 @@ def listen(cur) -> None:
 
 # --- the dispatcher's round --------------------------------------------------------------------
 
-# Due rows no other dispatcher holds; their users are the candidates of this round.
+# A round holds its users by a lease (push_leases, migrations/0005_push_leases.sql), committed
+# before it pushes, so no transaction stays open while the providers answer. A user's lease row is
+# written only under that user's advisory lock (transaction-scoped, in short transactions): the
+# lease takes it with a try (a user another dispatcher is leasing right now is skipped), the record
+# waits for it, so neither ever waits on a lease row another transaction holds.
+LOCK_NAMESPACE = 0x70757368  # "push": the two-key advisory lock space, apart from any other lock
+
+# Due jobs of users nobody holds a lease on; their users are the candidates of this round.
 CANDIDATES = """
 SELECT DISTINCT user_id FROM (
-    SELECT user_id FROM push_jobs WHERE due_at <= clock_timestamp()
-    ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    SELECT j.user_id FROM push_jobs j
+    WHERE j.due_at <= clock_timestamp()
+      AND NOT EXISTS (SELECT 1 FROM push_leases l
+                      WHERE l.user_id = j.user_id AND l.until > clock_timestamp())
+    ORDER BY j.due_at LIMIT %(limit)s
 ) due
 """
 
-# One dispatcher per user at a time, until its transaction ends: two dispatchers pushing one user
-# at once could deliver an older total after a newer one. (Row locks alone cannot say it: a job
-# inserted after a claim is not locked by it.) A function scan evaluates the lock once per user.
-LOCK_USERS = """
+# A function scan evaluates the lock once per user.
+TRY_LOCK_USERS = """
 SELECT u FROM unnest(%(user_ids)s::uuid[]) AS u
 WHERE pg_try_advisory_xact_lock(%(namespace)s, hashtext(u::text))
 """
 
-LOCK_NAMESPACE = 0x70757368  # "push": the two-key advisory lock space, apart from any other lock
+# Sorted ids, locked in that order: two records can never wait for each other in a cycle.
+LOCK_USERS = """
+SELECT pg_advisory_xact_lock(%(namespace)s, hashtext(u::text))
+FROM unnest(%(user_ids)s::uuid[]) AS u
+"""
 
+# One dispatcher per user at a time, until the lease ends: two dispatchers pushing one user at
+# once could deliver an older total after a newer one. A lease that has not ended is kept.
+LEASE_USERS = """
+INSERT INTO push_leases AS l (user_id, holder, until)
+SELECT u, %(holder)s, clock_timestamp() + make_interval(secs => %(seconds)s)
+FROM unnest(%(user_ids)s::uuid[]) AS u
+ON CONFLICT (user_id) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+WHERE l.until <= clock_timestamp()
+RETURNING l.user_id
+"""
+
+# Not locked: the lease keeps other dispatchers off these users' jobs.
 CLAIM_JOBS = """
 SELECT id, user_id, device_id, alert, conversation_id,
        extract(epoch FROM created_at)::float8, attempts
 FROM push_jobs
 WHERE user_id = ANY(%(user_ids)s::uuid[]) AND due_at <= clock_timestamp()
-ORDER BY id FOR UPDATE SKIP LOCKED
+ORDER BY id
 """
+
+# Only the round's own rows: a lease another round took once it had ended is that round's.
+END_LEASES = "DELETE FROM push_leases WHERE user_id = ANY(%(user_ids)s::uuid[]) AND holder = %(holder)s"
 
 DEVICES_OF = """
 SELECT id, user_id, platform, token, settings, extract(epoch FROM hold_until)::float8 FROM push_devices
@@ -143,7 +170,11 @@ FORGET_DEVICES = "DELETE FROM push_devices WHERE id = ANY(%s::uuid[])"
 
 UPDATE_DEVICE_SETTINGS = "UPDATE push_devices SET settings = settings || %s WHERE id = %s"
 
-SECONDS_TO_NEXT_DUE = "SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM push_jobs"
+# A job is due for this dispatcher once its user's lease (another round's) has ended too.
+SECONDS_TO_NEXT_DUE = """
+SELECT extract(epoch FROM min(greatest(j.due_at, l.until)) - clock_timestamp())::float8
+FROM push_jobs j LEFT JOIN push_leases l USING (user_id)
+"""
 
 QUEUE_STATS = """
 SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0)
@@ -152,22 +183,40 @@ FROM push_jobs
 
 
 def candidate_users(cur, limit: int) -> list[UUID]:
-    """Users with due jobs that no other dispatcher is working on (their rows stay locked)."""
+    """Users with due jobs and no lease (another dispatcher's round) on them."""
     cur.execute(CANDIDATES, {"limit": limit})
     return [row[0] for row in cur.fetchall()]
 
 
-def lock_users(cur, user_ids: list[UUID]) -> list[UUID]:
-    """The users this transaction now holds; others are another dispatcher's this round."""
-    cur.execute(LOCK_USERS, {"user_ids": [str(uid) for uid in user_ids], "namespace": LOCK_NAMESPACE})
+def try_lock_users(cur, user_ids: list[UUID]) -> list[UUID]:
+    """The users whose advisory lock this transaction got; others are being leased right now."""
+    cur.execute(TRY_LOCK_USERS, {"user_ids": [str(uid) for uid in user_ids], "namespace": LOCK_NAMESPACE})
+    return [row[0] for row in cur.fetchall()]
+
+
+def lock_users(cur, user_ids: list[UUID]) -> None:
+    """Wait for the advisory locks of these users (a lease of them being taken right now)."""
+    cur.execute(LOCK_USERS, {"user_ids": sorted(str(uid) for uid in user_ids), "namespace": LOCK_NAMESPACE})
+
+
+def lease_users(cur, user_ids: list[UUID], holder: UUID, seconds: float) -> list[UUID]:
+    """Lease users whose advisory lock this transaction holds, for `seconds`, to round `holder`;
+    those leased (the others are still another round's)."""
+    cur.execute(LEASE_USERS, {"user_ids": [str(uid) for uid in user_ids], "holder": str(holder),
+                              "seconds": seconds})
     return [row[0] for row in cur.fetchall()]
 
 
 def claim_jobs(cur, user_ids: list[UUID]) -> list[tuple]:
-    """Lock the due jobs of users this transaction holds:
+    """The due jobs of users this round leased:
     (id, user_id, device_id, alert, conversation_id, created_at epoch, attempts)."""
     cur.execute(CLAIM_JOBS, {"user_ids": [str(uid) for uid in user_ids]})
     return cur.fetchall()
+
+
+def end_leases(cur, user_ids: list[UUID], holder: UUID) -> None:
+    """Let other rounds take these users again (the leases round `holder` still has)."""
+    cur.execute(END_LEASES, {"user_ids": [str(uid) for uid in user_ids], "holder": str(holder)})
 
 
 def devices_of(cur, user_ids: list[UUID]) -> list[tuple]:

@@ -129,7 +129,7 @@ def test_webpush_key_is_404_when_web_push_is_not_configured(client):
 def test_a_user_keeps_the_newest_devices_only(app_factory, push_config, push_service, tokens):
     from tests.conftest import Api
 
-    api = Api(app_factory(**{**push_config, "PUSH_MAX_DEVICES": 2}).test_client(), tokens)
+    api = Api(app_factory(**{**push_config, "COUNTS_PUSH_MAX_DEVICES": 2}).test_client(), tokens)
     user = new_user()
     ids = [register(api, user, webpush_body(f"{push_service.origin}/push/v2/{n}")).get_json()["device_id"]
            for n in range(3)]

@@ -217,7 +217,8 @@ def test_a_second_dispatcher_skips_a_user_whose_push_is_in_flight(push_app, push
     alice, bob = new_user(), new_user()
     conversation = push_api.conversation(alice, bob)
     browser = subscribe(push_api, push_service, bob)
-    first, second = make_dispatcher(push_app.config), make_dispatcher(push_app.config)
+    settings = push_app.extensions["counts"].settings
+    first, second = make_dispatcher(settings), make_dispatcher(settings)
     release = push_service.trouble.hold()
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -34,15 +34,17 @@ def test_killed_mid_round_loses_nothing_and_repeats_at_most_that_round(
     for conversation in conversations:
         push_api.send(conversation, alice)
     push_service.trouble.hold()  # pushes arrive, their answers never do
-    # One round takes all three (a timeout would end the round, and its retry add a push).
-    first = workers({**worker_env(push_config), "COUNTS_PUSH_TIMEOUT": "60"})
+    # One round takes all three, killed before its provider timeout (PUSH_TIMEOUT: a timeout
+    # would end the round, and its retry add a push).
+    first = workers(worker_env(push_config))
     wait_until(lambda: all(browser.received() for browser in browsers), what="the round in flight")
     first.signal(signal.SIGKILL)
     first.wait()
-    assert not queue_empty(pg)  # the round never committed: its jobs are still there
+    assert not queue_empty(pg)  # the round never recorded: its jobs are still there
     push_service.trouble.heal()
     workers(worker_env(push_config))
-    wait_until(lambda: queue_empty(pg), what="the second worker to push again")
+    wait_until(lambda: queue_empty(pg), timeout=40,  # once the lease ends: 4 push timeouts (8 s)
+               what="the second worker to push again")
     for user, browser in zip(users, browsers, strict=True):
         assert browser.messages()[-1]["total"] == true_total(pg, user) == 1
         assert len(browser.received()) == 2  # the killed round's push, and its repetition

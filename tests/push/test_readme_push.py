@@ -21,7 +21,8 @@ def test_readme_push_session_shows_the_alert_then_the_badge(push_config, server_
                                                              tmp_path):
     port = free_port()
     pki = pki_in(tmp_path / "fake")  # what `browser env` makes
-    config = {**push_config, "WEBPUSH_ALLOWED_HOSTS": (f"127.0.0.1:{port}",), "PUSH_CA_FILE": pki.ca_file}
+    config = {**push_config, "COUNTS_WEBPUSH_ALLOWED_HOSTS": f"127.0.0.1:{port}",
+              "COUNTS_PUSH_CA_FILE": pki.ca_file}
     env = {**server_env, **worker_env(config)}
     server = Gunicorn(env).start()
     try:
