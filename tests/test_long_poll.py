@@ -3,6 +3,7 @@
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -12,8 +13,8 @@ from counts import markers
 from counts.conditional import requested_wait
 from counts.live.feed import Waiter
 from counts.live.subscribers import Subscriber
-from tests.conftest import new_user
-from tests.services import Gunicorn, free_port, wait_until
+from tests.conftest import MARKER_TTL, REDIS_URL, new_user, proxied_url
+from tests.services import Gunicorn, TcpProxy, free_port, wait_until
 
 
 @pytest.mark.parametrize(("prefer", "wait"), [
@@ -127,14 +128,18 @@ def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, to
     assert response.headers["ETag"] != etag
 
 
+@pytest.mark.parametrize("running", [False, True], ids=["connecting", "running"])
 def test_a_subscribe_that_cannot_be_written_makes_the_subscriber_start_over(
-        api, client, tokens, resources, redis_client, monkeypatch):
-    """The first SUBSCRIBE meets a broken socket, and redis-py does what it does then: closes
-    the socket and raises. Its next write would quietly open a new socket, subscribed to nothing;
-    the subscriber must start over instead, so the user's subscription is confirmed and the bump
-    reaches the long-poll long before its deadline."""
+        api, client, tokens, resources, redis_client, monkeypatch, running):
+    """The user's SUBSCRIBE (the first connection's, or one queued on a running subscriber) meets
+    a broken socket, and redis-py does what it does then: closes the socket and raises. Its next
+    write would quietly open a new socket, subscribed to nothing; the subscriber must start over
+    instead, so the user's subscription is confirmed and the bump reaches the long-poll long
+    before its deadline."""
     user = new_user()
     etag = current_etag(api, user)
+    if running:
+        connect_feed(resources.feed)
     send, broken = Subscriber._send, []
 
     def send_on_a_broken_socket(subscriber, verb, users):
@@ -160,6 +165,56 @@ def test_a_subscribe_that_cannot_be_written_makes_the_subscriber_start_over(
     assert response.status_code == 200
     assert time.monotonic() - started < 20  # woken by the bump, not by its deadline
     bumper[0].join(5)
+
+
+def test_waiters_come_and_go_while_a_write_is_held_and_their_commands_follow_in_order(
+        resources, redis_client, monkeypatch):
+    """The subscriber's thread is held in a write (as on a stalled socket). Meanwhile a waiter
+    registers, one leaves a user and another arrives for that user: none waits on the write.
+    Once it is done, the queued UNSUBSCRIBE and SUBSCRIBE follow in that order, so the user stays
+    subscribed and the newcomer gets the next bump."""
+    feed = resources.feed
+    connect_feed(feed)
+    blocker, user = str(new_user()), str(new_user())
+    marker = markers.read(redis_client, user, MARKER_TTL).token
+    leaving, arriving, blocking = Waiter(user, marker), Waiter(user, marker), Waiter(blocker, "x")
+    feed.add(leaving)
+    wait_until(lambda: subscribed(feed, user), what="the first waiter's subscription")
+    send, held, release, written = Subscriber._send, threading.Event(), threading.Event(), []
+
+    def held_send(subscriber, verb, users):
+        if users == [blocker]:
+            held.set()
+            release.wait(20)
+        written.append((verb, users))
+        send(subscriber, verb, users)
+
+    def come_and_go():
+        feed.add(blocking)
+        held.wait(10)
+        feed.remove(leaving)
+        feed.add(arriving)
+
+    monkeypatch.setattr(Subscriber, "_send", held_send)
+    registering = threading.Thread(target=come_and_go, daemon=True)
+    try:
+        registering.start()
+        wait_until(held.is_set, what="the subscriber's write to be held")
+        registering.join(5)
+        assert not registering.is_alive(), "a waiter's registration waited on the held write"
+    finally:
+        release.set()
+
+    def after_the_held_write():
+        return written[written.index(("subscribe", [blocker])) + 1:]
+
+    wait_until(lambda: len(after_the_held_write()) >= 2, what="the queued commands to be written")
+    assert after_the_held_write()[:2] == [("unsubscribe", [user]), ("subscribe", [user])]
+    wait_until(lambda: subscribed(feed, user), what="the newcomer's subscription")
+    markers.bump(redis_client, [user], MARKER_TTL)
+    wait_until(lambda: arriving.fresh is not None, timeout=5, what="the bump to wake the newcomer")
+    feed.remove(arriving)
+    feed.remove(blocking)
 
 
 def test_an_etag_that_does_not_match_is_answered_at_once(api, client, tokens, resources,
@@ -273,6 +328,85 @@ def test_held_long_polls_do_not_block_a_plain_request_on_the_same_worker(one_wor
         answers = [f.result(timeout=40) for f in held]
     assert [a.status_code for a in answers] == [200] * len(users)
     assert all(a.headers["ETag"] != etags[u] for a, u in zip(answers, users, strict=True))
+
+
+def test_a_frozen_subscriber_socket_does_not_hold_up_registrations(app_factory):
+    """In-process, plain threads: the subscriber's connection freezes after its first SUBSCRIBE
+    (its peer stops reading) while the feed's other Redis connections work. Then 1,500 waiters
+    register and leave, ~230 KB of (UN)SUBSCRIBEs, several times what the frozen socket buffers:
+    each registration and departure returns at once. Had its command been written under the
+    feed's lock, one would wait out the socket timeout as soon as the buffer filled."""
+    timeout = 2.0
+    proxy = TcpProxy(urlsplit(REDIS_URL).port or 6379, narrow=True)
+    proxy.stall_on(b"SUBSCRIBE")
+    feed = app_factory(REDIS_URL=proxied_url(REDIS_URL, proxy),
+                       REDIS_TIMEOUT=timeout).extensions["counts"].feed
+    try:
+        feed.add(Waiter(str(new_user()), "x"))
+        wait_until(lambda: proxy.held > 0, what="the subscriber's connection to freeze")
+        waiters = [Waiter(str(new_user()), "x") for _ in range(1500)]
+        seconds: list[float] = []
+        for call, waiter in [(feed.add, w) for w in waiters] + [(feed.remove, w) for w in waiters]:
+            started = time.monotonic()
+            call(waiter)
+            seconds.append(time.monotonic() - started)
+            if seconds[-1] > timeout / 2:
+                break  # held up: no need to wait out every buffer filled
+    finally:
+        proxy.close()
+    assert max(seconds) < timeout / 2, \
+        f"call {len(seconds)} of 3,000 (registrations, then departures) took {seconds[-1]:.2f} s"
+
+
+FROZEN_TIMEOUT = 8.0  # the worker's Redis socket timeout in the next test: far above the noise
+ROUNDS = 6  # long-polls per client, one after the other
+
+
+def test_a_frozen_subscriber_socket_does_not_hold_up_new_long_polls(server_env, pg, tokens,
+                                                                    tmp_path):
+    """The subscriber's connection freezes after connecting (its peer stops reading, so its
+    writes block once the send buffer is full) while the worker's other Redis connections work;
+    every 5 s, its PING unanswered, it starts over and freezes again. 200 clients make 6
+    long-polls of 1 s each, one after the other (~190 KB of SUBSCRIBEs and UNSUBSCRIBEs): every
+    one is answered at its deadline. Written under the feed's lock, they would hold it whenever
+    a frozen connection's buffers (40-80 KB) filled: every registration and departure behind
+    that write would wait out the socket timeout."""
+    proxy = TcpProxy(urlsplit(REDIS_URL).port or 6379, narrow=True)
+    proxy.stall_on(b"SUBSCRIBE")  # the subscriber's connection: the pool's never carry one
+    env = {**server_env, "REDIS_URL": proxied_url(REDIS_URL, proxy),
+           "COUNTS_REDIS_TIMEOUT": str(FROZEN_TIMEOUT)}
+    server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log").start()
+    url = f"{server.url}/v1/users/{{}}/unread-counts"
+    try:
+        users = [str(new_user()) for _ in range(200)]
+        with requests.Session() as http:
+            etags = {user: http.get(url.format(user), headers=tokens.user(user),
+                                    timeout=10).headers["ETag"] for user in users}
+
+        def long_polls(user: str, rounds: int) -> list[float]:
+            """The seconds each of a client's long-polls took, one after the other."""
+            headers = {**tokens.user(user), "If-None-Match": etags[user], "Prefer": "wait=1"}
+            seconds = []
+            with requests.Session() as client:  # kept alive: little work besides the waits
+                for _ in range(rounds):
+                    started = time.monotonic()
+                    response = client.get(url.format(user), headers=headers,
+                                          timeout=1 + 3 * FROZEN_TIMEOUT)
+                    assert response.status_code == 304
+                    seconds.append(time.monotonic() - started)
+            return seconds
+
+        with ThreadPoolExecutor(max_workers=len(users)) as pool:
+            seconds = [s for client in pool.map(lambda user: long_polls(user, ROUNDS), users)
+                       for s in client]
+        assert proxy.held > 0, "no SUBSCRIBE reached the subscriber's connection"
+    finally:
+        server.stop()
+        proxy.close()
+    deciles = [round(s, 1) for s in sorted(seconds)[::len(seconds) // 10]] + [round(max(seconds), 1)]
+    print(f"1-s long-polls beside a frozen subscriber socket, by decile (s): {deciles}")
+    # 1 s of waiting and the work around it on a busy 2-CPU machine: far below a socket timeout.
+    assert max(seconds) < 1 + FROZEN_TIMEOUT / 2, f"1-s long-polls took, by decile (s): {deciles}"
 
 
 def test_with_redis_down_a_long_poll_is_paced_not_a_loop(app_factory, tokens):

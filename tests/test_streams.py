@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import statistics
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import websocket
 
 from counts import markers
 from counts.auth import mint_token
+from counts.live.subscribers import READ_SLICE
 from tests.conftest import SECRET, new_user
 from tests.identity import SigningKey, supabase_claims
 from tests.live_clients import SseStream, WsStream, ws_url
@@ -244,6 +246,41 @@ def test_websocket_url_without_upgrade_is_426(user):
     response = requests.get(user.ws_url.replace("ws", "http", 1), headers=user.auth, timeout=10)
     assert response.status_code == 426
     assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_new_stream_is_subscribed_at_once(live, tokens):
+    """A stream's SUBSCRIBE is written as it registers, not when the subscriber next looks up
+    from its socket (up to READ_SLICE, 1 s): a bump made as soon as the first counts arrive
+    reaches each new stream in a small part of that (heartbeats are 60 s, so no re-check helps)."""
+    server = live(COUNTS_STREAM_HEARTBEAT="60")
+    service = tokens.service()
+
+    def new_stream() -> tuple[str, SseStream]:
+        user = str(new_user())
+        return user, SseStream(f"{server.url}/v1/users/{user}/unread-counts/stream",
+                               tokens.user(user))
+
+    def bump_to_event_seconds() -> float:
+        user, stream = new_stream()
+        try:
+            stream.next()
+            started = time.monotonic()
+            bumped = requests.post(f"{server.url}/v1/markers/bump", json={"user_ids": [user]},
+                                   headers=service, timeout=10)
+            assert bumped.status_code == 200
+            stream.next(timeout=10)
+            return time.monotonic() - started
+        finally:
+            stream.close()
+
+    _, keeper = new_stream()
+    try:
+        keeper.next()  # the subscriber is up: each stream below is queued on a running one
+        delays = sorted(bump_to_event_seconds() for _ in range(9))
+    finally:
+        keeper.close()
+    print(f"bump to event on a new stream (s): {[round(d, 3) for d in delays]}")
+    assert statistics.median(delays) < READ_SLICE / 4, delays
 
 
 def test_past_max_streams_a_new_stream_gets_503_with_jittered_retry_after(live, tokens):

@@ -9,13 +9,25 @@ Redis sent by itself). Before each reconnect the feed re-routes its users on a f
 the users of a failed-over primary move to the subscriber of the promoted replica. After each
 (re)connect, the PONG that follows its subscriptions has the feed re-check all its users.
 
+Only the subscriber's thread touches its connection, and never under the feed's lock: a socket
+that stalls (a full send buffer, a frozen peer) may hold the thread up to the socket timeout,
+but never a waiter's registration, the checker or another subscriber, which all take that lock.
+So the feed's `hold` and `drop` only queue their (UN)SUBSCRIBE, under the lock, and wake the
+thread through a socket pair it polls together with its Redis socket (gevent patches poll); the
+thread writes the queue in order. A write that fails makes it start over, as a failed read does.
+
 The subscriber shares the feed's lock and calls back three of its methods, under that lock:
 `_woken(users)` (re-check them), `_reroute(subscriber)` (without the lock: it refreshes the slot
 map) and `_retire(subscriber)` (it has no users left).
 """
 
+import contextlib
+import itertools
 import logging
+import operator
 import random
+import select
+import socket
 import threading
 import time
 
@@ -55,8 +67,12 @@ class Subscriber:
         self._conn = None
         self._sharded = False
         self._resubscribing = False  # between a (re)connect's SUBSCRIBEs and its PONG
-        self._send_failed = False  # a (un)subscribe could not be written on this connection
+        self._queue: list[tuple[str, str]] = []  # (verb, user) for the thread to write, in order
         self._delay = RECONNECT_MIN
+        # Written (one byte a batch) to wake the thread when the feed queues a command.
+        self._wake_read, self._wake_write = socket.socketpair()
+        for end in (self._wake_read, self._wake_write):
+            end.setblocking(False)
         threading.Thread(target=self._run, name=f"counts-feed-{server or 'redis'}",
                          daemon=True).start()
 
@@ -65,37 +81,35 @@ class Subscriber:
     def hold(self, user: str) -> None:
         """Subscribe to the user's channel (its confirmation has the user re-checked)."""
         self.users.add(user)
-        self._send("subscribe", [user])
+        self._enqueue("subscribe", user)
 
     def drop(self, user: str) -> None:
         """Unsubscribe from the user's channel."""
         self.users.discard(user)
         self.confirmed.discard(user)
-        self._send("unsubscribe", [user])
+        self._enqueue("unsubscribe", user)
 
-    def _send(self, verb: str, users: list[str]) -> None:
-        """(UN)SUBSCRIBE, or their sharded forms, if the connection is up; if it is down, the
-        reconnect subscribes every user held. A sharded command names channels of one slot, so
-        there it is one command per user, all in one write."""
+    def _enqueue(self, verb: str, user: str) -> None:
+        """Queue a command for the thread and wake it, without blocking (under the lock)."""
         if self._conn is None:
-            return
-        verb = ("S" if self._sharded else "") + verb.upper()
-        channels = [markers.feed_channel(user) for user in users]
-        commands = [(verb, channel) for channel in channels] if self._sharded else \
-            [(verb, *channels[i:i + BATCH]) for i in range(0, len(channels), BATCH)]
-        try:
-            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
-        except (redis.RedisError, OSError) as error:
-            # redis-py has closed the socket, and the listener's next read or PING would open a
-            # new one by itself, subscribed to nothing: every wake-up lost, the PINGs answered.
-            # The listener starts over instead, subscribing everyone and re-checking them.
-            self._send_failed = True
-            log.info("feed: %s not sent, the subscriber reconnects: %s", verb, describe(error))
+            return  # down: the reconnect subscribes every user held
+        self._queue.append((verb, user))
+        if len(self._queue) == 1:  # the thread takes the queue after draining its wake-ups
+            with contextlib.suppress(OSError):  # the pair is closed: the thread has ended
+                self._wake_write.send(b"\0")
 
     # --- its thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
         """Hold the connection, reconnecting with jittered backoff, until retired or stopped."""
+        try:
+            self._connect_until_done()
+        finally:
+            self._wake_read.close()
+            self._wake_write.close()
+
+    def _connect_until_done(self) -> None:
+        """(Re)connect and listen, with jittered backoff between tries, until retired or stopped."""
         stopped = self.feed._stopped
         while not stopped.is_set():
             conn = None
@@ -105,13 +119,15 @@ class Subscriber:
                 with self._lock:
                     if self.retired:
                         return
+                    # Everyone, then the PING whose PONG has them re-checked; what the feed
+                    # queues from now on is written after them.
                     self._conn, self._sharded, self._resubscribing = conn, sharded, True
-                    self._send_failed = False
-                    self._send("subscribe", list(self.users))
-                    conn.send_command("PING", check_health=False)
+                    self._queue = [("subscribe", user) for user in self.users]
+                self._flush()
+                conn.send_command("PING", check_health=False)
                 self._listen(conn)
-            except Exception as error:  # noqa: BLE001 - a socket a failed send closed under the
-                # reader surfaces as whatever the parser trips on; any failure means reconnect.
+            except Exception as error:  # noqa: BLE001 - a broken socket surfaces as whatever
+                # redis-py or its parser trips on (not only RedisError); any failure: reconnect.
                 if not stopped.is_set():
                     log.warning("feed: subscriber of %s lost Redis, reconnecting: %s",
                                 self.server or "redis", describe(error))
@@ -121,6 +137,7 @@ class Subscriber:
                     if self._conn is conn:
                         self._conn = None
                     self.confirmed.clear()
+                    self._queue.clear()  # the reconnect subscribes every user held
                 if conn is not None:
                     conn.disconnect()
             if self.retired or stopped.wait(random.uniform(0, self._delay)):
@@ -130,13 +147,44 @@ class Subscriber:
             if self.retired:
                 return
 
+    def _flush(self) -> None:
+        """Write the queued commands, in order, outside the lock; a write that fails raises."""
+        # Raises, never swallowed: redis-py has then closed the socket, and reading on would open
+        # a new one by itself, subscribed to nothing. The thread starts over instead.
+        with self._lock:
+            queued, self._queue = self._queue, []
+        for verb, run in itertools.groupby(queued, key=operator.itemgetter(0)):
+            self._send(verb, [user for _, user in run])
+
+    def _send(self, verb: str, users: list[str]) -> None:
+        """(UN)SUBSCRIBE, or their sharded forms, for these users, in one write."""
+        verb = ("S" if self._sharded else "") + verb.upper()
+        # A sharded command names channels of one slot: there, one command per user.
+        channels = [markers.feed_channel(user) for user in users]
+        commands = [(verb, channel) for channel in channels] if self._sharded else \
+            [(verb, *channels[i:i + BATCH]) for i in range(0, len(channels), BATCH)]
+        self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+
+    def _readable(self, conn) -> bool:
+        """Whether a reply waits; False after READ_SLICE, or as soon as the feed queues."""
+        if conn.can_read(timeout=0):  # replies hiredis or TLS already buffered included
+            return True
+        poller = select.poll()
+        poller.register(conn._sock, select.POLLIN)  # redis-py's socket: no public accessor
+        poller.register(self._wake_read, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(READ_SLICE * 1000)}
+        if self._wake_read.fileno() in ready:
+            with contextlib.suppress(BlockingIOError):  # drained before _flush takes the queue
+                while self._wake_read.recv(4096):
+                    pass
+        return conn._sock.fileno() in ready and conn.can_read(timeout=0)
+
     def _listen(self, conn) -> None:
-        """Read replies until the connection fails (raises), or the feed stops or retires it."""
+        """Write what is queued and read replies until the connection fails (raises), or ends."""
         ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
         while not self.feed._stopped.is_set():
-            if self._send_failed:
-                raise redis.ConnectionError("a subscription could not be sent")
-            if conn.can_read(timeout=READ_SLICE):
+            self._flush()
+            if self._readable(conn):
                 # hiredis marks pub/sub replies as push messages: ask for them, or they vanish.
                 # A MOVED (a slot this node gave up) raises here: reconnect, re-routed.
                 reply = conn.read_response(push_request=True)
@@ -152,7 +200,7 @@ class Subscriber:
                 with self._lock:
                     if not self.users and self.feed._retire(self):
                         return  # no waiter waits on a user of this server any more
-                    conn.send_command("PING", check_health=False)
+                conn.send_command("PING", check_health=False)
                 ping_sent = last_ping = now
 
     def _answered(self) -> None:
@@ -181,4 +229,4 @@ class Subscriber:
                 # server's own: its slot moved. Subscribing again is harmless in the first case
                 # and answered MOVED in the second, which has this subscriber re-routed.
                 self.confirmed.discard(user)
-                self._send("subscribe", [user])
+                self._enqueue("subscribe", user)
