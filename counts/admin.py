@@ -99,7 +99,8 @@ def readyz() -> Response:
     except redis.RedisError:
         metrics.redis_failed("ping")
         redis_state = "unavailable"
-    jwks = jwks_state(res.tokens.keys) if res.tokens.keys is not None else None
+    keys = res.tokens.keys
+    jwks = jwks_state(keys, res.settings.server.metrics_dir) if keys is not None else None
     ready = postgres == "ok"
     replicas = res.postgres.replica_states()
     degraded = (redis_state != "ok" or jwks not in (None, "ok")
@@ -122,16 +123,15 @@ def readyz() -> Response:
                     mimetype="application/json", headers=headers)
 
 
-def jwks_state(keys) -> str:
+def jwks_state(keys, metrics_dir: str | None) -> str:
     """ok, stale (a fetch failed: known keys in use) or unavailable (no keys), for the whole
     instance: the worst any live worker reports, so the answer does not depend on which worker
     took the probe."""
     state = keys.status()  # this worker's, after its first fetch
-    metrics_dir = current_app.extensions["counts"].settings.server.metrics_dir
-    fewest = metrics.across_workers(metrics_dir, "counts_jwks_keys")
+    keyless = metrics.across_workers(metrics_dir, "counts_jwks_keyless")
     failing = metrics.across_workers(metrics_dir, "counts_dependency_unavailable",
                                      {"dependency": "jwks"})
-    if state == "unavailable" or fewest == 0:
+    if state == "unavailable" or keyless == 1:
         return "unavailable"
     return "stale" if state == "stale" or failing == 1 else "ok"
 

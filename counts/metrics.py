@@ -40,8 +40,10 @@ REPLICA_READS = Counter(
     "the user's WAL position is unknown (primary_no_lsn), the replica had not replayed it "
     "(primary_lagging) or it failed (primary_replica_down).", ["outcome"])
 RATE_LIMITED = Counter("counts_rate_limited_total", "Requests refused with 429.", ["subject"])
-JWKS_KEYS = Gauge("counts_jwks_keys", "Signing keys each worker holds from the JWKS (the fewest).",
-                  multiprocess_mode="livemin")
+# 1 in a worker whose last JWKS fetch left it without any key; 0 (the default, also in workers
+# that never fetched) otherwise: the most over the workers says whether any of them lacks keys.
+JWKS_KEYLESS = Gauge("counts_jwks_keyless", "1 while this worker holds no key from the JWKS.",
+                     multiprocess_mode="livemax")
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
                        ["outcome"])
@@ -79,7 +81,7 @@ def jwks_fetched(ok: bool, keys: int) -> None:
     """Count a JWKS fetch and the keys held after it; a failed one marks the JWKS degraded until
     one succeeds."""
     JWKS_FETCHES.labels("ok" if ok else "error").inc()
-    JWKS_KEYS.set(keys)
+    JWKS_KEYLESS.set(0 if keys else 1)
     dependency_state("jwks", available=ok)
 
 

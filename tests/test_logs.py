@@ -31,7 +31,7 @@ def read_lines(fd: int) -> list[dict]:
 
 def test_a_full_buffer_is_written_by_the_request_that_filled_it(pipe):
     read_end, write_end = pipe
-    log = AccessLog(flush_bytes=1, flush_interval=3600, fd=write_end)
+    log = AccessLog("info", flush_interval=3600, flush_bytes=1, fd=write_end)
     log.write("GET", COUNTS_ROUTE, 304, 0.0004, "req-1")
     assert readable(read_end, 0)  # already written: no flusher involved
     [line] = read_lines(read_end)
@@ -43,7 +43,7 @@ def test_a_full_buffer_is_written_by_the_request_that_filled_it(pipe):
 
 def test_lines_wait_for_the_batch_then_arrive_within_the_flush_interval(pipe):
     read_end, write_end = pipe
-    log = AccessLog(flush_bytes=1 << 20, flush_interval=0.2, fd=write_end)
+    log = AccessLog("info", flush_interval=0.2, flush_bytes=1 << 20, fd=write_end)
     try:
         for n in range(3):
             log.write("GET", COUNTS_ROUTE, 304, 0.001, f"req-{n}")
@@ -56,7 +56,7 @@ def test_lines_wait_for_the_batch_then_arrive_within_the_flush_interval(pipe):
 
 def test_close_writes_what_is_pending(pipe):
     read_end, write_end = pipe
-    log = AccessLog(flush_bytes=1 << 20, flush_interval=3600, fd=write_end)
+    log = AccessLog("info", flush_interval=3600, flush_bytes=1 << 20, fd=write_end)
     log.write("POST", "/v1/markers/bump", 200, 0.002, "req-9")
     assert not readable(read_end, 0)
     log.close()  # what gunicorn's worker_exit does, through Resources.close
@@ -65,7 +65,7 @@ def test_close_writes_what_is_pending(pipe):
 
 def test_odd_strings_stay_valid_json_and_tokens_are_redacted(pipe):
     read_end, write_end = pipe
-    log = AccessLog(flush_bytes=1, fd=write_end)
+    log = AccessLog("info", flush_interval=1.0, flush_bytes=1, fd=write_end)
     jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     log.write('GE"T\\', "unmatched\n\u00e9\x00", 400, 0.0, jwt_like)
     [line] = read_lines(read_end)
@@ -73,10 +73,9 @@ def test_odd_strings_stay_valid_json_and_tokens_are_redacted(pipe):
     assert line["request_id"] == "[redacted-jwt]"
 
 
-def test_nothing_is_buffered_when_the_level_hides_info(pipe, monkeypatch):
-    monkeypatch.setenv("COUNTS_LOG_LEVEL", "warning")
+def test_nothing_is_buffered_when_the_level_hides_info(pipe):
     read_end, write_end = pipe
-    log = AccessLog(flush_bytes=1, fd=write_end)
+    log = AccessLog("warning", flush_interval=1.0, flush_bytes=1, fd=write_end)
     log.write("GET", COUNTS_ROUTE, 304, 0.001, "req-1")
     log.close()
     assert not readable(read_end, 0)

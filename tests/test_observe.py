@@ -183,7 +183,7 @@ metrics.jwks_fetched(sys.argv[1] == "ok", int(sys.argv[2]))
 """
 
 
-def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path, monkeypatch):
+def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path):
     """Two worker processes, one holding keys and one that never fetched any: whichever answers
     the probe reads the same state, the worse."""
     import subprocess
@@ -194,7 +194,6 @@ def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path, monkey
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for args in (("ok", "2"), ("error", "0")):
         subprocess.run([sys.executable, "-c", JWKS_WORKER, *args], env=env, check=True, cwd=ROOT)
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
 
     class Keys:  # this worker's own state, as KeySet.status() reports it
         def __init__(self, state):
@@ -203,8 +202,9 @@ def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path, monkey
         def status(self):
             return self.state
 
-    assert admin.jwks_state(Keys("ok")) == "unavailable"
+    assert admin.jwks_state(Keys("ok"), str(tmp_path)) == "unavailable"
     for name in tmp_path.iterdir():
         name.unlink()
     subprocess.run([sys.executable, "-c", JWKS_WORKER, "error", "3"], env=env, check=True, cwd=ROOT)
-    assert admin.jwks_state(Keys("ok")) == "stale"
+    subprocess.run([sys.executable, "-c", "import counts.metrics"], env=env, check=True, cwd=ROOT)
+    assert admin.jwks_state(Keys("ok"), str(tmp_path)) == "stale"  # a worker never fetching: ok

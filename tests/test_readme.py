@@ -55,7 +55,7 @@ def test_every_test_the_design_names_exists():
 
 
 def test_every_identity_setting_is_in_the_configuration_table():
-    config = (ROOT / "counts" / "config.py").read_text()
+    config = (ROOT / "counts" / "settings.py").read_text()
     settings = set(re.findall(r'"(COUNTS_(?:JWT|JWKS)_\w+)"', config))
     assert len(settings) >= 7
     table = (ROOT / "README.md").read_text().split("## Configuration (environment)", 1)[1]

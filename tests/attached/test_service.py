@@ -151,7 +151,7 @@ def test_gunicorn_refuses_a_wrong_function_with_one_clear_line(chat, function, r
 def test_gunicorn_refuses_a_bad_source_setting_with_one_clear_line(chat):
     done = start_gunicorn(attached_env(chat, COUNTS_SOURCE="theirs"))
     assert done.returncode == 1
-    assert "Error: COUNTS_SOURCE must be 'own' or 'attached', got 'theirs'" in done.stderr
+    assert done.stderr.strip() == "counts: COUNTS_SOURCE must be one of own, attached, got 'theirs'"
     assert "Traceback" not in done.stderr
 
 
