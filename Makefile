@@ -26,7 +26,7 @@ run: install
 	@mkdir -p $(DATA)
 	@test -s $(DATA)/jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DATA)/jwt-secret
 	@test -s $(DATA)/vapid-private-key || $(BIN)/python -m counts.push.vapid > $(DATA)/vapid-private-key
-	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA))"; \
+	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA))"; \
 	COUNTS_JWT_SECRET=$${COUNTS_JWT_SECRET:-$$(cat $(DATA)/jwt-secret)}; \
 	COUNTS_VAPID_PRIVATE_KEY=$${COUNTS_VAPID_PRIVATE_KEY:-$$(cat $(DATA)/vapid-private-key)}; \
 	COUNTS_VAPID_SUBJECT=$${COUNTS_VAPID_SUBJECT:-mailto:dev@localhost}; \
@@ -60,7 +60,7 @@ browser:
 # their own database and use Redis db 13 only.
 test: install redis-tools browser
 	$(BIN)/ruff check .
-	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
+	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
@@ -68,7 +68,7 @@ lint: install
 	$(BIN)/ruff check .
 
 stop-services:
-	$(BIN)/python -m counts.devservices stop --data-dir $(DATA)
+	$(BIN)/python -m dev.services stop --data-dir $(DATA)
 
 # Benchmarks of issue #3 against a private Postgres and Redis (started and stopped by the run):
 # writes bench/RESULTS.md and bench/results.png. Scale it up with e.g.

@@ -22,7 +22,7 @@ bind = [settings.server.bind, *([settings.server.admin_bind] if settings.server.
 workers = settings.server.workers
 # gevent: live connections (long-polls, SSE, WebSocket) wait by the thousand, and gthread pins a
 # thread to each (at ~2,000 waits a plain request to the worker hung). gevent's monkey-patching
-# makes redis-py and threading cooperative, and psycopg2 waits through counts.db's callback on
+# makes redis-py and threading cooperative, and psycopg2 waits through counts.postgres.pool's callback on
 # select.select, which gevent patches too. On the 304 path it measures within noise of gthread
 # (bench/RESULTS.md, hot path).
 worker_class = "gevent"
@@ -44,7 +44,7 @@ limit_request_field_size = 8190
 # The app logs one JSON line per request itself (counts.observe), 304s included; gunicorn's own
 # lines go through the same JSON formatter, and it builds no access-log line.
 accesslog = None
-logger_class = "counts.logs.GunicornLogger"
+logger_class = "counts.observability.logs.GunicornLogger"
 loglevel = settings.server.log_level
 # One fixed socket path per user ($HOME/.gunicorn/gunicorn.ctl) would be fought over by every
 # instance on the machine (tests run several); nothing here uses gunicornc.
@@ -84,7 +84,7 @@ def check_source(server):
     """
     if settings.source.mode == "own":
         return
-    from counts.source import check_at_start
+    from counts.sources import check_at_start
 
     warning = check_at_start(settings)  # raises RuntimeError with the reason
     if warning:

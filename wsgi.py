@@ -1,3 +1,5 @@
-from counts import create_app
+"""For gunicorn: `gunicorn -c gunicorn.conf.py wsgi:app` (what `make run` starts)."""
+
+from counts.app import create_app
 
 app = create_app()

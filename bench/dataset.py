@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench import pg
 from bench.services import JWT_SECRET
-from counts.auth import mint_token
+from counts.identity import mint_token
 
 SENDER = "00000000-0000-4000-8000-000000000000"  # history's sender; the counts query never reads it
 

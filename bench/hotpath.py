@@ -21,8 +21,9 @@ from tqdm import tqdm
 from bench.dataset import World
 from bench.profile import PySpy
 from bench.services import NO_LIMIT, OUT, ROOT, CpuMeter, Gunicorn, service_env
-from counts import markers
+from counts.markers import keys
 from tests.identity import ISSUER, JwksServer, SigningKey
+from tests.support.markers import read_marker
 
 LUA = ROOT / "bench" / "poll.lua"
 ES256 = "counts-es256"  # the service verifying ES256 tokens with keys from a JWKS
@@ -86,11 +87,11 @@ def write_users(world: World, redis_url: str, path: Path, tokens: list[str],
     client = redis.Redis.from_url(redis_url)
     lines = []
     for u in range(min(count, len(world.users))):
-        marker = markers.read_marker(client, world.users[u])
+        marker = read_marker(client, world.users[u])
         lines.append(f"{world.users[u]} {tokens[u]} {marker}")
     client.close()
     path.write_text("\n".join(lines) + "\n")
-    return markers.marker_key(world.users[0])
+    return keys.marker_key(world.users[0])
 
 
 def wrk(url: str, users: Path, mode: str, seconds: float, connections: int) -> dict:

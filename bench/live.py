@@ -27,8 +27,8 @@ from bench.httpclient import HttpError, Pool, post_request
 from bench.live_clients import Client, run_client
 from bench.services import JWT_SECRET, CpuMeter
 from bench.simulate import PendingReads
-from counts.auth import mint_token
-from counts.queries import reads
+from counts.identity import mint_token
+from counts.postgres.queries import reads
 
 SETTLE_SECONDS = 3.0  # after the writes stop, for the last events to arrive
 OPEN_PER_SECOND = 1000  # connections opened per second (the listen backlog is 2,048)

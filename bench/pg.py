@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 import psycopg2
 import psycopg2.extensions
 
-import counts.db  # noqa: F401 - imported first, so that the next line undoes what it installs
+import counts.postgres.pool  # noqa: F401 - imported first, so that the next line undoes what it installs
 
 # Importing `counts` installs a process-wide psycopg2 wait callback with a 5 s deadline (the
 # service's socket timeout). Seeding 10M rows takes longer than that in one statement, and the

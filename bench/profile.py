@@ -11,20 +11,20 @@ from bench.services import BIN
 # path contains one of the keys), so the shares add up to 100 % and say which code burns the CPU.
 PARTS = {
     "gunicorn (HTTP parsing, writing, worker loop)": ("gunicorn/",),
-    "counts.conditional (the 304 middleware)": ("counts/conditional.py",),
-    "counts.auth (token check, cached)": ("counts/auth.py",),
+    "counts fast path (the 304 middleware)": ("counts/http/middleware/fastpath.py",),
+    "counts identity (who calls: token check, cached)": ("counts/identity/", "counts/http/auth.py"),
     "PyJWT (token decode: a token-cache miss)": ("jwt/",),
-    "counts metrics and load gauge": ("counts/observe.py", "counts/metrics.py", "counts/load.py",
+    "counts metrics and load gauge": ("counts/http/middleware/observe.py", "counts/observability/",
                                       "prometheus_client/"),
-    "counts.ratelimit": ("counts/ratelimit.py",),
+    "counts rate limit": ("counts/markers/ratelimit.py",),
     "redis-py (client)": ("redis/",),
     "werkzeug (incl. parse_etags)": ("werkzeug/",),
     "flask (200 path)": ("flask/",),
-    "psycopg2 + counts.db (200 path)": ("counts/db.py", "psycopg2/"),
+    "psycopg2 + counts pool (200 path)": ("counts/postgres/", "psycopg2/"),
     "uuid (parsing and formatting)": ("uuid.py",),
     "json": ("json/",),
     "marshmallow (request bodies)": ("marshmallow/",),
-    "counts.markers": ("counts/markers.py",),
+    "counts markers": ("counts/markers/",),
     "secrets (new marker tokens)": ("secrets.py",),
 }
 

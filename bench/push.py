@@ -34,7 +34,7 @@ from bench.services import (
     stop_process,
     wait_until,
 )
-from counts.auth import mint_token
+from counts.identity import mint_token
 from counts.push import vapid
 from tests.pushfakes.server import FakeServer
 from tests.pushfakes.tls import make_pki

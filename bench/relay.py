@@ -27,7 +27,7 @@ import requests
 
 from bench import pg
 from bench.services import BIN, JWT_SECRET, NO_LIMIT, ROOT, Gunicorn, backends, service_env, wait_until
-from counts.auth import mint_token
+from counts.identity import mint_token
 
 DATABASE = "bench_relay"
 EXAMPLE = ROOT / "examples" / "supabase-chat"

@@ -23,8 +23,9 @@ from bench import pg
 from bench.profile import PySpy
 from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, Gunicorn, migrate, service_env
 from counts import markers
-from counts.auth import mint_token
-from counts.queries import reads
+from counts.identity import mint_token
+from counts.markers import keys
+from counts.postgres.queries import reads
 from counts.settings import parse_redis_url
 
 CONVERSATIONS = 50_000
@@ -334,7 +335,7 @@ def measure_marker_memory(result: ScalingResult, redis_url: str, count: int = 10
     for start in range(0, count, 10_000):
         markers.bump(client, users[start:start + 10_000])
     result.marker_bytes = (client.info("memory")["used_memory"] - before) / count
-    result.marker_memory_usage = client.memory_usage(markers.marker_key(users[0]), samples=0)
+    result.marker_memory_usage = client.memory_usage(keys.marker_key(users[0]), samples=0)
     client.flushdb()
     client.close()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from counts.devservices import private_postgres, redis_server_binary
+from dev.services import private_postgres, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

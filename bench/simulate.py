@@ -25,7 +25,7 @@ from bench import pg
 from bench.dataset import World
 from bench.httpclient import HttpError, Pool, get_request, post_request
 from bench.services import JWT_SECRET, CpuMeter
-from counts.auth import mint_token
+from counts.identity import mint_token
 
 SAMPLE_EVERY = 2.0  # seconds between pg_stat_statements samples for the timeline
 PROFILE_SECONDS = 10  # py-spy samples the service during the last seconds of a pass

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from bench.scaling import FANOUTS, Timing
 from bench.services import OUT
 from counts import markers
+from counts.markers import ratelimit
 from counts.settings import parse_redis_url
 
 USERS = 2_000  # polled, each once per round
@@ -97,7 +98,7 @@ def measure_costs(result: TopologyResult, redis_url: str) -> None:
     result.costs["poll, no rate limit"] = measure_cost(admin, polls(0), USERS * ROUNDS)
     before = used_memory(admin)
     for u in users:
-        markers.count_request(client, u, RATE_WINDOW)
+        ratelimit.count_request(client, u, RATE_WINDOW)
     result.memory["rate counter (while active)"] = (used_memory(admin) - before) / len(users)
     result.costs["bump, per user (10,000)"] = measure_cost(
         admin, lambda: markers.bump(client, users), len(users))

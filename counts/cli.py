@@ -5,8 +5,10 @@ from uuid import UUID
 import click
 from flask import Flask, current_app
 
-from counts import markers, migrations, outbox
-from counts.auth import DEFAULT_AUDIENCE, mint_token
+from counts import markers
+from counts.bumps import outbox
+from counts.identity import DEFAULT_AUDIENCE, mint_token
+from counts.postgres import migrations
 
 
 def _resources():
@@ -36,7 +38,7 @@ def register(app: Flask) -> None:
     def db_upgrade():
         """Apply the migrations the database lacks (running it twice changes nothing)."""
         res = _resources()
-        applied = migrations.upgrade(res.db, res.source)
+        applied = migrations.upgrade(res.db, res.source.name, res.source.schema)
         click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
         # Attached: the app's function may come after our schema (its triggers call counts.bump),
         # so this is only a note; the server refuses to start until it is right.

@@ -41,10 +41,10 @@ def worker_started(worker: Any) -> None:
 
 
 def _find_admin_listener(worker: Any, resources: Any) -> None:
-    """Tell the app which of the worker's listeners is COUNTS_ADMIN_BIND (counts.admin)."""
+    """Tell the app which of the worker's listeners is COUNTS_ADMIN_BIND (counts.http.admin)."""
     from gunicorn.util import parse_address
 
-    from counts.admin import listener_key
+    from counts.http.admin import listener_key
 
     admin_bind = resources.settings.server.admin_bind
     if admin_bind is None:

@@ -1,15 +1,17 @@
 """The per-process objects the views and middleware share, built from the settings."""
 
-from counts import markers, source
-from counts.admin import QueueStats, read_queue_stats
-from counts.auth import TokenVerifier
-from counts.db import Database
+from counts import markers, sources
+from counts.bumps.drainer import Drainer
+from counts.bumps.relay import Relay
+from counts.identity import TokenVerifier
 from counts.live.feed import Feed
-from counts.load import LoadGauge
-from counts.logs import AccessLog
+from counts.markers.ratelimit import RateLimit
+from counts.observability.load import LoadGauge
+from counts.observability.logs import AccessLog
+from counts.postgres.pool import Database
+from counts.postgres.replicas import Postgres
 from counts.push.devices import Registry
-from counts.ratelimit import RateLimit
-from counts.replicas import Postgres
+from counts.push.queue import QueueStats
 from counts.settings import Settings
 
 
@@ -24,7 +26,7 @@ class Resources:
     def __init__(self, settings: Settings):
         self.settings = settings
         # Where counts come from (own tables or the app's function), decided here, once.
-        self.source = source.from_settings(settings.source)
+        self.source = sources.from_settings(settings.source)
         pg = settings.postgres
         self.db = Database(pg.url, pg.timeout, pg.pool_size, schema=self.source.schema)
         self.postgres = Postgres(self.db, pg.replica_urls, pg.timeout, pg.pool_size,
@@ -40,7 +42,7 @@ class Resources:
         self.push = Registry.from_settings(settings)
         self.feed = Feed(self.redis, self.marker_ttl, settings.live.max_streams,
                          settings.live.heartbeat)
-        self.push_queue = QueueStats(read_queue_stats(self.db))
+        self.push_queue = QueueStats(self.db)
         # The admin listener's port (or unix path), once the worker knows its sockets.
         self.admin_listener: int | str | None = None
 
@@ -54,19 +56,15 @@ class Resources:
         self.postgres.close()
         self.redis.close()
 
-    def start_drainer(self):
+    def start_drainer(self) -> Drainer:
         """Start this process's outbox drainer thread (call once per worker, after fork)."""
-        from counts.outbox import Drainer
-
         drainer = Drainer(self.db, self.redis, self.marker_ttl,
                           self.settings.bumps.drain_interval, wal=self.postgres.wal)
         drainer.start()
         return drainer
 
-    def start_relay(self):
+    def start_relay(self) -> Relay:
         """Start this process's LISTEN relay thread (attached mode; once per worker, after fork)."""
-        from counts.relay import Relay
-
         relay = Relay(self.db, self.redis, self.marker_ttl, wal=self.postgres.wal)
         relay.start()
         return relay

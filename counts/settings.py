@@ -31,6 +31,7 @@ DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105
 USER_ROLE = "authenticated"  # the `role` of Supabase's users' access tokens
 DEFAULT_AUDIENCE = "authenticated"  # and their `aud`
 SOURCES = ("own", "attached")
+DEFAULT_MARKER_TTL = 30 * 24 * 3600  # seconds: an idle user's marker lives a month
 
 
 class SettingsError(RuntimeError):
@@ -362,7 +363,7 @@ class RedisSettings:
                              number(float, above=0))
     pool_size: int = setting("COUNTS_REDIS_POOL_SIZE", 64, "Redis sockets per worker and server.",
                              number(int, minimum=1))
-    marker_ttl: int = setting("COUNTS_MARKER_TTL", 30 * 24 * 3600,
+    marker_ttl: int = setting("COUNTS_MARKER_TTL", DEFAULT_MARKER_TTL,
                               "Seconds an idle user's marker lives.", number(int, minimum=1))
 
 

@@ -19,8 +19,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from counts import markers, stores
-from counts.devservices import private_postgres, private_replica, redis_server_binary
+from counts.markers import keys, topology
+from dev.services import private_postgres, private_replica, redis_server_binary
 from tests.services import TcpProxy, free_port, wait_until
 
 CLUSTER_NODE_TIMEOUT_MS = 2000  # how long a Cluster waits before failing a silent primary over
@@ -156,7 +156,7 @@ class RedisClusterProcesses:
         and every replica has synced (one that never did cannot be promoted)."""
         for node in self.live():
             info = node.client().cluster("INFO")
-            if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != stores.CLUSTER_SLOTS:
+            if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != topology.CLUSTER_SLOTS:
                 return False
         roles = self.roles()
         return list(roles.values()).count("primary") == self.primaries and all(
@@ -169,7 +169,7 @@ class RedisClusterProcesses:
 
     def primary_of(self, user_id: str) -> RedisNode:
         """The primary holding a user's keys now."""
-        slot = stores.user_slot(user_id)
+        slot = topology.user_slot(user_id)
         for start, end, primary, *_ in self.live()[0].client().execute_command("CLUSTER SLOTS"):
             if start <= slot <= end:
                 return self.node(int(primary[1]))
@@ -185,7 +185,7 @@ class RedisClusterProcesses:
 
     def feed_subscribers(self, user) -> int:
         """Connections holding the user's feed channel (a sharded channel) where it lives now."""
-        channel = markers.feed_channel(user)
+        channel = keys.feed_channel(user)
         return self.primary_of(str(user)).client().execute_command(
             "PUBSUB", "SHARDNUMSUB", channel)[1]
 

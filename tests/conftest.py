@@ -10,9 +10,10 @@ import psycopg2
 import pytest
 import redis
 
-from counts import create_app, migrations
-from counts.auth import mint_token
-from counts.db import Database
+from counts.app import create_app
+from counts.identity import mint_token
+from counts.postgres import migrations
+from counts.postgres.pool import Database
 from counts.settings import Settings
 from tests.clusters import RedisClusterProcesses
 from tests.faults.verdict import FIGURES

@@ -15,7 +15,7 @@ import requests
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from counts.devservices import redis_server_binary
+from dev.services import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Bearer tokens: counts.auth.TokenVerifier on its own, and the 401s the endpoints answer."""
+"""Bearer tokens: counts.identity.TokenVerifier on its own, and the 401s the endpoints answer."""
 
 import base64
 import hashlib
@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import jwt
 import pytest
 
-from counts import auth
-from counts.auth import SERVICE_ROLE, USER_ROLE, TokenVerifier, tokens
+from counts import identity
 from counts.errors import DependencyUnavailable, Unauthorized
+from counts.identity import SERVICE_ROLE, USER_ROLE, TokenVerifier, tokens
 from tests.conftest import SECRET
 
 OTHER_KEY = "another-secret-0123456789-0123456789"
@@ -71,7 +71,7 @@ def test_scheme_is_case_insensitive(verifier):
 
 
 def test_minted_token_round_trips(verifier):
-    token = auth.mint_token(SECRET, str(USER), ttl=120)
+    token = identity.mint_token(SECRET, str(USER), ttl=120)
     principal = verifier.verify(bearer(token))
     assert principal.user_id == USER
     assert 110 <= principal.expires_at - time.time() <= 120

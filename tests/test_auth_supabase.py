@@ -13,9 +13,9 @@ import jwt
 import pytest
 import requests
 
-from counts.auth import SERVICE_ROLE, TokenVerifier, tokens
-from counts.auth.jwks import KeySet
 from counts.errors import DependencyUnavailable, Unauthorized
+from counts.identity import SERVICE_ROLE, TokenVerifier, tokens
+from counts.identity.jwks import KeySet
 from tests.conftest import new_user
 from tests.identity import (
     ISSUER,

@@ -4,9 +4,12 @@ import jwt
 import psycopg2
 import pytest
 
-from counts import create_app, markers, migrations, outbox
-from counts.auth import SERVICE_ROLE, USER_ROLE
+from counts.app import create_app
+from counts.bumps import outbox
+from counts.identity import SERVICE_ROLE, USER_ROLE
+from counts.postgres import migrations
 from tests.conftest import SECRET, new_user, settings_for, throwaway_database
+from tests.support.markers import read_marker
 
 
 @pytest.fixture
@@ -123,11 +126,11 @@ def test_token_refuses_a_bad_ttl(runner, ttl):
 
 def test_bump_changes_that_users_marker_only(runner, redis_client):
     user, bystander = new_user(), new_user()
-    before = markers.read_marker(redis_client, user)
-    bystander_before = markers.read_marker(redis_client, bystander)
+    before = read_marker(redis_client, user)
+    bystander_before = read_marker(redis_client, bystander)
     assert invoke_ok(runner, "bump", str(user)) == "bumped 1"
-    assert markers.read_marker(redis_client, user) != before
-    assert markers.read_marker(redis_client, bystander) == bystander_before
+    assert read_marker(redis_client, user) != before
+    assert read_marker(redis_client, bystander) == bystander_before
 
 
 def test_bump_refuses_a_non_uuid(runner):
@@ -138,10 +141,10 @@ def test_bump_refuses_a_non_uuid(runner):
 
 def test_drain_outbox_bumps_queued_rows_and_empties_the_outbox(runner, resources, redis_client, pg):
     users = [new_user(), new_user()]
-    before = {u: markers.read_marker(redis_client, u) for u in users}
+    before = {u: read_marker(redis_client, u) for u in users}
     outbox.enqueue(resources.db, users)
     assert invoke_ok(runner, "drain-outbox") == "bumped 2"
-    assert all(markers.read_marker(redis_client, u) != before[u] for u in users)
+    assert all(read_marker(redis_client, u) != before[u] for u in users)
     with pg.cursor() as cur:
         cur.execute("SELECT count(*) FROM marker_outbox")
         assert cur.fetchone()[0] == 0

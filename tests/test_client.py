@@ -1,4 +1,4 @@
-"""counts.client against the live service: ETags, X-Poll-Interval, Retry-After, jittered backoff.
+"""counts_client against the live service: ETags, X-Poll-Interval, Retry-After, jittered backoff.
 
 No test sleeps for real: CountsClient.run takes a `sleep`, and these tests pass a recorder that
 notes each wait (and may change the world, or stop the loop) instead of waiting.
@@ -10,10 +10,10 @@ from email.utils import formatdate
 
 import pytest
 import requests
+from counts_client import CountsClient, CountsError, CountsUnavailable, PollResult, parse_retry_after
 from requests.adapters import BaseAdapter
 
-from counts.auth import mint_token
-from counts.client import CountsClient, CountsError, CountsUnavailable, PollResult, parse_retry_after
+from counts.identity import mint_token
 from tests.conftest import SECRET, Api, new_user, proxied_url
 from tests.services import Gunicorn, LiveClient, TcpProxy, free_port
 

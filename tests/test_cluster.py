@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from counts import markers, outbox
+from counts import markers
+from counts.bumps import outbox
 from counts.settings import parse_redis_url
 from tests.conftest import Api, admin_client, documented, new_user, true_total
 from tests.live_clients import long_poll, open_stream
 from tests.services import Gunicorn, LiveClient, wait_until
+from tests.support.markers import read_marker
 
 TIMEOUT = 0.5
 WITHIN = 5.0  # seconds a bump may take to reach a live client; the heartbeat is 60
@@ -115,7 +117,7 @@ def test_the_epoch_differs_by_node_and_names_the_primary(redis_cluster):
         epochs = {}
         for user in users:
             node = redis_cluster.primary_of(str(user))
-            token = markers.read_marker(client, user)
+            token = read_marker(client, user)
             assert token.endswith("." + node.client().info("replication")["master_replid"][:12])
             epochs[node.port] = token.rsplit(".", 1)[1]
         assert len(set(epochs.values())) == redis_cluster.primaries

@@ -2,7 +2,7 @@
 
 import pytest
 
-from counts.cors import EXPOSE_HEADERS
+from counts.http.middleware.cors import EXPOSE_HEADERS
 from tests.conftest import new_user
 
 ORIGIN = "https://app.example"

@@ -1,8 +1,8 @@
-"""counts.db: the connections it opens search our schema first, named as an identifier."""
+"""counts.postgres.pool: the connections it opens search our schema first, named as an identifier."""
 
 import psycopg2
 
-from counts.db import Database
+from counts.postgres.pool import Database
 
 
 def test_a_schema_is_searched_first_as_an_identifier_not_as_text(database_url):

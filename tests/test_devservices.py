@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from counts import devservices
+from dev import services as devservices
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")

@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 import pytest
 
-from counts import markers
-from counts.auth import mint_token
+from counts.identity import mint_token
+from counts.markers import keys
 from tests.conftest import SECRET, new_user
 from tests.services import Gunicorn
 
@@ -215,7 +215,7 @@ def test_bad_framing_is_a_4xx_and_not_acted_on(live_server, tokens, redis_client
             body = malformed or chunked(json.dumps({"user_ids": [user]}).encode())
             answer = exchange(live_server.port, raw_request("POST", "/v1/markers/bump", headers, body))
             assert 400 <= answer.status < 500 or answer.status == 501, answer.body  # 501: unknown coding
-            assert redis_client.exists(markers.marker_key(user)) == 0  # not acted on
+            assert redis_client.exists(keys.marker_key(user)) == 0  # not acted on
 
 
 # --- path ids: NUL, unicode, RTL, bad UTF-8 ----------------------------------------------------

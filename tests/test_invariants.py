@@ -7,9 +7,13 @@ import time
 import pytest
 import requests
 
-from counts import markers, outbox, writes
-from counts.devservices import redis_server_binary
-from counts.queries import bumps, reads
+from counts import markers
+from counts.bumps import outbox
+from counts.markers import keys
+from counts.postgres.queries import bumps, reads
+from counts.settings import DEFAULT_MARKER_TTL
+from counts.sources import own
+from dev.services import redis_server_binary
 from tests.conftest import Api, admin_client, new_user, proxied_url, true_total
 from tests.services import PrivateRedis, TcpProxy, wait_until
 
@@ -28,7 +32,7 @@ def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
     seen_at_bump = {}
     real_bump = markers.bump
 
-    def bump_checking_visibility(client, user_ids, ttl=markers.DEFAULT_TTL, wal=None):
+    def bump_checking_visibility(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None):
         # Another connection sees only committed data: at bump time the message must be there.
         for uid in user_ids:
             seen_at_bump.setdefault(uid, []).append(true_total(pg, uid))
@@ -53,7 +57,7 @@ def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag
         if not calls:  # a message lands (and bumps) right after this poll's query ran
             calls.append(1)
             outbox.write_then_bump(res.db, res.redis, res.marker_ttl,
-                                   writes.send_message, conversation, alice, "racing")
+                                   own.send_message, conversation, alice, "racing")
         return result
 
     monkeypatch.setattr(reads, "unread_counts", query_then_concurrent_write)
@@ -111,7 +115,7 @@ def test_markers_expire_and_come_back_fresh(app_factory, private_redis, tokens):
     api = Api(app.test_client(), tokens)
     bob = new_user()
     etag = api.counts(bob).headers["ETag"]
-    key = markers.marker_key(bob)
+    key = keys.marker_key(bob)
     assert 0 < private_redis.client().ttl(key) <= 3600
     private_redis.client().delete(key)  # what expiry or eviction does
     assert api.counts(bob, etag=etag).status_code == 200

@@ -1,13 +1,13 @@
-"""counts.auth.jwks.KeySet against a real JWKS endpoint: fetch limits, rotation, outages, refresh."""
+"""counts.identity.jwks.KeySet against a real JWKS endpoint: fetch limits, rotation, outages, refresh."""
 
 import threading
 import uuid
 
 import pytest
 
-from counts.auth import TokenVerifier
-from counts.auth.jwks import KeySet, usable_keys
 from counts.errors import DependencyUnavailable, Problem, Unauthorized
+from counts.identity import TokenVerifier
+from counts.identity.jwks import KeySet, usable_keys
 from tests.conftest import admin_client
 from tests.identity import ISSUER, SigningKey, supabase_claims
 from tests.services import wait_until

@@ -6,7 +6,7 @@ import select
 
 import pytest
 
-from counts.logs import AccessLog
+from counts.observability.logs import AccessLog
 
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"
 

@@ -10,11 +10,13 @@ import redis
 import requests
 
 from counts import markers
-from counts.conditional import requested_wait
+from counts.http.middleware.fastpath import requested_wait
 from counts.live.feed import Waiter
 from counts.live.subscribers import Subscriber
+from counts.markers import keys
 from tests.conftest import MARKER_TTL, REDIS_URL, new_user, proxied_url
 from tests.services import Gunicorn, TcpProxy, free_port, wait_until
+from tests.support.markers import read_marker
 
 
 @pytest.mark.parametrize(("prefer", "wait"), [
@@ -74,7 +76,7 @@ def test_long_poll_answers_200_with_the_new_marker_when_it_moves(api, client, to
     assert response.status_code == 200
     assert time.monotonic() - started < 20  # woken by the change, not by its deadline
     assert response.headers["ETag"] != etag
-    assert response.headers["ETag"] == f'"{markers.read_marker(redis_client, user)}"'
+    assert response.headers["ETag"] == f'"{read_marker(redis_client, user)}"'
     assert response.headers["Preference-Applied"] == "wait=20"
     bumper[0].join(5)
 
@@ -100,7 +102,7 @@ def test_a_change_pubsub_never_told_is_found_at_the_deadline(api, client, tokens
     user = new_user()
     etag = current_etag(api, user)
     in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
-                       redis_client.set(markers.marker_key(user), "moved-silently", ex=900)))
+                       redis_client.set(keys.marker_key(user), "moved-silently", ex=900)))
     response = long_poll(client, tokens, user, etag, "wait=2")
     assert response.status_code == 200
     assert response.headers["ETag"] == f'"moved-silently.{epoch_of(etag)}"'
@@ -277,8 +279,8 @@ def test_a_list_holding_the_new_marker_keeps_waiting(api, client, tokens, resour
     user = new_user()
     etag = current_etag(api, user)
     in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
-                       redis_client.set(markers.marker_key(user), "also-held", ex=900),
-                       redis_client.publish(markers.feed_channel(user), "also-held")))
+                       redis_client.set(keys.marker_key(user), "also-held", ex=900),
+                       redis_client.publish(keys.feed_channel(user), "also-held")))
     also_held = f'"also-held.{epoch_of(etag)}"'
     headers = {**tokens.user(user), "If-None-Match": f"{etag}, {also_held}", "Prefer": "wait=2"}
     response = client.get(f"/v1/users/{user}/unread-counts", headers=headers)

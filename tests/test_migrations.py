@@ -1,13 +1,13 @@
-"""counts.migrations: the shipped files, upgrading an empty database, and concurrent upgrades."""
+"""counts.postgres.migrations: the shipped files, upgrading an empty database, and concurrent upgrades."""
 
 import threading
 
 import psycopg2
 import pytest
 
-from counts import migrations
-from counts.db import Database
-from counts.queries import migrations as migration_sql
+from counts.postgres import migrations
+from counts.postgres.pool import Database
+from counts.postgres.queries import migrations as migration_sql
 from tests.conftest import throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",

@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from counts.logs import JsonFormatter
+from counts.observability.logs import JsonFormatter
 from tests.conftest import new_user
 from tests.services import ROOT, Gunicorn, wait_until
 
@@ -149,7 +149,7 @@ def test_metrics_and_the_detailed_readiness_are_on_the_admin_address_only(observ
 
 
 def test_the_public_readiness_costs_no_query_after_a_request_proved_postgres(app, api, resources):
-    from counts.db import stats
+    from counts.postgres.pool import stats
 
     client = app.test_client()
     before = stats.queries
@@ -178,7 +178,7 @@ def test_the_public_readiness_is_503_while_postgres_is_down(app_factory, pg_prox
 
 JWKS_WORKER = """
 import sys
-from counts import metrics
+from counts.observability import metrics
 metrics.jwks_fetched(sys.argv[1] == "ok", int(sys.argv[2]))
 """
 
@@ -189,7 +189,7 @@ def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path):
     import subprocess
     import sys
 
-    from counts import admin
+    from counts.http import admin
 
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for args in (("ok", "2"), ("error", "0")):
@@ -206,5 +206,6 @@ def test_the_jwks_state_across_workers_is_the_worst_any_reports(tmp_path):
     for name in tmp_path.iterdir():
         name.unlink()
     subprocess.run([sys.executable, "-c", JWKS_WORKER, "error", "3"], env=env, check=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-c", "import counts.metrics"], env=env, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", "import counts.observability.metrics"], env=env,
+                   check=True, cwd=ROOT)
     assert admin.jwks_state(Keys("ok"), str(tmp_path)) == "stale"  # a worker never fetching: ok

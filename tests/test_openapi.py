@@ -1,4 +1,5 @@
-"""The OpenAPI document (counts.openapi, GET /openapi.json); schemathesis fuzzing the live service with it."""
+"""The OpenAPI document (counts.http.openapi, GET /openapi.json); schemathesis fuzzing the live
+service with it."""
 
 import json
 import time
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from counts import openapi
-from counts.views import docs
+from counts.http import openapi
+from counts.http.views import docs
 from tests.conftest import new_user
 
 EXAMPLES_PER_OPERATION = 50

@@ -4,8 +4,8 @@ import secrets
 
 import pytest
 
-from counts import markers
-from counts.load import LoadGauge
+from counts.markers import keys
+from counts.observability.load import LoadGauge
 from tests.conftest import Api, new_user
 
 
@@ -92,7 +92,7 @@ def test_rate_counter_shares_the_users_hash_tag(limited, redis_client):
     _, api = limited
     user = new_user()
     api.counts(user)
-    key = markers.rate_key(str(user))
+    key = keys.rate_key(str(user))
     assert key == f"counts:{{{user}}}:rate"
     assert int(redis_client.get(key)) == 1
     assert 0 < redis_client.ttl(key) <= 60

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from counts import db
+from counts.postgres import pool
 from tests.conftest import new_user, true_total
 
 
@@ -57,12 +57,12 @@ def test_upper_case_user_id_is_the_same_user_and_the_same_etag(api, client, toke
 
 def test_not_modified_sends_no_postgres_query(api, chat):
     etag = api.counts(chat["bob"]).headers["ETag"]
-    before = db.stats.queries
+    before = pool.stats.queries
     for _ in range(20):
         assert api.counts(chat["bob"], etag=etag).status_code == 304
-    assert db.stats.queries == before
+    assert pool.stats.queries == before
     assert api.counts(chat["bob"], etag='"other"').status_code == 200
-    assert db.stats.queries == before + 1  # the counter does see the 200 path's query
+    assert pool.stats.queries == before + 1  # the counter does see the 200 path's query
 
 
 def _matrix_cases():
@@ -196,13 +196,13 @@ def test_malformed_user_id_is_400_problem(client, tokens):
 def test_batch_answers_304_for_current_etags_and_queries_once(api, client, tokens, chat):
     carol = new_user()
     bob_etag = api.counts(chat["bob"]).headers["ETag"]
-    before = db.stats.queries
+    before = pool.stats.queries
     response = client.post("/v1/unread-counts/batch", headers=tokens.service(), json={"users": [
         {"user_id": str(chat["bob"]), "etag": bob_etag},
         {"user_id": str(chat["alice"]), "etag": None},
         {"user_id": str(carol), "etag": '"stale"'},
     ]})
-    assert db.stats.queries == before + 1
+    assert pool.stats.queries == before + 1
     assert response.status_code == 200
     bob, alice, carol_entry = response.get_json()["users"]
     assert bob == {"user_id": str(chat["bob"]), "status": 304, "etag": bob_etag}
@@ -214,11 +214,11 @@ def test_batch_answers_304_for_current_etags_and_queries_once(api, client, token
 
 def test_batch_with_every_etag_current_sends_no_query(api, client, tokens, chat):
     etag = api.counts(chat["bob"]).headers["ETag"]
-    before = db.stats.queries
+    before = pool.stats.queries
     response = client.post("/v1/unread-counts/batch", headers=tokens.service(),
                            json={"users": [{"user_id": str(chat["bob"]), "etag": f"W/{etag}"}]})
     assert response.get_json()["users"][0]["status"] == 304
-    assert db.stats.queries == before
+    assert pool.stats.queries == before
 
 
 @pytest.mark.parametrize(("body", "status"), [

@@ -9,9 +9,10 @@ old counts under the new marker, so the test cannot pass vacuously.
 import psycopg2
 import pytest
 
-from counts import metrics, migrations, replicas
-from counts.db import Database
-from counts.queries import replication
+from counts.observability import metrics
+from counts.postgres import migrations, replicas
+from counts.postgres.pool import Database
+from counts.postgres.queries import replication
 from tests.clusters import PostgresReplicaPair
 from tests.conftest import Api, admin_client, documented, new_user, proxied_url, with_database
 from tests.services import TcpProxy, wait_until

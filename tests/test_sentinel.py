@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from counts import markers
+from counts.markers import keys, scripts
 from tests.clusters import SentinelProcesses
 from tests.conftest import Api, new_user, true_total
 from tests.live_clients import counts_reaching, open_stream, settled
@@ -25,7 +25,8 @@ WITHIN = 8.0  # seconds from the failover's end to the bump on the stream (heart
 
 # The epoch's Lua with the replication id replaced by a constant: the mutant.
 REAL_EPOCH = "string.sub(string.match(replication, 'master_replid:(%x+)'), 1, 12)"
-SCRIPTS = ("READ_MARKER", "READ_MARKERS", "BUMP_MARKERS", "CONFIRM_LSNS")
+SCRIPTS = {"read_marker": "READ_MARKER", "read_markers": "READ_MARKERS",
+           "bump_markers": "BUMP_MARKERS", "confirm_lsns": "CONFIRM_LSNS"}
 
 
 @pytest.fixture
@@ -40,10 +41,10 @@ def sentinels(tmp_path):
 
 def remove_the_epoch(monkeypatch) -> None:
     """Make every marker script use one constant epoch, as if the ETag were the marker alone."""
-    assert REAL_EPOCH in markers.EPOCH
-    for name in SCRIPTS:
-        monkeypatch.setattr(markers, name,
-                            getattr(markers, name).replace(REAL_EPOCH, "'000000000000'"))
+    assert REAL_EPOCH in scripts.EPOCH
+    for script, source in SCRIPTS.items():
+        mutant = getattr(scripts, source).replace(REAL_EPOCH, "'000000000000'")
+        monkeypatch.setattr(scripts, script, scripts.MarkerScript(mutant))
 
 
 @pytest.mark.parametrize("epoch", ["with the epoch", "without it (mutant)"])
@@ -58,7 +59,7 @@ def test_a_bump_lost_in_a_failover_costs_a_200_never_a_stale_304(
     held = api.counts(bob).headers["ETag"]
     assert api.counts(bob, etag=held).status_code == 304  # Sentinel-managed, 304s from Redis
     replica = sentinels.replica.client()
-    key = markers.marker_key(bob)
+    key = keys.marker_key(bob)
     markers_before = {"primary": sentinels.primary.client().get(key), "replica": None}
     sentinels.wait_replicated(key)
     markers_before["replica"] = replica.get(key)
@@ -93,7 +94,7 @@ def test_a_stream_open_through_a_sentinel_failover_gets_the_bump_made_after_it(
         alice, bob = new_user(), new_user()
         conversation = api.conversation(alice, bob)
         stream = open_stream(server.url, bob, tokens.user(bob), "sse")
-        channel = markers.feed_channel(bob)
+        channel = keys.feed_channel(bob)
         wait_until(lambda: sentinels.primary.client().pubsub_numsub(channel) == [(channel.encode(), 1)],
                    timeout=WITHIN, what="the stream's channel to be held on the primary")
         sentinels.fail_over()

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from counts import create_app
+from counts.app import create_app
 from counts.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}

@@ -1,4 +1,4 @@
-"""counts.stores: REDIS_URL forms, checked at start-up, and the client each topology gets.
+"""counts.markers.topology: REDIS_URL forms, checked at start-up, and the client each topology gets.
 
 Connecting is lazy in every topology (no socket before the first command), so these tests need
 no server; the topologies themselves run in test_cluster.py and test_sentinel.py.
@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from counts import stores
+from counts.markers import topology
 from counts.settings import RedisTopology, Settings, parse_redis_url
 
 SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
@@ -60,7 +60,7 @@ def test_bad_redis_urls_fail_at_start_up_saying_why(url, complaint):
 
 def connect(url: str):
     """The marker store for `url` with short timeouts."""
-    return stores.connect_redis(parse_redis_url(url), 0.1, 4)
+    return topology.connect_redis(parse_redis_url(url), 0.1, 4)
 
 
 def test_each_topology_gets_its_client_without_a_socket():
@@ -69,7 +69,7 @@ def test_each_topology_gets_its_client_without_a_socket():
     assert isinstance(sentinel.connection_pool, redis.sentinel.SentinelConnectionPool)
     assert sentinel.connection_pool.connection_kwargs["db"] == 2
     cluster = connect("redis+cluster://127.0.0.1:1")
-    assert isinstance(cluster, stores.LazyCluster)
+    assert isinstance(cluster, topology.LazyCluster)
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/counts",
@@ -98,4 +98,4 @@ def test_replica_urls_are_a_checked_comma_list():
 
 
 def test_users_are_grouped_by_slot_as_redis_hashes_their_keys():
-    assert stores.user_slot("user-1") == redis.cluster.key_slot(b"counts:{user-1}:marker")
+    assert topology.user_slot("user-1") == redis.cluster.key_slot(b"counts:{user-1}:marker")

@@ -11,8 +11,9 @@ import requests
 import websocket
 
 from counts import markers
-from counts.auth import mint_token
+from counts.identity import mint_token
 from counts.live.subscribers import READ_SLICE
+from counts.markers import presence
 from tests.conftest import SECRET, new_user
 from tests.identity import SigningKey, supabase_claims
 from tests.live_clients import SseStream, WsStream, ws_url
@@ -303,25 +304,25 @@ def test_past_max_streams_a_new_stream_gets_503_with_jittered_retry_after(live, 
 
 
 def test_presence_follows_open_streams_not_long_polls(user, redis_client):
-    assert markers.live_users(redis_client, [user.id]) == set()
+    assert presence.live_users(redis_client, [user.id]) == set()
     stream = SseStream(user.stream_url, user.auth)
     stream.next()
-    wait_until(lambda: markers.live_users(redis_client, [user.id]) == {user.id},
+    wait_until(lambda: presence.live_users(redis_client, [user.id]) == {user.id},
                what="presence to appear")
     stream.close()
     # A client that hung up is seen at the next write (the heartbeat): then it is gone.
-    wait_until(lambda: markers.live_users(redis_client, [user.id]) == set(), timeout=10,
+    wait_until(lambda: presence.live_users(redis_client, [user.id]) == set(), timeout=10,
                what="presence to go")
 
 
 def test_presence_of_a_killed_worker_lapses_within_two_heartbeats(user, server, redis_client):
     stream = SseStream(user.stream_url, user.auth)
     stream.next()
-    wait_until(lambda: markers.live_users(redis_client, [user.id]) == {user.id})
+    wait_until(lambda: presence.live_users(redis_client, [user.id]) == {user.id})
     worker = next(iter(server_workers(server)))
     os.kill(worker, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: markers.live_users(redis_client, [user.id]) == set(), timeout=10,
+    wait_until(lambda: presence.live_users(redis_client, [user.id]) == set(), timeout=10,
                what="a dead worker's presence to lapse")
     assert time.monotonic() - killed <= 2 * HEARTBEAT + 2
     stream.close()

@@ -24,11 +24,11 @@ from uuid import UUID
 import redis
 from flask import current_app, request
 
-from counts import metrics
-from counts.auth import Principal
 from counts.errors import DependencyUnavailable, Forbidden, Problem, Unauthorized
+from counts.http.schemas import parse_uuid
+from counts.identity import Principal
 from counts.live import tickets
-from counts.schemas import parse_uuid
+from counts.observability import metrics
 
 PRINCIPAL_KEY = "counts.principal"  # the Principal, or the Problem that refused the credential
 POLL_KEY = "counts.poll"  # the PollState of a counts GET the fast path read the marker for

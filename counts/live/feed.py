@@ -2,7 +2,7 @@
 
 As in Discourse's message_bus: one subscriber connection per Redis server and process, and an
 in-process map from user to waiters, never a Redis connection per waiter. A bump publishes each
-user's new marker on the user's channel (markers.BUMP_MARKERS), on the server holding the user;
+user's new marker on the user's channel (counts.markers.scripts.BUMP_MARKERS), on the server holding the user;
 the subscriber of that server (counts.live.subscribers: one for one server or Sentinel, one per
 primary on a Cluster, with sharded pub/sub) holds a user's channel while at least one of the
 worker's live connections waits on that user.
@@ -28,8 +28,10 @@ from collections.abc import Callable
 
 import redis
 
-from counts import markers, metrics, stores
+from counts import markers
 from counts.live.subscribers import Subscriber, describe
+from counts.markers import topology
+from counts.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class Feed:
         self.shutting_down = False
         self.worker_id = ""
         self._waiters: dict[str, set[Waiter]] = {}
-        self._subscribers: dict[str | None, Subscriber] = {}  # by stores.feed_server
+        self._subscribers: dict[str | None, Subscriber] = {}  # by topology.feed_server
         self._held: dict[str, Subscriber] = {}  # user -> the subscriber holding their channel
         self._live: dict[str, int] = {}  # user -> open streams here (presence)
         self._presence: dict[str, bool] = {}  # presence changes to write: True open, False gone
@@ -208,7 +210,7 @@ class Feed:
     def _subscribe(self, user: str) -> None:
         """Hold the user's channel on the subscriber of the server that holds the user (made
         if it is the first of that server's users here). Under the lock."""
-        server = stores.feed_server(self.redis, user)
+        server = topology.feed_server(self.redis, user)
         subscriber = self._subscribers.get(server)
         if subscriber is None:
             subscriber = self._subscribers[server] = Subscriber(self, server)
@@ -230,10 +232,10 @@ class Feed:
         """A subscriber's call before it reconnects: on a fresh map of which server holds whom,
         move its users that another server now holds (a Cluster failover) to that server's
         subscriber, whose confirmations re-check them; retire it if none are left."""
-        stores.refresh_feed_servers(self.redis)
+        topology.refresh_feed_servers(self.redis)
         with self._lock:
             for user in list(subscriber.users):
-                if stores.feed_server(self.redis, user) != subscriber.server:
+                if topology.feed_server(self.redis, user) != subscriber.server:
                     subscriber.drop(user)
                     self._subscribe(user)
             self._retire(subscriber)
@@ -296,10 +298,10 @@ class Feed:
         gone = [user for user, live in presence.items() if not live]
         try:
             if opened:
-                markers.mark_live(self.redis, self.worker_id, opened,
+                presence.mark_live(self.redis, self.worker_id, opened,
                                   time.time() + 2 * self.heartbeat + 1)
             if gone:
-                markers.unmark_live(self.redis, self.worker_id, gone)
+                presence.unmark_live(self.redis, self.worker_id, gone)
         except redis.RedisError as error:
             log.info("feed: presence not written (it lapses by itself): %s", describe(error))
             with self._lock:

@@ -9,8 +9,8 @@ comment every heartbeat (proxies drop idle connections; a dead client shows at t
 import time
 from collections.abc import Iterator
 
-from counts import metrics
 from counts.live.stream import Subscription, Update
+from counts.observability import metrics
 
 HEADERS = {"Cache-Control": "private, no-store", "X-Accel-Buffering": "no"}
 HEARTBEAT = b": heartbeat\n\n"

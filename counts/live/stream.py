@@ -15,11 +15,12 @@ from uuid import UUID
 
 import redis
 
-from counts import markers, metrics
-from counts.auth import Principal
-from counts.conditional import etag_matches
+from counts import markers
 from counts.errors import AtCapacity, DependencyUnavailable
+from counts.identity import Principal
 from counts.live.feed import Waiter
+from counts.observability import metrics
+from counts.representation import counts_body, degraded_etag, etag_matches
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ class Subscription:
     def _read(self, marker: str | None, lsn: int | None) -> Update:
         """The user's counts, labelled with `marker`, read before this query, from a database
         that has replayed `lsn`, the WAL position read with it (invariant 11)."""
-        from counts.views.reads import counts_body, degraded_etag
-
         res = self.res
         counts = res.postgres.read_seen(lsn, res.source.unread_counts, [self.user_id])[self.user_id]
         etag = f'"{marker or degraded_etag()}"'

@@ -1,5 +1,5 @@
 """One subscriber connection of the change feed: the feed channels of the users one Redis server
-holds (counts.stores.feed_server), with its own thread.
+holds (counts.markers.topology.feed_server), with its own thread.
 
 On one server or Sentinel it SUBSCRIBEs; on a Cluster it SSUBSCRIBEs at the primary owning its
 users' slots (sharded pub/sub: a bump SPUBLISHes where the user's marker lives). It reconnects
@@ -33,7 +33,8 @@ import time
 
 import redis
 
-from counts import markers, metrics, stores
+from counts.markers import keys, topology
+from counts.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Subscriber:
 
     def __init__(self, feed, server: str | None):
         self.feed = feed
-        self.server = server  # stores.feed_server's key: None (one server) or "host:port"
+        self.server = server  # topology.feed_server's key: None (one server) or "host:port"
         self.users: set[str] = set()  # whose channels this connection must hold
         self.confirmed: set[str] = set()  # whose subscription the server confirmed
         self.retired = False  # no users left, or moved elsewhere: the thread ends
@@ -114,7 +115,7 @@ class Subscriber:
         while not stopped.is_set():
             conn = None
             try:
-                conn, sharded = stores.feed_connection(self.feed.redis, self.server)
+                conn, sharded = topology.feed_connection(self.feed.redis, self.server)
                 conn.connect()
                 with self._lock:
                     if self.retired:
@@ -160,7 +161,7 @@ class Subscriber:
         """(UN)SUBSCRIBE, or their sharded forms, for these users, in one write."""
         verb = ("S" if self._sharded else "") + verb.upper()
         # A sharded command names channels of one slot: there, one command per user.
-        channels = [markers.feed_channel(user) for user in users]
+        channels = [keys.feed_channel(user) for user in users]
         commands = [(verb, channel) for channel in channels] if self._sharded else \
             [(verb, *channels[i:i + BATCH]) for i in range(0, len(channels), BATCH)]
         self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
@@ -216,7 +217,7 @@ class Subscriber:
 
     def _handle(self, reply: list) -> None:
         """A published marker, or a (un)subscribe confirmation."""
-        kind, user = KINDS.get(reply[0]), markers.channel_user(reply[1])
+        kind, user = KINDS.get(reply[0]), keys.channel_user(reply[1])
         with self._lock:
             if kind == "message" and user in self.users:
                 self.feed._woken([user])

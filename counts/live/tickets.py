@@ -14,9 +14,9 @@ from uuid import UUID
 
 import redis
 
-from counts import markers
-from counts.auth import Principal
 from counts.errors import Forbidden, Unauthorized
+from counts.identity import Principal
+from counts.markers import keys
 
 MAX_TICKET_CHARS = 64
 
@@ -27,7 +27,7 @@ def issue(client: redis.Redis, user_id: str, principal: Principal, ttl: int) -> 
     user_text = None if principal.user_id is None else str(principal.user_id)
     value = json.dumps([user_id, principal.role, user_text, principal.expires_at,
                         principal.key_id])
-    markers.store_ticket(client, ticket, value, ttl)
+    client.set(keys.ticket_key(ticket), value, ex=ttl)
     return ticket
 
 
@@ -39,11 +39,11 @@ def redeem(client: redis.Redis, ticket: str, user_id: str) -> Principal:
     """
     if not ticket or len(ticket) > MAX_TICKET_CHARS:
         raise Unauthorized("The ticket is not valid; ask for a new one.")
-    value = markers.take_ticket(client, ticket)
+    value = client.getdel(keys.ticket_key(ticket))  # taken and deleted in one step: single use
     if value is None:
         raise Unauthorized("The ticket is unknown, expired or already used; ask for a new one.")
     # A ticket issued by a worker of the previous release (a rolling deploy) has no key id.
-    for_user, role, principal_user, expires_at, *key_id = json.loads(value)
+    for_user, role, principal_user, expires_at, *key_id = json.loads(value.decode())
     if for_user != user_id.lower():
         raise Forbidden("This ticket is for another user's stream.")
     if expires_at <= time.time():

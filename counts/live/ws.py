@@ -1,6 +1,7 @@
 """WebSocket: a user's counts as text frames `{"etag": "<ETag>", "counts": {...}}`.
 
-The protocol is wsproto's (sans-I/O); the socket is gunicorn's, taken over after the handshake.
+The protocol is wsproto's (sans-I/O); the socket is gunicorn's, taken over after the handshake
+(counts.http.middleware.websocket).
 One greenlet serves a socket: it waits on the feed's waiter, which the gevent hub also wakes when
 the socket has bytes to read (pongs, pings, close). Per-message compression is never accepted:
 it cost ~50 KiB a socket for frames of a few hundred bytes. Pings every COUNTS_WS_PING_INTERVAL
@@ -13,92 +14,23 @@ delay in the reason.
 
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Iterable
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
+from wsproto import WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import ProtocolError
 
-from counts import metrics
-from counts.errors import Problem
-from counts.http.auth import query_value
-from counts.http.streams import open_stream
 from counts.live.stream import Subscription, Update
-from counts.observe import ROUTE_KEY
+from counts.observability import metrics
 
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION, SERVICE_RESTART = 1008, 1012
-WS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts/ws")
-WS_ROUTE = "/v1/users/<user_id>/unread-counts/ws"
-# Where a refused upgrade leaves its Problem for the Flask view to render as problem+json.
-PROBLEM_KEY = "counts.websocket_problem"
-
-
-class WebSockets:
-    """WSGI middleware serving the WebSocket URL outside Flask: a session holds its greenlet for
-    hours, and inside Flask's request it also held the request context (about 10 KiB more per
-    socket). Anything refused goes on to Flask, which answers with the problem."""
-
-    def __init__(self, app: Callable, resources):
-        self.app = app
-        self.resources = resources
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket" and supported(environ):
-            found = WS_PATH.fullmatch(environ.get("PATH_INFO", ""))
-            if found is not None and environ["REQUEST_METHOD"] == "GET":
-                environ[ROUTE_KEY] = WS_ROUTE
-                self.serve(environ, start_response, found.group(1))  # or falls through
-        return self.app(environ, start_response)
-
-    def serve(self, environ: dict, start_response: Callable, user_id: str) -> None:
-        """Open and serve one WebSocket (raising StopIteration, which tells gunicorn to close
-        the connection with nothing more written); return if refused, its problem noted."""
-        res = self.resources
-        try:
-            try:
-                connection = handshake(environ)
-            except ProtocolError as error:
-                raise Problem(f"Not a valid WebSocket upgrade: {error}.") from None
-            sub, first = open_stream(environ, res, user_id, query_value(environ, "etag"))
-        except Problem as problem:
-            environ[PROBLEM_KEY] = problem
-            return
-        start_response("101 Switching Protocols", [])  # for the access log; never written
-        session = Session(connection, environ["gunicorn.socket"], sub, res.settings.live.ws_ping_interval,
-                          res.settings.live.heartbeat)
-        with res.load.waiting():
-            session.run(first)
-        raise StopIteration
-
-
-def supported(environ: dict) -> bool:
-    """Whether this server can hand the socket over: gunicorn's gevent worker."""
-    if "gunicorn.socket" not in environ:
-        return False
-    from gevent import monkey
-
-    return monkey.is_module_patched("socket")
 
 
 def frame(update: Update) -> str:
     """One counts frame."""
     return f'{{"etag": {json.dumps(update.etag)}, "counts": {update.body}}}'
-
-
-def handshake(environ: dict) -> WSConnection:
-    """Parse the upgrade request; raises wsproto's ProtocolError if it is not a valid one."""
-    connection = WSConnection(ConnectionType.SERVER)
-    headers = [(key[5:].replace("_", "-").lower(), value) for key, value in environ.items()
-               if key.startswith("HTTP_")]
-    target = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-    connection.initiate_upgrade_connection(headers, target)
-    if not isinstance(next(connection.events(), None), Request):
-        raise ProtocolError("not a WebSocket upgrade request")
-    return connection
 
 
 class Session:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 from counts.errors import InvalidInput, NotFound
-from counts.queries import push as push_sql
+from counts.postgres.queries import push as push_sql
 from counts.settings import Settings
 
 PLATFORMS = ("webpush", "apns", "fcm")

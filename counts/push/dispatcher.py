@@ -22,21 +22,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
-from counts import metrics
-from counts.db import Database
 from counts.errors import DependencyUnavailable
+from counts.observability import metrics
+from counts.postgres.pool import Database
+from counts.postgres.queries import push as push_sql
 from counts.push.devices import Device
 from counts.push.payload import Push
 from counts.push.plan import Delivery, Job, plan
 from counts.push.providers import ACCEPTED, GONE, RETRY, Outcome, Provider
-from counts.queries import push as push_sql
 from counts.settings import PushSettings
-from counts.source.own import OwnSource
+from counts.sources.own import OwnSource
 
 log = logging.getLogger(__name__)
 
 LiveUsers = Callable[[list[str]], set[str]]
-# The read path's counts (counts.source): the badge is what a poll would answer.
+# The read path's counts (counts.sources): the badge is what a poll would answer.
 CountsOf = Callable[..., dict[UUID, dict]]
 
 # Outcomes of the dispatcher's own making, beside the providers' (never sent):

@@ -6,12 +6,12 @@ from functools import partial
 
 from prometheus_client import REGISTRY, start_http_server
 
-from counts import markers, metrics, source
-from counts.db import Database
-from counts.errors import DependencyUnavailable
+from counts import markers, sources
+from counts.markers import presence
+from counts.postgres.pool import Database
 from counts.push import providers
 from counts.push.dispatcher import Dispatcher
-from counts.queries import push as push_sql
+from counts.push.queue import QueueCollector, QueueStats
 from counts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,29 +19,15 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "counts-push"  # the dispatcher's sessions in pg_stat_activity
 
 
-class QueueCollector:
-    """The push queue's depth and oldest job, read from Postgres at each scrape."""
-
-    def __init__(self, db: Database):
-        self.db = db
-
-    def collect(self):
-        """Gauges for this scrape; none while Postgres is unreachable."""
-        try:
-            return metrics.push_queue(*self.db.read(push_sql.queue_stats))
-        except DependencyUnavailable:
-            return []
-
-
 def make_dispatcher(settings: Settings) -> Dispatcher:
     """A dispatcher with its own connections (a LISTEN, a round, a read) and the configured providers."""
-    counts_source = source.from_settings(settings.source)
+    counts_source = sources.from_settings(settings.source)
     db = Database(settings.postgres.url, settings.postgres.timeout, 3, schema=counts_source.schema,
                   application_name=APPLICATION_NAME)
     client = markers.connect(settings.redis.topology, settings.redis.timeout,
                              settings.redis.pool_size)
     return Dispatcher(db, providers.build(settings), settings.push,
-                      partial(markers.live_users, client), counts_source.unread_counts)
+                      partial(presence.live_users, client), counts_source.unread_counts)
 
 
 def run_worker(settings: Settings) -> None:
@@ -51,7 +37,7 @@ def run_worker(settings: Settings) -> None:
         signal.signal(signum, lambda *_: dispatcher.stop())
     push = settings.push
     if push.metrics_port:
-        REGISTRY.register(QueueCollector(dispatcher.db))
+        REGISTRY.register(QueueCollector(QueueStats(dispatcher.db)))
         start_http_server(push.metrics_port, addr=push.metrics_host)
         log.info("push metrics on http://%s:%d/metrics", push.metrics_host, push.metrics_port)
     log.info("push dispatcher started (providers: %s)", ", ".join(sorted(dispatcher.providers)) or "none")

@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from counts import create_app, migrations
-from counts.db import Database
+from counts.app import create_app
+from counts.postgres import migrations
+from counts.postgres.pool import Database
 from counts.settings import function_name
-from counts.source.attached import AttachedSource
+from counts.sources.attached import AttachedSource
 from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
 from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, settings_for, throwaway_database
 from tests.services import Gunicorn
@@ -31,7 +32,7 @@ def chat():
         with throwaway_database(f"counts_test_attached_{os.getpid()}") as url:
             db = Database(url, timeout=10, pool_size=1, schema="counts")
             try:
-                migrations.upgrade(db, attached_source())
+                migrations.upgrade(db, "attached", "counts")
             finally:
                 db.close()
             made = Chat(url, suffix)

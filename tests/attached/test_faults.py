@@ -12,7 +12,7 @@ import uuid
 import psycopg2
 import pytest
 
-from counts.relay import APPLICATION_NAME
+from counts.bumps.relay import APPLICATION_NAME
 from tests.attached.chat import Chat, Writer
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.faults.conftest import redis_proxy, redis_url_through, start_service  # noqa: F401 - fixtures

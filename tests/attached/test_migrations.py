@@ -1,4 +1,4 @@
-"""counts.migrations in attached mode: only the schema counts, never the app's tables; idempotent
+"""counts.postgres.migrations in attached mode: only the schema counts, never the app's tables; idempotent
 and safe when concurrent; and the layout that lets one shared file serve both modes."""
 
 import re
@@ -8,10 +8,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from counts import migrations
-from counts.db import Database
-from counts.source.attached import SCHEMA, AttachedSource
-from counts.source.own import OwnSource
+from counts.postgres import migrations
+from counts.postgres.pool import Database
+from counts.sources.attached import SCHEMA, AttachedSource
+from counts.sources.own import OwnSource
 from tests.conftest import throwaway_database
 
 ATTACHED = AttachedSource(("public", "counts_unread"))
@@ -43,7 +43,7 @@ def upgrade(url: str, source=ATTACHED) -> list[str]:
     """Upgrade the database at `url` as `db upgrade` does in the source's mode."""
     db = Database(url, timeout=10, pool_size=1, schema=source.schema)
     try:
-        return migrations.upgrade(db, source)
+        return migrations.upgrade(db, source.name, source.schema)
     finally:
         db.close()
 
@@ -64,7 +64,7 @@ def app_url():
 def test_attached_upgrade_creates_only_schema_counts_and_leaves_the_app_alone(app_url):
     before = relations(app_url)
     applied = upgrade(app_url)
-    assert applied == [version for version, _ in migrations.available(ATTACHED)]
+    assert applied == [version for version, _ in migrations.available(ATTACHED.name)]
     created = relations(app_url) - before
     assert {"counts.marker_outbox", "counts.marker_outbox_id_seq", "counts.schema_migrations",
             "counts.bump", "counts.push_jobs", "counts.push_devices", "counts.push_leases",
@@ -94,7 +94,7 @@ def test_concurrent_attached_upgrades_apply_each_migration_once(app_url):
         thread.join(timeout=60)
     assert errors == []
     assert sorted(v for versions in applied for v in versions) == [
-        version for version, _ in migrations.available(ATTACHED)]
+        version for version, _ in migrations.available(ATTACHED.name)]
 
 
 def test_a_shared_migration_lands_beside_each_modes_outbox(tmp_path, monkeypatch):
@@ -144,6 +144,5 @@ def test_shared_migration_numbers_never_reuse_a_modes_numbers():
     shared = numbers(PACKAGE)
     for track in ("own", "attached"):
         assert not shared & numbers(PACKAGE / track), track
-        versions = [version for version, _ in migrations.available(
-            OwnSource() if track == "own" else ATTACHED)]
+        versions = [version for version, _ in migrations.available(track)]
         assert versions == sorted(versions) and len(versions) == len(set(versions))

@@ -6,7 +6,7 @@ each push from the app's unread function. The test is the browser, as in tests/p
 
 import pytest
 
-from counts import create_app
+from counts.app import create_app
 from tests.attached.chat import UNREAD_FUNCTION
 from tests.attached.conftest import attached_settings
 from tests.conftest import Api, Tokens, new_user, settings_for

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from counts.auth import mint_token
-from counts.devservices import _pg_bin
+from counts.identity import mint_token
+from dev.services import _pg_bin
 from tests.attached.chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.conftest import ADMIN_URL, SECRET, throwaway_database

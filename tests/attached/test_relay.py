@@ -1,4 +1,4 @@
-"""counts.relay: a wake-up per commit, the outbox as the truth, reconnection and catch-up, and no
+"""counts.bumps.relay: a wake-up per commit, the outbox as the truth, reconnection and catch-up, and no
 double bumps when several relays wake on one commit."""
 
 import collections
@@ -8,12 +8,13 @@ import threading
 import pytest
 
 from counts import markers
-from counts.db import Database
-from counts.relay import APPLICATION_NAME, Relay
-from counts.settings import parse_redis_url
+from counts.bumps.relay import APPLICATION_NAME, Relay
+from counts.postgres.pool import Database
+from counts.settings import DEFAULT_MARKER_TTL, parse_redis_url
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import MARKER_TTL, new_user
 from tests.services import wait_until
+from tests.support.markers import read_marker
 
 
 @pytest.fixture
@@ -54,8 +55,8 @@ def bump_in_sql(chat, *users) -> None:
 
 def marker_moves(redis_client, user):
     """A predicate: the user's marker differs from the one they hold now."""
-    held = markers.read_marker(redis_client, user, MARKER_TTL)
-    return lambda: markers.read_marker(redis_client, user, MARKER_TTL) != held
+    held = read_marker(redis_client, user, MARKER_TTL)
+    return lambda: read_marker(redis_client, user, MARKER_TTL) != held
 
 
 def relay_backends(chat) -> list[int]:
@@ -112,7 +113,7 @@ def test_relays_woken_by_the_same_commits_never_bump_a_row_twice(chat, start_rel
     lock = threading.Lock()
     real_bump = markers.bump
 
-    def counting_bump(client, user_ids, ttl=markers.DEFAULT_TTL, wal=None):
+    def counting_bump(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None):
         user_ids = list(user_ids)
         with lock:
             bumped.update(user_ids)
@@ -147,14 +148,14 @@ def test_a_bump_redis_refused_is_taken_by_the_next_wake_up(chat, start_relay, pr
     start_relay(client=client)
     early, late = new_user(), new_user()
     private_redis.stop(save=True)
-    with caplog.at_level(logging.INFO, logger="counts.relay"):
+    with caplog.at_level(logging.INFO, logger="counts.bumps.relay"):
         bump_in_sql(chat, early)  # the relay wakes, Redis refuses: the row stays
         wait_until(lambda: "relay waits for Redis" in caplog.text, timeout=RELAY_BOUND,
                    what="the relay to try Redis")
     assert chat.queued_for([early]) == 1
     private_redis.start()
-    held = markers.read_marker(client, early, MARKER_TTL)
+    held = read_marker(client, early, MARKER_TTL)
     bump_in_sql(chat, late)  # the next wake-up drains everything, the early row included
     wait_until(lambda: chat.queued_for([early, late]) == 0, timeout=RELAY_BOUND, what="both bumped")
-    assert markers.read_marker(client, early, MARKER_TTL) != held
+    assert read_marker(client, early, MARKER_TTL) != held
     client.close()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from counts import create_app
+from counts.app import create_app
 from tests.attached.conftest import attached_env, attached_settings
 from tests.conftest import Api, Tokens, new_user, settings_for
 from tests.services import ROOT, Gunicorn, PrivateRedis, free_port

@@ -1,4 +1,4 @@
-"""counts.source and COUNTS_UNREAD_FUNCTION: the name as Postgres reads it, the start-up check of
+"""counts.sources and COUNTS_UNREAD_FUNCTION: the name as Postgres reads it, the start-up check of
 the function's shape, and counts read through it in the body's one shape."""
 
 import psycopg2
@@ -6,9 +6,9 @@ import pytest
 from psycopg2 import sql
 
 from counts.settings import Settings, function_name
-from counts.source import check_at_start, from_settings
-from counts.source.attached import AttachedSource
-from counts.source.own import OwnSource
+from counts.sources import check_at_start, from_settings
+from counts.sources.attached import AttachedSource
+from counts.sources.own import OwnSource
 from tests.conftest import SECRET, new_user
 
 

@@ -2,7 +2,7 @@
 
 Arguments: CONVERSATION_ID SENDER_ID BODY. DATABASE_URL, REDIS_URL and COUNTS_JWT_SECRET come from
 the environment, as for the service. It builds the service's resources as create_app does and
-sends a message through counts.outbox.write_then_bump, whose bump step SIGKILLs the process: the
+sends a message through counts.bumps.outbox.write_then_bump, whose bump step SIGKILLs the process: the
 transaction (message and outbox row) has committed, no marker has been bumped.
 """
 
@@ -11,9 +11,10 @@ import signal
 import sys
 from uuid import UUID
 
-from counts import outbox, writes
+from counts.bumps import outbox
 from counts.resources import Resources
 from counts.settings import Settings
+from counts.sources import own
 
 
 def die_now(*_args) -> None:
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> int:
     resources = Resources(Settings.from_env())
     outbox.bump_and_forget = die_now
     outbox.write_then_bump(resources.db, resources.redis, resources.marker_ttl,
-                           writes.send_message, UUID(conversation), UUID(sender), body)
+                           own.send_message, UUID(conversation), UUID(sender), body)
     print("the writer survived its commit", file=sys.stderr)
     return 1
 

@@ -20,8 +20,8 @@ from urllib.parse import quote, urlsplit
 import requests
 import websocket
 
-from counts import markers
-from counts.auth import mint_token
+from counts.identity import mint_token
+from counts.markers import keys
 from tests.conftest import SECRET, true_total
 from tests.faults.verdict import FIGURES, pending_bumps
 from tests.faults.world import World
@@ -245,7 +245,7 @@ class LiveTraffic:
             """The user's marker in Redis now, for the report."""
             if redis_client is None:
                 return "?"
-            return str(redis_client.get(markers.marker_key(user)))
+            return str(redis_client.get(keys.marker_key(user)))
 
         stale = [f"{d.kind} of {d.user[:8]} shows {d.total} ({d.etag}); Postgres says "
                  f"{truth[d.user]}, Redis holds {marker(d.user)}"

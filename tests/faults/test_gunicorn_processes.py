@@ -16,7 +16,7 @@ from unittest import mock
 
 import psutil
 
-from counts.auth import mint_token
+from counts.identity import mint_token
 from tests.conftest import SECRET
 from tests.faults.traffic import REQUEST_TIMEOUT, Traffic
 from tests.faults.verdict import pending_bumps

@@ -78,7 +78,7 @@ def assert_gave_up_in_time(slowest: dict[str, float], fault: str) -> None:
 
 def test_a_request_waiting_on_postgres_leaves_its_worker_free(private_redis, pg_proxy, database_url,
                                                               pg, tokens, tmp_path):
-    """gevent: psycopg2 waits through counts.db's callback on select.select, which gevent makes
+    """gevent: psycopg2 waits through counts.postgres.pool's callback on select.select, which gevent makes
     cooperative. While one request waits on a frozen Postgres, the same (single) worker answers
     a 304 from Redis; a blocking wait would hold the whole worker until the timeout."""
     env = {**service_env(proxied_url(database_url, pg_proxy), private_redis.url),

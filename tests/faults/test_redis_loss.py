@@ -4,7 +4,7 @@ A lost marker must come back as one no client holds (DESIGN.md invariant 4), so 
 on a stale 304; reads and writes never fail for it (invariant 6).
 """
 
-from counts import markers
+from counts.markers import keys
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
 
@@ -57,7 +57,7 @@ def test_marker_eviction_mid_traffic_leaves_no_client_stale(start_service, evict
         traffic.advance(polls=100, acked=20)
         junk_evicted = 8 * 16 - sum(1 for _ in admin.scan_iter("junk:*"))
         markers_evicted = admin.info("stats")["evicted_keys"] - junk_evicted
-        markers_left = sum(1 for _ in admin.scan_iter(markers.marker_key("*")))
+        markers_left = sum(1 for _ in admin.scan_iter(keys.marker_key("*")))
     figures = traffic.finish(pg, "redis marker eviction")
     print(f"eviction: {markers_evicted} markers evicted, {markers_left} present at the end")
     assert markers_evicted > 0, "the junk evicted no marker: the test proved nothing"

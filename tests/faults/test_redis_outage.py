@@ -14,7 +14,7 @@ import uuid
 
 import requests
 
-from counts.auth import mint_token
+from counts.identity import mint_token
 from tests.conftest import SECRET, true_total
 from tests.faults.conftest import redis_url_through
 from tests.faults.traffic import Traffic

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import requests
 
-from counts.auth import mint_token
+from counts.identity import mint_token
 from tests.conftest import SECRET, true_total
 from tests.faults.verdict import (
     FIGURES,

@@ -3,7 +3,7 @@
 import collections
 from dataclasses import dataclass, field
 
-from counts.queries import bumps
+from counts.postgres.queries import bumps
 
 GOOD_STATUSES = frozenset({200, 201, 204, 304})
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import requests
 
-from counts.auth import mint_token
+from counts.identity import mint_token
 from tests.conftest import SECRET
 
 SETUP_TIMEOUT = 10.0

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from psycopg2 import sql
 
-from counts.db import Database
+from counts.postgres.pool import Database
 from counts.push.dispatcher import Dispatcher
 from counts.push.providers import ACCEPTED, Outcome
 from tests.conftest import new_user, settings_for, true_total

@@ -2,7 +2,7 @@
 
 import pytest
 
-from counts import create_app
+from counts.app import create_app
 from counts.push import vapid
 from counts.push.providers import apns, fcm
 from counts.settings import Settings

@@ -70,25 +70,25 @@ def test_the_sender_gets_no_alert_and_users_without_devices_get_no_job(push_api,
 
 
 def test_a_push_job_exists_exactly_when_its_write_committed(push_api, push_service, pg, monkeypatch):
-    from counts import outbox
+    from counts.bumps import outbox
 
     alice, bob = new_user(), new_user()
     conversation = push_api.conversation(alice, bob)
     subscribe(push_api, push_service, bob)
-    real = outbox.push_jobs.enqueue
+    real = outbox.push_sql.enqueue_jobs
 
     def enqueue_then_fail(*args):
         real(*args)
         raise RuntimeError("the write fails after its push job was written")
 
-    monkeypatch.setattr(outbox.push_jobs, "enqueue", enqueue_then_fail)
+    monkeypatch.setattr(outbox.push_sql, "enqueue_jobs", enqueue_then_fail)
     assert push_api.send(conversation, alice).status_code == 500
     with pg.cursor() as cur:
         cur.execute("SELECT count(*) FROM push_jobs")
         assert cur.fetchone()[0] == 0  # rolled back with the message
         cur.execute("SELECT count(*) FROM messages")
         assert cur.fetchone()[0] == 0
-    monkeypatch.setattr(outbox.push_jobs, "enqueue", real)
+    monkeypatch.setattr(outbox.push_sql, "enqueue_jobs", real)
     assert push_api.send(conversation, alice).status_code == 201
     with pg.cursor() as cur:
         cur.execute("SELECT user_id::text, alert, conversation_id::text FROM push_jobs")

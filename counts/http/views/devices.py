@@ -1,0 +1,49 @@
+"""Push devices: register, list (tokens masked), delete; the Web Push application server key."""
+
+from uuid import UUID
+
+from flask import Blueprint, Response
+
+from counts.errors import NotFound
+from counts.http import schemas
+from counts.http.auth import parse_path_uuid, requires_user
+from counts.http.views import json_response, load_body, resources
+from counts.push import devices
+
+bp = Blueprint("push", __name__)
+
+
+@bp.post("/v1/users/<user_id>/devices")
+@requires_user
+def register_device(user_id: UUID) -> Response:
+    """Register a device for a user: 201 with a new id, or 200 with the id its token already had."""
+    body = load_body(schemas.device_registration)
+    res = resources()
+    token, settings = res.push.check(body)
+    device_id, created = res.db.run(devices.register, user_id, body["platform"], token, settings,
+                                    res.push.max_devices)
+    return json_response({"device_id": str(device_id)}, 201 if created else 200)
+
+
+@bp.get("/v1/users/<user_id>/devices")
+@requires_user
+def list_devices(user_id: UUID) -> Response:
+    """A user's devices, each token shown only as a short hash."""
+    return json_response({"devices": resources().db.read(devices.list_devices, user_id)})
+
+
+@bp.delete("/v1/users/<user_id>/devices/<device_id>")
+@requires_user
+def delete_device(user_id: UUID, device_id: str) -> Response:
+    """Forget a device (the app signed out, or the user turned push off)."""
+    resources().db.run(devices.remove, user_id, parse_path_uuid(device_id, "device_id"))
+    return Response(status=204)
+
+
+@bp.get("/v1/push/webpush-key")
+def webpush_key() -> Response:
+    """The applicationServerKey for pushManager.subscribe (public: it is a public key)."""
+    key = resources().push.webpush_key
+    if key is None:
+        raise NotFound("Web Push is not configured on this service.")
+    return json_response({"public_key": key})
