@@ -10,10 +10,9 @@ import pytest
 import requests
 import websocket
 
-from counts import markers
 from counts.identity import mint_token
 from counts.live.subscribers import READ_SLICE
-from counts.markers import presence
+from counts.markers import keys, presence
 from tests.conftest import SECRET, new_user
 from tests.identity import SigningKey, supabase_claims
 from tests.live_clients import SseStream, WsStream, ws_url
@@ -164,8 +163,8 @@ def test_streams_refuse_before_they_start(user, server, tokens, redis_client, tr
         ({}, "?ticket=" + "x" * 500, 401),
     ]
     expired = "expired-ticket-for-test"
-    markers.store_ticket(redis_client, expired,
-                         json.dumps([user.id, "authenticated", user.id, time.time() - 1]), 30)
+    redis_client.set(keys.ticket_key(expired),
+                     json.dumps([user.id, "authenticated", user.id, time.time() - 1]), ex=30)
     cases.append(({}, f"?ticket={expired}", 401))
     for headers, query, status in cases:
         if transport == "sse":

@@ -30,7 +30,7 @@ import redis
 
 from counts import markers
 from counts.live.subscribers import Subscriber, describe
-from counts.markers import topology
+from counts.markers import presence, topology
 from counts.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class Feed:
             with self._lock:
                 users = [u for u in self._pending if u in self._waiters]
                 self._pending.clear()
-                presence, self._presence = self._presence, {}
+                changes, self._presence = self._presence, {}
             failed = [user for i in range(0, len(users), BATCH)
                       for user in self._recheck_batch(users[i:i + BATCH])]
             if failed:  # retried soon: a lost re-check would cost a heartbeat
@@ -271,8 +271,8 @@ class Feed:
             if time.monotonic() - refreshed >= self.heartbeat:
                 refreshed = time.monotonic()
                 with self._lock:
-                    presence.update(dict.fromkeys(self._live, True))
-            self._write_presence(presence)
+                    changes.update(dict.fromkeys(self._live, True))
+            self._write_presence(changes)
 
     def _recheck_batch(self, users: list[str]) -> list[str]:
         """One read (per Redis server) for these users; wake each waiter whose marker moved. The
@@ -292,10 +292,10 @@ class Feed:
                         waiter.wake()
         return [user for user in users if user not in tokens]
 
-    def _write_presence(self, presence: dict[str, bool]) -> None:
+    def _write_presence(self, changes: dict[str, bool]) -> None:
         """Write presence changes: opened (or still open) users get two heartbeats more."""
-        opened = [user for user, live in presence.items() if live]
-        gone = [user for user, live in presence.items() if not live]
+        opened = [user for user, live in changes.items() if live]
+        gone = [user for user, live in changes.items() if not live]
         try:
             if opened:
                 presence.mark_live(self.redis, self.worker_id, opened,
@@ -305,5 +305,5 @@ class Feed:
         except redis.RedisError as error:
             log.info("feed: presence not written (it lapses by itself): %s", describe(error))
             with self._lock:
-                for user, live in presence.items():
+                for user, live in changes.items():
                     self._presence.setdefault(user, live)
