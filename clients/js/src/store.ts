@@ -40,14 +40,16 @@ export class CountsStore {
     return true;
   }
 
-  /** Status, and the transport and error that go with it; listeners hear only a new status. */
+  /** Status, and the transport and error that go with it. Listeners hear only a new status; a
+   * new error or transport under the same status is shown to the next getSnapshot() quietly. */
   setStatus(status: Status, transport: TransportName | null, error: CountsError | null = null): void {
-    if (status === this.snapshot.status) return;
-    this.replace({ status, transport, error });
+    const now = this.snapshot;
+    if (status === now.status && transport === now.transport && error?.message === now.error?.message) return;
+    this.replace({ status, transport, error }, status !== now.status);
   }
 
-  private replace(change: Partial<CountsSnapshot>): void {
+  private replace(change: Partial<CountsSnapshot>, notify = true): void {
     this.snapshot = Object.freeze({ ...this.snapshot, ...change });
-    for (const listener of [...this.listeners]) listener();
+    if (notify) for (const listener of [...this.listeners]) listener();
   }
 }
