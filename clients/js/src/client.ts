@@ -105,6 +105,8 @@ export class CountsClient {
   private openedAt: number | null = null;
   private token: TokenTimes | null = null;
   private forceRefresh = false;
+  /** A request of this foreground period was answered (the server is there). */
+  private answered = false;
   private refreshedFor401 = false;
   private serverPollMs = 0;
   private unchangedPolls = 0;
@@ -193,6 +195,7 @@ export class CountsClient {
     if (!this.lifecycle.isOnline()) return this.halt("offline");
     if (!this.lifecycle.isForeground()) return this.halt("paused");
     this.halt("connecting");
+    this.answered = false;
     this.backoff.reset();
     for (const [transport, until] of this.demotedUntil) {
       if (until !== Infinity) this.demotedUntil.delete(transport); // re-tried on every return
@@ -262,13 +265,15 @@ export class CountsClient {
         abort();
       }, Math.max(renewIn, 0)));
     }
+    // A long-poll is live while it is held, once the server has answered this period's requests.
+    if (transport === "long-poll" && this.answered) this.store.setStatus("live", transport);
     this.trace({ type: "connect", transport });
     let outcome = await TRANSPORTS[transport === "revalidate" ? "poll" : transport](connection);
     for (const timer of timers) this.timers.clearTimeout(timer);
     if (this.abortCurrent === abort) this.abortCurrent = null;
     this.current = null;
     if (generation !== this.generation) return null;
-    if (renewing) outcome = { kind: "ended", retryMs: 0, reason: "token renewal" };
+    if (renewing) outcome = { kind: "renew" };
     this.trace({ type: "outcome", transport, outcome });
     return outcome;
   }
@@ -300,6 +305,7 @@ export class CountsClient {
     const now = this.timers.now();
     switch (outcome.kind) {
       case "answered":
+        this.answered = true;
         this.backoff.reset();
         if (transport === "revalidate") return this.pick() === "poll" ? this.pollDelay(outcome.changed) : 0;
         if (transport === "poll") return this.pollDelay(outcome.changed);
@@ -319,6 +325,8 @@ export class CountsClient {
         }
         return this.backoff.next();
       }
+      case "renew":
+        return 0; // still live as far as anyone can tell: no status change
       case "token-expired":
         this.forceRefresh = true;
         this.trouble("token expired");
@@ -365,6 +373,7 @@ export class CountsClient {
 
   private trouble(message: string, status?: number, kind?: CountsError["kind"]): void {
     const error: CountsError = { kind: kind ?? (status ? "http" : "network"), message, ...(status ? { status } : {}) };
+    this.answered = false;
     this.store.setStatus("connecting", null, error);
   }
 

@@ -54,6 +54,8 @@ export type Outcome =
   | { kind: "poll-instead"; changed: boolean }
   /** This runtime cannot run the transport (no streaming body, no WebSocket). */
   | { kind: "unsupported"; reason: string }
+  /** The client closed a stream to renew its token before `exp` (not the transport's doing). */
+  | { kind: "renew" }
   /** getToken failed: nothing was sent. */
   | { kind: "no-token"; reason: string };
 
