@@ -357,6 +357,7 @@ export class CountsClient {
         return this.backoff.next();
       case "failed": {
         this.trouble(outcome.reason, outcome.status);
+        if (transport === "long-poll" || transport === "poll" || transport === "revalidate") this.answered = false;
         if (transport !== "poll" && transport !== "revalidate" && !this.everOpened.has(transport)) {
           const recent = (this.failures.get(transport) ?? []).filter((at) => now - at < QUICK_FAILURES_MS);
           recent.push(now);
@@ -373,7 +374,6 @@ export class CountsClient {
 
   private trouble(message: string, status?: number, kind?: CountsError["kind"]): void {
     const error: CountsError = { kind: kind ?? (status ? "http" : "network"), message, ...(status ? { status } : {}) };
-    this.answered = false;
     this.store.setStatus("connecting", null, error);
   }
 
