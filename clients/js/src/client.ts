@@ -79,6 +79,7 @@ export const ONLINE_JITTER_MS = 3_000;
 const POLL_STRETCH_EVERY = 3;
 const POLL_STRETCH_MAX = 2;
 const REQUEST_DEADLINE_MS = 30_000;
+const REVALIDATE_AFTER_AWAY_MS = 5_000;
 
 export class CountsClient {
   readonly baseUrl: string;
@@ -105,6 +106,7 @@ export class CountsClient {
   private openedAt: number | null = null;
   private token: TokenTimes | null = null;
   private forceRefresh = false;
+  private backgroundAt: number | null = null;
   /** A request of this foreground period was answered (the server is there). */
   private answered = false;
   private refreshedFor401 = false;
@@ -123,7 +125,7 @@ export class CountsClient {
     this.baseUrl = options.baseUrl;
     this.userId = options.userId;
     const fetch = options.fetch ?? (globals.fetch as FetchLike | undefined);
-    if (!fetch) throw new Error("CountsClient: no fetch in this runtime; pass options.fetch");
+    if (!fetch) throw new Error("CountsClient: no fetch; pass options.fetch");
     this.fetch = options.fetch ?? ((url, init) => fetch(url, init)); // unbound window.fetch throws
     this.lifecycle = options.lifecycle ?? defaultLifecycle();
     const order = options.transports ?? WEB_TRANSPORTS;
@@ -337,17 +339,17 @@ export class CountsClient {
           this.forceRefresh = true;
           return 0;
         }
-        this.halt("unauthorized", { kind: "http", status: 401, message: "the token was refused twice" });
+        this.halt("unauthorized", { kind: "http", status: 401, message: "token refused twice" });
         return null;
       case "forbidden":
-        this.halt("forbidden", { kind: "http", status: 403, message: "this token may not read these counts" });
+        this.halt("forbidden", { kind: "http", status: 403, message: "forbidden" });
         return null;
       case "rate-limited":
         this.trouble("rate limited", 429);
         return Math.max(outcome.retryAfterMs ?? 0, this.backoff.next());
       case "at-capacity":
         this.demote(transport, Math.max(DEMOTION_MS, outcome.retryAfterMs ?? 0));
-        this.trouble("the server holds all the streams it can", 503);
+        this.trouble("at capacity", 503);
         return 0;
       case "unsupported":
         this.demote(transport, Infinity);
@@ -444,6 +446,7 @@ export class CountsClient {
     if (status === "unauthorized" || status === "forbidden") return; // until refresh() or start()
     switch (event) {
       case "background":
+        this.backgroundAt = this.timers.now();
         this.timers.clearTimeout(this.graceTimer);
         if (this.lifecycle.backgroundGraceMs > 0 && this.openedAt !== null) {
           this.graceTimer = this.timers.setTimeout(() => this.halt("paused"), this.lifecycle.backgroundGraceMs);
@@ -451,11 +454,17 @@ export class CountsClient {
           this.halt("paused");
         }
         break;
-      case "foreground":
+      case "foreground": {
         this.timers.clearTimeout(this.graceTimer);
-        if (this.looping && this.current?.probe) this.current.probe(); // is the socket still there?
-        else if (!this.looping || status === "paused") this.resume(false);
+        const away = this.backgroundAt === null ? 0 : this.timers.now() - this.backgroundAt;
+        this.backgroundAt = null;
+        if (!this.looping || status === "paused") this.resume(false);
+        else if (this.current?.probe) this.current.probe(); // is the socket still there?
+        // A stream kept through a longer absence (a frozen page) may have died unseen: one
+        // conditional GET beside it says at once, instead of at the heartbeat watchdog.
+        else if (away >= REVALIDATE_AFTER_AWAY_MS) void this.revalidateBeside();
         break;
+      }
       case "offline":
         this.halt("offline");
         break;

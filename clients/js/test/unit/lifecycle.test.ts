@@ -44,6 +44,25 @@ describe("web: hidden and visible", () => {
     client.stop();
   });
 
+  it("back within the grace period: a quick switch costs nothing, a longer absence one conditional GET", async () => {
+    const { server, client, lifecycle } = harness({ graceMs: 30_000 });
+    client.start();
+    await until(() => client.getSnapshot().status === "live", "live");
+    const sent = server.requests.length;
+    lifecycle.emit("background");
+    await vi.advanceTimersByTimeAsync(2_000);
+    lifecycle.emit("foreground");
+    await vi.advanceTimersByTimeAsync(100);
+    expect(server.requests.length).toBe(sent); // kept the stream, sent nothing
+    lifecycle.emit("background"); // a frozen page: timers stop, the stream may die unseen
+    await vi.advanceTimersByTimeAsync(10_000);
+    lifecycle.emit("foreground");
+    await until(() => server.requests.length === sent + 1, "a revalidation");
+    expect(server.requests[sent]!.headers["If-None-Match"]).toBe(server.etag);
+    expect(server.lastStream.open).toBe(true);
+    client.stop();
+  });
+
   it("polling stops at once when hidden, even within the grace period", async () => {
     const { server, client, lifecycle } = harness({ graceMs: 30_000, transports: ["poll"], pollIntervalMs: 5_000 });
     server.pollInterval = 1;
