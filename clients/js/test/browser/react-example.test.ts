@@ -2,9 +2,9 @@
 // against the real service: Supabase's session plugs into getToken as it is.
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { build } from "vite";
-import { ChatUser, type CountsServer, startCountsServer } from "../support/service.js";
+import { ChatUser, type Service, sharedService } from "../support/service.js";
 import { PACKAGE, PageServer, launchChromium } from "./support.js";
 
 const APP = join(PACKAGE, ".tmp/react-example");
@@ -26,13 +26,13 @@ export const supabase = { auth: { getSession: async () => session(), refreshSess
 
 const ENTRY = { "@counts/client": "index.js", "@counts/client/react": "react.js" };
 
-let counts: CountsServer;
+let counts: Service;
 let pages: PageServer;
 
 beforeAll(async () => {
   pages = new PageServer({}, { "/": join(APP, "dist") });
-  await pages.start();
-  counts = await startCountsServer({ settings: { COUNTS_CORS_ORIGINS: pages.origin } });
+  await pages.start(inject("pagePorts")[1]);
+  counts = sharedService();
   await rm(APP, { recursive: true, force: true });
   await mkdir(join(APP, "src"), { recursive: true });
   await writeFile(join(APP, "src/main.tsx"), await readmeExample());
@@ -48,7 +48,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await counts?.stop();
   await pages?.stop();
   await rm(APP, { recursive: true, force: true });
 });

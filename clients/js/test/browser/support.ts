@@ -16,7 +16,8 @@ export class PageServer {
 
   constructor(private readonly pages: Record<string, string>, private readonly roots: Record<string, string>) {}
 
-  async start(): Promise<this> {
+  /** On `port` (0: any free one). */
+  async start(port = 0): Promise<this> {
     this.server = createServer(async (request, response) => {
       const path = new URL(request.url ?? "/", "http://x").pathname;
       const page = this.pages[path];
@@ -41,7 +42,7 @@ export class PageServer {
       response.writeHead(404);
       response.end();
     });
-    await new Promise<void>((done) => this.server!.listen(0, "127.0.0.1", done));
+    await new Promise<void>((done) => this.server!.listen(port, "127.0.0.1", done));
     const address = this.server.address() as { port: number };
     this.origin = `http://127.0.0.1:${address.port}`;
     return this;

@@ -1,9 +1,9 @@
 // The web build in Debian's Chromium, loaded from another origin than the service's: live over
 // SSE, a real 304 on the next visit, offline and online, hidden and visible, page freeze and
 // resume, and the service worker's badge.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { BrowserContext, CDPSession, Page } from "playwright-core";
-import { ChatUser, type CountsServer, startCountsServer, waitFor } from "../support/service.js";
+import { ChatUser, type Service, sharedService, waitFor } from "../support/service.js";
 import { PACKAGE, PageServer, launchChromium } from "./support.js";
 
 const PAGE = `<!doctype html><title>counts</title><script type="module">
@@ -49,7 +49,7 @@ self.deliverPush = (payload) => { let done; listeners.push({ data: { json: () =>
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));`;
 
-let counts: CountsServer;
+let counts: Service;
 let pages: PageServer;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 let context: BrowserContext;
@@ -72,8 +72,9 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
 const total = async () => (await snapshot()).counts?.total;
 
 beforeAll(async () => {
-  pages = await new PageServer({ "/": PAGE, "/sw-page.html": SW_PAGE, "/sw.js": SW }, { "/dist/": `${PACKAGE}/dist/` }).start();
-  counts = await startCountsServer({ settings: { COUNTS_CORS_ORIGINS: pages.origin } });
+  // On a port the service lists in COUNTS_CORS_ORIGINS: another origin, allowed by name.
+  pages = await new PageServer({ "/": PAGE, "/sw-page.html": SW_PAGE, "/sw.js": SW }, { "/dist/": `${PACKAGE}/dist/` }).start(inject("pagePorts")[0]);
+  counts = sharedService();
   browser = await launchChromium();
   context = browser.context;
   user = await ChatUser.create(counts);
@@ -83,7 +84,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await counts?.stop();
   await pages?.stop();
 });
 

@@ -2,23 +2,15 @@
 // globals removed, a WebSocket that takes headers (React Native's constructor shape, played by
 // the ws package), a fake AppState and NetInfo, and a fetch that buffers whole bodies as React
 // Native's does (so SSE must never be tried), against the real service.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { ChatUser, type CountsServer, startCountsServer, waitFor } from "../support/service.js";
+import { ChatUser, sharedService, waitFor } from "../support/service.js";
 
 for (const name of ["window", "document", "navigator", "EventSource", "WebSocket", "localStorage"]) {
   delete (globalThis as Record<string, unknown>)[name];
 }
 
-let server: CountsServer;
-
-beforeAll(async () => {
-  server = await startCountsServer({ settings: { COUNTS_POLL_INTERVAL: "1" } });
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
+const server = sharedService();
 
 /** React Native's WebSocket: `new WebSocket(url, protocols, {headers})`. */
 class NativeWebSocket extends WebSocket {

@@ -1,10 +1,19 @@
 // The real counts service for contract, React Native and browser tests: started through
 // tests/js_server.py, with HS256 tokens minted here as counts/auth/tokens.py mints them.
 import { createHmac, randomUUID } from "node:crypto";
+import { inject } from "vitest";
 import { type CountsServer, startCountsServer } from "../../scripts/counts-server.mjs";
 
 export type { CountsServer };
 export { startCountsServer };
+
+/** Where a service is and how its tokens are signed. */
+export type Service = Pick<CountsServer, "url" | "jwtSecret">;
+
+/** The service the global setup started for every file (see test/support/global-server.ts). */
+export function sharedService(): Service {
+  return { url: inject("countsUrl"), jwtSecret: inject("jwtSecret") };
+}
 
 function base64url(value: unknown): string {
   return Buffer.from(JSON.stringify(value)).toString("base64url");
@@ -28,9 +37,9 @@ export class ChatUser {
   readonly friend = randomUUID();
   conversation = "";
 
-  constructor(readonly server: CountsServer) {}
+  constructor(readonly server: Service) {}
 
-  static async create(server: CountsServer): Promise<ChatUser> {
+  static async create(server: Service): Promise<ChatUser> {
     const user = new ChatUser(server);
     const response = await fetch(`${server.url}/v1/conversations`, {
       method: "POST", headers: { ...user.serviceAuth(), "Content-Type": "application/json" },
