@@ -309,7 +309,11 @@ export class CountsClient {
       case "answered":
         this.answered = true;
         this.backoff.reset();
-        if (transport === "revalidate") return this.pick() === "poll" ? this.pollDelay(outcome.changed) : 0;
+        if (transport === "revalidate") {
+          if (this.pick() !== "poll") return 0;
+          this.store.setStatus("polling", "poll"); // that answer was this period's first poll
+          return this.pollDelay(outcome.changed);
+        }
         if (transport === "poll") return this.pollDelay(outcome.changed);
         return Math.max(0, LONG_POLL_SPACING_MS - outcome.elapsedMs);
       case "poll-instead":

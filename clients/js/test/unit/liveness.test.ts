@@ -107,6 +107,16 @@ describe("polling", () => {
     client.stop();
   });
 
+  it("is 'polling' from the first answer: the revalidation is this period's first poll", async () => {
+    const { server, client } = harness({ transports: ["poll"] });
+    client.start();
+    await until(() => server.requests.length === 1, "the revalidation");
+    await vi.advanceTimersByTimeAsync(10);
+    expect(client.getSnapshot()).toMatchObject({ status: "polling", transport: "poll" });
+    expect(server.requests).toHaveLength(1); // and the next poll waits its interval
+    client.stop();
+  });
+
   it("refresh() polls now and resets the interval", async () => {
     const { server, client } = harness({ transports: ["poll"], pollIntervalMs: 10_000, random: () => 0 });
     server.pollInterval = 1;
