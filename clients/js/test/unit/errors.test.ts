@@ -70,6 +70,18 @@ describe("Retry-After and the server's hints", () => {
     client.stop();
   });
 
+  it("waits at least Retry-After after a 503 from a poll (Postgres down), without demoting polling", async () => {
+    const { server, client } = harness({ transports: ["poll"] });
+    server.answer("/unread-counts", { status: 503, headers: { "Retry-After": "5" } }, { status: 503, headers: { "Retry-After": "5" } });
+    client.start();
+    await until(() => server.requestsTo("/unread-counts").length === 3, "two retries");
+    const at = server.requestsTo("/unread-counts").map((r) => r.at);
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(5_000);
+    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(5_000);
+    await until(() => client.getSnapshot().status === "polling", "polling");
+    client.stop();
+  });
+
   it("a 503 on a stream (at capacity) degrades to polling at once", async () => {
     const { server, client } = harness();
     server.answer("/stream", { status: 503, headers: { "Retry-After": "9" } });

@@ -1,6 +1,6 @@
 // Which transport, in which order, and when one is demoted (issue 18: "Transport order").
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createReactNativeClient } from "../../src/react-native.js";
+import { type ReactNativeClientOptions, createReactNativeClient } from "../../src/react-native.js";
 import { harness } from "../support/clients.js";
 import { FakeServer, fakeToken, until } from "../support/fake-server.js";
 
@@ -72,19 +72,19 @@ describe("web transport order", () => {
 });
 
 describe("React Native transport order", () => {
-  function nativeClient(server: FakeServer, fetchStreams: boolean) {
-    const listeners: ((state: string) => void)[] = [];
+  const appState = { currentState: "active", addEventListener: () => ({ remove: () => undefined }) };
+
+  function nativeClient(server: FakeServer, options: Partial<ReactNativeClientOptions>) {
     return createReactNativeClient({
       baseUrl: "http://counts.test", userId: server.userId, getToken: async () => fakeToken(3600),
-      fetch: server.fetch, WebSocket: server.WebSocket, fetchStreams, random: () => 0.5,
-      AppState: { currentState: "active", addEventListener: (_: "change", l: (s: string) => void) => { listeners.push(l); return { remove: () => undefined }; } },
+      fetch: server.fetch, WebSocket: server.WebSocket, random: () => 0.5, AppState: appState, ...options,
     });
   }
 
   it("opens the WebSocket with the Authorization header, no ticket", async () => {
     vi.useFakeTimers();
     const server = new FakeServer();
-    const client = nativeClient(server, false);
+    const client = nativeClient(server, { fetchStreams: false });
     client.start();
     await until(() => server.sockets.length === 1, "a socket");
     expect(server.lastSocket.headers.Authorization).toMatch(/^Bearer /);
@@ -95,11 +95,7 @@ describe("React Native transport order", () => {
   it("skips SSE where fetch does not stream, and falls back to long-poll then polling", async () => {
     vi.useFakeTimers();
     const server = new FakeServer();
-    const client = createReactNativeClient({
-      baseUrl: "http://counts.test", userId: server.userId, getToken: async () => fakeToken(3600),
-      fetch: server.fetch, WebSocket: undefined, transports: ["sse", "ws", "long-poll"], random: () => 0.5,
-      AppState: { currentState: "active", addEventListener: () => ({ remove: () => undefined }) },
-    });
+    const client = nativeClient(server, { WebSocket: undefined, transports: ["sse", "ws", "long-poll"] });
     client.start();
     await until(() => client.getSnapshot().transport === "long-poll", "long-poll");
     expect(server.requestsTo("/stream")).toHaveLength(0);
@@ -109,7 +105,7 @@ describe("React Native transport order", () => {
   it("tries SSE after the WebSocket when fetch streams (Expo)", async () => {
     vi.useFakeTimers();
     const server = new FakeServer();
-    const client = nativeClient(server, true);
+    const client = nativeClient(server, { fetchStreams: true });
     client.start();
     await until(() => server.sockets.length === 1, "a socket");
     server.lastSocket.serverClose(1006);
