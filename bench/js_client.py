@@ -49,7 +49,7 @@ def run_client_bench(admin_url: str, redis_url: str, clients: int, seconds: floa
                       max_streams=clients + 100)
     server = Gunicorn("wsgi:app", env, workers=workers, worker_class="gevent").start()
     config = {"url": server.url, "secret": env["COUNTS_JWT_SECRET"], "clients": clients,
-              "foregroundSeconds": seconds, "backgroundSeconds": seconds * 0.75,
+              "foregroundSeconds": seconds, "backgroundSeconds": seconds / 3,
               "writesPerSecond": writes_per_second}
     node = subprocess.Popen(["node", "bench/clients.mjs", json.dumps(config)], cwd=JS, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -125,9 +125,19 @@ def summary_rows(r: ClientResult) -> list[tuple[str, str, str]]:
 
 
 def print_figures(r: ClientResult) -> None:
-    """The figures against their goals, on the console."""
+    """The figures against their goals, on the console, and how connections ended."""
     for figure, measured, goal in summary_rows(r):
         print(f"client bench: {figure}: {measured} (goal: {goal})", flush=True)
+    print(f"client bench: connections ended, by phase: {outcome_lines(r)}", flush=True)
+
+
+def outcome_lines(r: ClientResult) -> str:
+    """`phase:transport:outcome (reason): n, ...`, the phases in the order they ran."""
+    order = ["start", "foreground", "background", "return", "restart"]
+    items = sorted(r.figures.get("outcomes", {}).items(),
+                   key=lambda item: (order.index(item[0].split(":")[0]) if item[0].split(":")[0] in order
+                                     else len(order), item[0]))
+    return "; ".join(f"{key}: {count}" for key, count in items)
 
 
 def client_section(r: ClientResult | None) -> list[str]:
@@ -150,4 +160,6 @@ def client_section(r: ClientResult | None) -> list[str]:
             "First reconnect attempts per half second after the SIGTERM: "
             + histogram(r.figures["restart"]["first_attempts_per_half_second"]), "",
             "All reconnect attempts per half second after the SIGTERM: "
-            + histogram(r.figures["restart"]["attempts_per_half_second"]), ""]
+            + histogram(r.figures["restart"]["attempts_per_half_second"]), "",
+            "How connections ended (phase:transport:outcome, answered requests included): "
+            + outcome_lines(r), ""]

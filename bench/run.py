@@ -86,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="share of each transport")
     client = parser.add_argument_group("TypeScript client (clients/js)")
     client.add_argument("--client-count", type=int, default=1000, help="clients in one Node process")
-    client.add_argument("--client-seconds", type=float, default=20,
-                        help="measured foreground seconds (background: three quarters of it)")
+    client.add_argument("--client-seconds", type=float, default=60,
+                        help="measured foreground seconds (background: a third of it)")
     client.add_argument("--client-writes-per-second", type=float, default=20)
     parser.add_argument("--skip", default="",
                         help="comma-separated: hotpath, simulate, scaling, live, client, topology, push")

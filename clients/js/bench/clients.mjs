@@ -10,7 +10,8 @@ import WebSocket from "ws";
 import { CountsClient } from "../dist/esm/index.js";
 
 const config = {
-  clients: 1000, foregroundSeconds: 20, backgroundSeconds: 15, writesPerSecond: 20, pollShare: 0.1, ...JSON.parse(process.argv[2]),
+  clients: 1000, foregroundSeconds: 60, backgroundSeconds: 20, writesPerSecond: 20, pollShare: 0.1, startSpreadSeconds: 10,
+  ...JSON.parse(process.argv[2]),
 };
 const say = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -51,6 +52,8 @@ function pct(values, q) {
 // Every request a client sends is counted in the phase it is sent in.
 let phase = "setup";
 const sent = {};
+/** How connections ended, by phase, transport and outcome: what the requests were for. */
+const outcomes = {};
 const count = (group) => {
   const key = `${phase}:${group}`;
   sent[key] = (sent[key] ?? 0) + 1;
@@ -98,6 +101,10 @@ function startClient(user) {
     fetch: groupFetch, WebSocket: GroupWebSocket,
     trace: (event) => {
       if (event.type === "connect") user.connects.push(Date.now());
+      if (event.type === "outcome") {
+        const key = `${phase}:${event.transport}:${event.outcome.kind}${event.outcome.reason ? ` (${event.outcome.reason})` : ""}`;
+        outcomes[key] = (outcomes[key] ?? 0) + 1;
+      }
     },
   });
   user.client.subscribe(() => {
@@ -149,7 +156,10 @@ const streamers = users.filter((u) => u.group !== "poll");
 say({ event: "progress", text: `${users.length} users created; starting clients` });
 phase = "start";
 const startedAt = Date.now();
-for (const user of users) startClient(user);
+// Apps are opened over time, not in one instant: each client starts at a random moment of the
+// first `startSpreadSeconds` (the return to the foreground below is all at once, a worst case).
+for (const user of users) setTimeout(() => startClient(user), Math.random() * config.startSpreadSeconds * 1000);
+await waitFor(() => users.every((u) => u.client), "every client started", config.startSpreadSeconds * 1000 + 5_000);
 await waitFor(() => users.every((u) => ["live", "polling"].includes(u.client.getSnapshot().status)), "every client live", 180_000);
 const startSeconds = (Date.now() - startedAt) / 1000;
 say({ event: "progress", text: `all live in ${startSeconds.toFixed(1)} s` });
@@ -213,6 +223,7 @@ say({
       attempts_per_half_second: perHalfSecond(attempts),
     },
     clients_hearing_an_etag_twice: duplicates,
+    outcomes,
   },
 });
 input.close();
