@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { browserLifecycle } from "../../src/lifecycle.js";
 import { reactNativeLifecycle } from "../../src/react-native.js";
 import { harness } from "../support/clients.js";
-import { until } from "../support/fake-server.js";
+import { fakeToken, until } from "../support/fake-server.js";
 
 afterEach(() => {
   vi.useRealTimers();
@@ -60,6 +60,32 @@ describe("web: hidden and visible", () => {
     await until(() => server.requests.length === sent + 1, "a revalidation");
     expect(server.requests[sent]!.headers["If-None-Match"]).toBe(server.etag);
     expect(server.lastStream.open).toBe(true);
+    client.stop();
+  });
+
+  it("after standby, the first request uses a token fetched for it, not the one that expired meanwhile", async () => {
+    // A getToken that hands out its cached token until asked to refresh (as a session store does
+    // while its own refresh timer slept with the device): supabase-js's rejoin-after-sleep bug.
+    let cached: string | undefined; // minted on first use, on the fake clock
+    const asked: boolean[] = [];
+    const { server, client, lifecycle } = harness({
+      getToken: async ({ forceRefresh }) => {
+        asked.push(forceRefresh);
+        if (forceRefresh) cached = fakeToken(3600, "fresh");
+        cached ??= fakeToken(100, "first");
+        return cached;
+      },
+    });
+    client.start();
+    await until(() => client.getSnapshot().status === "live", "live");
+    lifecycle.emit("background");
+    await vi.advanceTimersByTimeAsync(3600_000); // an hour asleep: the cached token expired
+    const before = server.requests.length;
+    lifecycle.emit("foreground");
+    await until(() => client.getSnapshot().status === "live", "live again");
+    const after = server.requests.slice(before);
+    expect(after.map((r) => r.headers.Authorization!.split(".").pop())).toEqual(["fresh", "fresh"]);
+    expect(asked.slice(-3)).toEqual([false, true, false]); // the stale one was seen and refreshed
     client.stop();
   });
 
