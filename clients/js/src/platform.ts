@@ -32,7 +32,6 @@ export interface RequestInitLike {
 
 // `init` is loose on purpose: the DOM's, Node's, React Native's and Expo's fetch all take more
 // than this, each with its own types, and must all be assignable here.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type FetchLike = (url: string, init?: any) => Promise<ResponseLike>;
 
 /** What the client needs of a WebSocket: the DOM's, React Native's and the ws package's all fit. */
@@ -46,7 +45,6 @@ export interface WebSocketLike {
 }
 
 // The third argument is React Native's (and the ws package's) `{headers}`; browsers ignore it.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type WebSocketConstructorLike = new (url: string, protocols?: string | string[], options?: any) => object;
 
 interface AbortControllerLike {
