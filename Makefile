@@ -56,9 +56,24 @@ browser:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 		chromium chromium-driver >/dev/null; }
 
+# The JS client, clients/js (@counts/client): npm ci from its lockfile (again whenever the lockfile
+# changes), then typecheck, unit tests, size budget, build, the API types against the service's
+# /openapi.json, and the contract, React Native and browser tests against the real service
+# (tests/js_server.py, run with this venv's Python, on the same Postgres and Redis as `test`).
+.PHONY: js
+JS := clients/js
+$(JS)/node_modules/.installed: $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+js: install redis-tools browser $(JS)/node_modules/.installed
+	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
+	cd $(JS) && COUNTS_PYTHON="$(abspath $(BIN))/python" COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" \
+	COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" npm test
+
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
 # their own database and use Redis db 13 only.
-test: install redis-tools browser
+test: install redis-tools browser js
 	$(BIN)/ruff check .
 	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \

@@ -22,6 +22,7 @@ from bench.simulate import PassResult
 from bench.topology import TopologyResult
 
 if TYPE_CHECKING:
+    from bench.js_client import ClientResult
     from bench.live import LiveResult
 
 SEED_USERS, SEED_POLLS_PER_MINUTE = 10_000, 20  # the seed's "10K users x 20 polls/min"
@@ -43,6 +44,7 @@ class Run:
     push: PushResult | None = None
     topology: TopologyResult | None = None
     live: "LiveResult | None" = None
+    client: "ClientResult | None" = None
     wall_seconds: float = 0.0
 
 
@@ -529,8 +531,10 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
         if p.profile:
             lines += profile_lines(f"Where the service's CPU goes in the {p.mode} pass (py-spy, "
                                    "last seconds)", p.profile)
+    from bench.js_client import client_section
     from bench.live_report import live_section
 
-    lines += [*hotpath_section(run.hotpath), *live_section(run.live), *scaling_section(run.scaling),
-              *topology_section(run.topology), *push_section(run.push), *machine_section(run)]
+    lines += [*hotpath_section(run.hotpath), *live_section(run.live), *client_section(run.client),
+              *scaling_section(run.scaling), *topology_section(run.topology), *push_section(run.push),
+              *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")

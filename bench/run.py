@@ -3,7 +3,8 @@
 Starts a private Postgres (pg_stat_statements preloaded) and Redis, seeds them, runs the hot-path
 benchmark, the load simulator (conditional, then naive: the same traffic), a search for the
 highest rate meeting p99 if the full load misses it, the scaling benchmark, the per-user Redis
-costs by topology (a Redis Cluster started for it) and the push benchmark (issue 12); writes
+costs by topology (a Redis Cluster started for it), the push benchmark (issue 12) and the
+TypeScript client's (issue 18); writes
 bench/RESULTS.md and bench/results.png; stops everything it started.
 """
 
@@ -24,6 +25,7 @@ import redis
 
 from bench import chart, dataset, pg, report
 from bench.hotpath import run_hotpath
+from bench.js_client import run_client_bench
 from bench.live import LiveConfig, LiveResult, run_live
 from bench.profile import PySpy
 from bench.push import run_push
@@ -82,8 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     live.add_argument("--live-seconds", type=float, default=40, help="measured seconds")
     live.add_argument("--live-mix", default="sse:0.4,ws:0.4,long-poll:0.2",
                       help="share of each transport")
+    client = parser.add_argument_group("TypeScript client (clients/js)")
+    client.add_argument("--client-count", type=int, default=1000, help="clients in one Node process")
+    client.add_argument("--client-seconds", type=float, default=60,
+                        help="measured foreground seconds (background: a third of it)")
+    client.add_argument("--client-writes-per-second", type=float, default=20)
     parser.add_argument("--skip", default="",
-                        help="comma-separated: hotpath, simulate, scaling, live, topology, push")
+                        help="comma-separated: hotpath, simulate, scaling, live, client, topology, push")
     return parser.parse_args(argv)
 
 
@@ -189,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             run.passes, run.search = run_simulator(args, b, world, worker_class)
         if "live" not in skip:
             run.live = run_live_bench(args, b, world)
+        if "client" not in skip:
+            run.client = run_client_bench(b.pg_admin_url, b.redis_url, args.client_count, args.client_seconds,
+                                          args.client_writes_per_second, workers=args.workers)
         if "scaling" not in skip:
             sizes = tuple(int(size) for size in args.sizes.split(","))
             run.scaling = run_scaling(b.pg_admin_url, b.redis_url, sizes)

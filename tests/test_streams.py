@@ -242,6 +242,34 @@ def test_websocket_resumes_with_etag(user):
         ws.close()
 
 
+def test_websocket_answers_a_client_ping_text_frame_with_pong(user):
+    """Browsers and React Native cannot see protocol pings: their clients send a text `ping` to
+    prove a socket is alive (after sleep, on foreground), and the server answers `pong`."""
+    ws = websocket.create_connection(f"{user.ws_url}?ticket={user.ticket()}", timeout=10)
+
+    def next_text(seconds: float = 5) -> str:
+        """The next text frame within `seconds` (the server's pings, answered, do not count)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            opcode, frame = ws.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_PING:
+                ws.pong(frame.data)
+            elif opcode == websocket.ABNF.OPCODE_TEXT:
+                return frame.data.decode()
+        raise AssertionError(f"no text frame within {seconds}s")
+
+    try:
+        assert json.loads(next_text())["counts"]["user_id"] == user.id  # the counts, first
+        for _ in range(2):  # every ping is answered, not just the first
+            ws.send("ping")
+            assert next_text() == "pong"
+        ws.send("hello")  # any other text is still ignored: the next frame is the change
+        user.receive_message()
+        assert json.loads(next_text())["counts"]["total"] == 1
+    finally:
+        ws.close()
+
+
 def test_websocket_url_without_upgrade_is_426(user):
     response = requests.get(user.ws_url.replace("ws", "http", 1), headers=user.auth, timeout=10)
     assert response.status_code == 426

@@ -5,7 +5,9 @@ The protocol is wsproto's (sans-I/O); the socket is gunicorn's, taken over after
 One greenlet serves a socket: it waits on the feed's waiter, which the gevent hub also wakes when
 the socket has bytes to read (pongs, pings, close). Per-message compression is never accepted:
 it cost ~50 KiB a socket for frames of a few hundred bytes. Pings every COUNTS_WS_PING_INTERVAL
-seconds; a ping unanswered by the next one ends the connection.
+seconds; a ping unanswered by the next one ends the connection. A client's text frame `ping` is
+answered with a text frame `pong`: browsers and React Native cannot see protocol pings, and this is
+how their clients find a half-open socket (after sleep, on every foreground).
 
 Close codes: 1000 when the client closes, 1008 when the token behind the stream expired or its
 signing key was withdrawn, 1012 (service restart) when the worker shuts down, with a reconnect
@@ -114,6 +116,8 @@ class Session:
                 self._send(event.response())
             elif isinstance(event, Pong):
                 self.ponged = True
+            elif isinstance(event, TextMessage) and event.message_finished and event.data == "ping":
+                self._send(TextMessage("pong"))
         return True
 
     def _send_counts(self, update: Update) -> None:
