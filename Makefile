@@ -67,7 +67,7 @@ $(JS)/node_modules/.installed: $(JS)/package-lock.json
 	touch $@
 
 js: install redis-tools browser $(JS)/node_modules/.installed
-	@set -e; set -a; eval "$$($(BIN)/python -m counts.devservices env --data-dir $(DATA) --prefer-local)"; set +a; \
+	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
 	cd $(JS) && COUNTS_PYTHON="$(abspath $(BIN))/python" COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" \
 	COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" npm test
 

@@ -18,23 +18,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/metrics": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Prometheus metrics, summed over the workers */
-        get: operations["metrics"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -59,7 +42,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness */
+        /** Readiness (the detail is on the operators' address) */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -389,6 +372,20 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AdminReadiness: {
+            /** @enum {string} */
+            jwks?: "ok" | "stale" | "unavailable";
+            /** @enum {string} */
+            postgres: "ok" | "unavailable";
+            /** @description Read replicas (DATABASE_REPLICA_URLS), when configured. */
+            postgres_replicas?: components["schemas"]["ReplicaState"][];
+            /** @description The push queue, while Postgres answers. */
+            push?: components["schemas"]["PushQueue"];
+            /** @enum {string} */
+            redis: "ok" | "unavailable";
+            /** @enum {string} */
+            status: "ok" | "degraded" | "unavailable";
+        };
         ApnsDevice: {
             /**
              * @default production
@@ -540,17 +537,7 @@ export interface components {
         };
         Readiness: {
             /** @enum {string} */
-            jwks?: "ok" | "stale" | "unavailable";
-            /** @enum {string} */
-            postgres: "ok" | "unavailable";
-            /** @description Read replicas (DATABASE_REPLICA_URLS), when configured. */
-            postgres_replicas?: components["schemas"]["ReplicaState"][];
-            /** @description The push queue, while Postgres answers. */
-            push?: components["schemas"]["PushQueue"];
-            /** @enum {string} */
-            redis: "ok" | "unavailable";
-            /** @enum {string} */
-            status: "ok" | "degraded" | "unavailable";
+            status: "ok" | "unavailable";
         };
         ReadState: {
             /** Format: uuid */
@@ -726,26 +713,6 @@ export interface operations {
             };
         };
     };
-    metrics: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Prometheus text exposition. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/plain": string;
-                };
-            };
-        };
-    };
     openapi: {
         parameters: {
             query?: never;
@@ -775,7 +742,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Postgres answers (Redis or the JWKS may be degraded). */
+            /** @description Postgres answers. */
             200: {
                 headers: {
                     [name: string]: unknown;
