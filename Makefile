@@ -73,14 +73,16 @@ js: install redis-tools browser $(JS)/node_modules/.installed
 
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
 # their own database and use Redis db 13 only.
-test: install redis-tools browser js
-	$(BIN)/ruff check .
+test: lint redis-tools browser js
 	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# ruff, the types of counts/ (mypy), and the layers of counts/ (import-linter: pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 stop-services:
 	$(BIN)/python -m dev.services stop --data-dir $(DATA)

@@ -2,6 +2,8 @@
 push worker and the data layers raise them too). counts.http.problems renders them as RFC 9457
 problem+json."""
 
+from typing import Any
+
 
 class Problem(Exception):
     """An error the API reports to its caller as problem+json. Titles are the status's reason
@@ -11,7 +13,7 @@ class Problem(Exception):
     title = "Bad Request"
     slug = "bad-request"
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None, **extra):
+    def __init__(self, detail: str, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}

@@ -10,8 +10,8 @@ from counts.observability.load import LoadGauge
 from counts.observability.logs import AccessLog
 from counts.postgres.pool import Database
 from counts.postgres.replicas import Postgres
-from counts.push.devices import Registry
 from counts.push.queue import QueueStats
+from counts.push.registry import Registry
 from counts.settings import Settings
 
 

@@ -14,10 +14,11 @@ drainer after it found the committed rows, it is past the commit of every change
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import redis
+from psycopg2.extensions import cursor
 
 from counts import markers
 from counts.errors import DependencyUnavailable
@@ -34,14 +35,14 @@ T = TypeVar("T")
 
 
 def write_then_bump(db: Database, client: redis.Redis, ttl: int,
-                    work: Callable[..., tuple[T, Changes]], *args, wal: Wal = None) -> T:
+                    work: Callable[..., tuple[T, Changes]], *args: Any, wal: Wal = None) -> T:
     """Run `work(cur, *args) -> (result, changes)` in a transaction, then bump the changed users.
 
     The bumps and the push jobs are recorded in the write's own transaction (invariants 6 and 12).
     The bump is attempted before this returns, so a client polling right after the write sees it.
     """
 
-    def work_and_enqueue(cur):
+    def work_and_enqueue(cur: cursor) -> tuple[T, list[UUID], int | None]:
         result, changes = work(cur, *args)
         user_ids = changes.bump
         outbox_id = bumps.enqueue_bumps(cur, user_ids) if user_ids else None
@@ -80,7 +81,7 @@ def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: lis
     return not failed
 
 
-def enqueue(db: Database, user_ids: list[UUID]) -> int:
+def enqueue(db: Database, user_ids: list[UUID] | list[str]) -> int:
     """Queue bumps durably for the drainer (the bump API's answer when Redis is down)."""
     return db.run(bumps.enqueue_bumps, user_ids)
 
@@ -104,7 +105,7 @@ def drain(db: Database, client: redis.Redis, ttl: int, min_age_seconds: float = 
             return total
 
 
-def bump_batch(cur, client: redis.Redis, ttl: int, min_age_seconds: float, batch_size: int,
+def bump_batch(cur: cursor, client: redis.Redis, ttl: int, min_age_seconds: float, batch_size: int,
                wal: Wal = None) -> tuple[int, int, bool]:
     """Take up to `batch_size` rows and bump their users in one round trip (per Redis node), before
     the caller commits; (rows, users bumped, whether a node failed). The one bump step of the

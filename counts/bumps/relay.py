@@ -21,6 +21,7 @@ import threading
 
 import psycopg2
 import redis
+from psycopg2.extensions import connection
 
 from counts.bumps import outbox
 from counts.markers import Wal
@@ -79,7 +80,7 @@ class Relay(threading.Thread):
         finally:
             conn.close()
 
-    def drain(self, conn) -> None:
+    def drain(self, conn: connection) -> None:
         """Bump everything in the outbox now, on the relay's own connection: a busy pool must
         not hold a bump up. A Redis failure leaves the rows for the next wake-up or the drainer."""
         conn.autocommit = False

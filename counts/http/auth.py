@@ -68,7 +68,7 @@ def _verify(environ: dict, res: Any, ticket_for: str | None) -> Principal | Prob
     """Check the credential once; a refused one counts against the caller's address."""
     ticket = query_value(environ, "ticket") if ticket_for is not None else None
     try:
-        if ticket is None:
+        if ticket is None or ticket_for is None:
             return res.tokens.verify(environ.get("HTTP_AUTHORIZATION"))
         return tickets.redeem(res.redis, ticket, ticket_for)
     except Unauthorized as refused:

@@ -12,6 +12,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from counts.http import schemas
+from counts.push import providers
+from counts.push.providers import webpush
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -130,7 +132,7 @@ class DeviceCreated(Schema):
 
 class DeviceShown(Schema):
     device_id = fields.UUID(required=True)
-    platform = fields.String(required=True, validate=validate.OneOf(["webpush", "apns", "fcm"]))
+    platform = fields.String(required=True, validate=validate.OneOf(providers.PLATFORMS))
     token_hint = fields.String(required=True, metadata={
         "description": "sha256: and the first 12 hex digits of the token's SHA-256 (never the token)."})
     registered_at = fields.String(required=True, metadata={"format": "date-time"})
@@ -161,12 +163,14 @@ class Problem(Schema):
     errors = fields.Dict(metadata={"description": "Per-field messages of an invalid body (422)."})
 
 
+# The device registrations are each push provider's own (its REGISTRATION schema).
+DEVICE_SCHEMAS = {module.REGISTRATION.__name__: module.REGISTRATION
+                  for module in providers.modules().values()}
 REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd": schemas.MemberAdd,
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
                    "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
-                   "SubscriptionKeys": schemas.SubscriptionKeys, "Subscription": schemas.Subscription,
-                   "WebPushDevice": schemas.WebPushDevice, "ApnsDevice": schemas.ApnsDevice,
-                   "FcmDevice": schemas.FcmDevice}
+                   "SubscriptionKeys": webpush.SubscriptionKeys, "Subscription": webpush.Subscription,
+                   **DEVICE_SCHEMAS}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
     Membership, MessageCreated, ReadState, Bumped, Queued, StreamTicket, Health, PushQueue,
@@ -175,7 +179,7 @@ RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
 
 # --- reusable headers, parameters and error responses ------------------------------------------
 
-HEADERS = {
+HEADERS: dict[str, dict[str, Any]] = {
     "ETag": {"description": "The user's change marker, quoted.", "required": True,
              "schema": {"type": "string", "pattern": r'^"[^"]*"$'}},
     "Cache-Control": {"required": True, "schema": {"type": "string", "enum": ["private, no-cache"]}},
@@ -230,7 +234,7 @@ def response_with_body(description: str, schema: Any, headers: tuple[str, ...] =
 
 
 def operation(summary: str, operation_id: str, answers: dict[int, dict], errors: tuple[int, ...],
-              body: str | None = None, public: bool = False) -> dict:
+              body: str | dict | None = None, public: bool = False) -> dict:
     """One operation: its successful answers, the error responses it may give, its request body."""
     responses: dict[Any, Any] = {str(status): answer for status, answer in answers.items()}
     v1_errors = () if public else (400, 401, 403, 429, 503)
@@ -367,8 +371,7 @@ def paths() -> dict[str, dict]:
 
 def push_paths(body_errors: tuple[int, ...]) -> dict[str, dict]:
     """The device registry and the Web Push key."""
-    registration = {"oneOf": [{"$ref": f"#/components/schemas/{name}"}
-                              for name in ("WebPushDevice", "ApnsDevice", "FcmDevice")]}
+    registration = {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in DEVICE_SCHEMAS]}
     return {
         "/v1/users/{user_id}/devices": {"parameters": ["user_id"], "post": operation(
             "Register a device for push (that user, or services)", "registerDevice",

@@ -115,7 +115,7 @@ class TokenVerifier:
             raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
         token = token.strip()
         principal = self._verified.get(token)
-        if principal is not None and principal.key_id is not None \
+        if principal is not None and principal.key_id is not None and self.keys is not None \
                 and not self.keys.publishes(principal.key_id):
             principal = None  # its key was withdrawn from the JWKS: decode again (and refuse)
         if principal is None:

@@ -24,7 +24,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -223,22 +223,22 @@ class Feed:
             subscriber = self._held.get(str(user))
             return subscriber is not None and str(user) in subscriber.confirmed
 
-    def _woken(self, users) -> None:
+    def _woken(self, users: Iterable[str]) -> None:
         """A subscriber's call (under the lock): re-check these users."""
         self._pending.update(users)
         self._work.set()
 
-    def _reroute(self, subscriber: Subscriber) -> None:
+    def _reroute(self, subscriber: Subscriber) -> bool:
         """A subscriber's call before it reconnects: on a fresh map of which server holds whom,
         move its users that another server now holds (a Cluster failover) to that server's
-        subscriber, whose confirmations re-check them; retire it if none are left."""
+        subscriber, whose confirmations re-check them; retire it if none are left (False)."""
         topology.refresh_feed_servers(self.redis)
         with self._lock:
             for user in list(subscriber.users):
                 if topology.feed_server(self.redis, user) != subscriber.server:
                     subscriber.drop(user)
                     self._subscribe(user)
-            self._retire(subscriber)
+            return not self._retire(subscriber)
 
     def _retire(self, subscriber: Subscriber) -> bool:
         """A subscriber's call (under the lock): end it if it holds no user; whether it ended."""

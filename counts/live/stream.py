@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import redis
@@ -36,7 +37,7 @@ class Update:
 class Subscription:
     """One stream of one user's counts, registered on the worker's feed while open."""
 
-    def __init__(self, resources, user_id: UUID, first: markers.MarkerRead | None,
+    def __init__(self, resources: Any, user_id: UUID, first: markers.MarkerRead | None,
                  principal: Principal):
         self.res = resources
         self.user_id = user_id
@@ -105,7 +106,7 @@ class Subscription:
         return Update(etag, json.dumps(counts_body(self.user_id, counts)))
 
 
-def open_subscription(res, uid: UUID, principal: Principal,
+def open_subscription(res: Any, uid: UUID, principal: Principal,
                       since: str | None) -> tuple[Subscription, Update | None]:
     """For a caller allowed to see `uid`'s counts: the stream's place on the feed and its first
     counts. A full worker (503) raises a Problem before the stream starts."""
@@ -126,7 +127,7 @@ def open_subscription(res, uid: UUID, principal: Principal,
         raise
 
 
-def refuse_at_capacity(res) -> None:
+def refuse_at_capacity(res: Any) -> None:
     """503 with a jittered Retry-After: refused clients must not all come back at once."""
     seconds = random.randint(res.settings.http.retry_after, 3 * res.settings.http.retry_after)
     raise AtCapacity("This server holds all the live connections it can; retry later or poll.",

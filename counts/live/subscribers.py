@@ -30,6 +30,7 @@ import select
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -58,14 +59,14 @@ def describe(error: Exception) -> str:
 class Subscriber:
     """The feed channels of the users one server holds, on one connection."""
 
-    def __init__(self, feed, server: str | None):
+    def __init__(self, feed: Any, server: str | None):
         self.feed = feed
         self.server = server  # topology.feed_server's key: None (one server) or "host:port"
         self.users: set[str] = set()  # whose channels this connection must hold
         self.confirmed: set[str] = set()  # whose subscription the server confirmed
         self.retired = False  # no users left, or moved elsewhere: the thread ends
         self._lock = feed._lock
-        self._conn = None
+        self._conn: redis.Connection | None = None
         self._sharded = False
         self._resubscribing = False  # between a (re)connect's SUBSCRIBEs and its PONG
         self._queue: list[tuple[str, str]] = []  # (verb, user) for the thread to write, in order
@@ -113,7 +114,7 @@ class Subscriber:
         """(Re)connect and listen, with jittered backoff between tries, until retired or stopped."""
         stopped = self.feed._stopped
         while not stopped.is_set():
-            conn = None
+            conn: redis.Connection | None = None
             try:
                 conn, sharded = topology.feed_connection(self.feed.redis, self.server)
                 conn.connect()
@@ -144,9 +145,8 @@ class Subscriber:
             if self.retired or stopped.wait(random.uniform(0, self._delay)):
                 return
             self._delay = min(RECONNECT_MAX, self._delay * 2)
-            self.feed._reroute(self)  # a Cluster's slots may have moved: users follow them
-            if self.retired:
-                return
+            if not self.feed._reroute(self):  # a Cluster's slots may have moved: users follow them
+                return  # none left here
 
     def _flush(self) -> None:
         """Write the queued commands, in order, outside the lock; a write that fails raises."""
@@ -164,25 +164,32 @@ class Subscriber:
         channels = [keys.feed_channel(user) for user in users]
         commands = [(verb, channel) for channel in channels] if self._sharded else \
             [(verb, *channels[i:i + BATCH]) for i in range(0, len(channels), BATCH)]
-        self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+        conn = self._conn
+        if conn is None:
+            raise redis.ConnectionError("the subscriber's connection is gone")
+        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
 
-    def _readable(self, conn) -> bool:
+    def _readable(self, conn: redis.Connection) -> bool:
         """Whether a reply waits; False after READ_SLICE, or as soon as the feed queues."""
         if conn.can_read(timeout=0):  # replies hiredis or TLS already buffered included
             return True
+        sock: socket.socket | None = conn._sock  # redis-py's socket: no public accessor
+        if sock is None:
+            raise redis.ConnectionError("the subscriber's connection is closed")
         poller = select.poll()
-        poller.register(conn._sock, select.POLLIN)  # redis-py's socket: no public accessor
+        poller.register(sock, select.POLLIN)
         poller.register(self._wake_read, select.POLLIN)
         ready = {fd for fd, _ in poller.poll(READ_SLICE * 1000)}
         if self._wake_read.fileno() in ready:
             with contextlib.suppress(BlockingIOError):  # drained before _flush takes the queue
                 while self._wake_read.recv(4096):
                     pass
-        return conn._sock.fileno() in ready and conn.can_read(timeout=0)
+        return sock.fileno() in ready and conn.can_read(timeout=0)
 
-    def _listen(self, conn) -> None:
+    def _listen(self, conn: redis.Connection) -> None:
         """Write what is queued and read replies until the connection fails (raises), or ends."""
-        ping_sent = last_ping = time.monotonic()  # the PING after the SUBSCRIBEs
+        last_ping = time.monotonic()
+        ping_sent: float | None = last_ping  # the PING after the SUBSCRIBEs
         while not self.feed._stopped.is_set():
             self._flush()
             if self._readable(conn):

@@ -43,7 +43,7 @@ def redeem(client: redis.Redis, ticket: str, user_id: str) -> Principal:
     if value is None:
         raise Unauthorized("The ticket is unknown, expired or already used; ask for a new one.")
     # A ticket issued by a worker of the previous release (a rolling deploy) has no key id.
-    for_user, role, principal_user, expires_at, *key_id = json.loads(value.decode())
+    for_user, role, principal_user, expires_at, *key_id = json.loads(value)
     if for_user != user_id.lower():
         raise Forbidden("This ticket is for another user's stream.")
     if expires_at <= time.time():

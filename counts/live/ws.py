@@ -16,10 +16,11 @@ delay in the reason.
 
 import json
 import logging
+import socket
 import time
 
 from wsproto import WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import ProtocolError
 
 from counts.live.stream import Subscription, Update
@@ -38,8 +39,8 @@ def frame(update: Update) -> str:
 class Session:
     """One WebSocket on a hijacked socket, fed by a Subscription."""
 
-    def __init__(self, connection: WSConnection, sock, sub: Subscription, ping_interval: float,
-                 heartbeat: float):
+    def __init__(self, connection: WSConnection, sock: socket.socket, sub: Subscription,
+                 ping_interval: float, heartbeat: float):
         self.connection, self.sock, self.sub = connection, sock, sub
         self.ping_interval, self.heartbeat = ping_interval, heartbeat
         self.readable = False  # the hub saw bytes (or EOF) to read
@@ -54,7 +55,7 @@ class Session:
         try:
             self._send(AcceptConnection(extensions=[]))  # no permessage-deflate, whatever offered
             # From here on the protocol alone: the handshake (and its h11 parser) is let go.
-            self.connection = self.connection.connection
+            self.connection = self.connection.connection  # type: ignore[assignment]
             if first is not None:
                 self._send_counts(first)
             self._serve()
@@ -129,6 +130,6 @@ class Session:
         """Start the closing handshake (the client's answer is not waited for)."""
         self._send(CloseConnection(code, reason))
 
-    def _send(self, event) -> None:
+    def _send(self, event: Event) -> None:
         """Write one event's bytes."""
         self.sock.sendall(self.connection.send(event))

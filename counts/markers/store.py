@@ -153,10 +153,11 @@ def _confirm(pending: list[tuple[topology.ServerGroup, bytes, list[str]]],
     except DependencyUnavailable as error:
         log.warning("LSN records left pending (reads go to the primary): %s", error)
         return
-    calls = [functools.partial(scripts.confirm_lsns.on(group.cluster_node),
-                               [], [tag, position, *(marker_key(uid) for uid in users)],
-                               client=group.client)
-             for group, tag, users in pending]
+    calls: list[Callable[[], Any]] = [
+        functools.partial(scripts.confirm_lsns.on(group.cluster_node),
+                          [], [tag, position, *(marker_key(uid) for uid in users)],
+                          client=group.client)
+        for group, tag, users in pending]
     for result in topology.in_parallel(calls):
         if isinstance(result, Exception):
             log.warning("LSN records left pending (reads go to the primary): %r", result)

@@ -30,7 +30,7 @@ T = TypeVar("T")
 CLUSTER_SLOTS = 16384
 
 
-def connect_redis(topology: RedisTopology, timeout: float, max_connections: int):
+def connect_redis(topology: RedisTopology, timeout: float, max_connections: int) -> Any:
     """The marker store for REDIS_URL: no socket is opened until its first command.
 
     Every topology fails fast: each call waits at most `timeout` per server it needs, and a
@@ -74,9 +74,9 @@ class FailFastCluster(RedisCluster):
     slot covered, no node reachable) would otherwise pass every `except redis.RedisError`.
     """
 
-    ERRORS_ALLOW_RETRY = (redis.ConnectionError,)
+    ERRORS_ALLOW_RETRY = (redis.ConnectionError,)  # type: ignore[assignment]
 
-    def execute_command(self, *args, **kwargs):
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         """Run a command where its keys live; RedisClusterException becomes ConnectionError."""
         try:
             return super().execute_command(*args, **kwargs)
@@ -108,7 +108,7 @@ class LazyCluster:
                         raise redis.ConnectionError(f"redis cluster unreachable: {error}") from error
         return self._cluster
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.cluster, name)
 
     def ping(self) -> bool:
@@ -142,7 +142,7 @@ def user_slot(user_id: str) -> int:
 MOVED_ERRORS = (redis.ConnectionError, redis.exceptions.AskError)
 
 
-def server_groups(client, user_ids: Iterable[str]) -> list[ServerGroup]:
+def server_groups(client: Any, user_ids: Iterable[str]) -> list[ServerGroup]:
     """Split users by the server that holds their keys: one group, except on a Cluster."""
     user_ids = list(user_ids)
     if not isinstance(client, LazyCluster):
@@ -161,7 +161,7 @@ def server_groups(client, user_ids: Iterable[str]) -> list[ServerGroup]:
             for name, users in by_node.items()]
 
 
-def per_server(client, user_ids: list[str],
+def per_server(client: Any, user_ids: list[str],
                call: Callable[[ServerGroup], T]) -> list[tuple[ServerGroup, T | Exception]]:
     """Run `call` once per server holding some of the users, in parallel: each group's result
     or error. On a Cluster, groups that failed because their slots moved (a failover, a
@@ -176,7 +176,7 @@ def per_server(client, user_ids: list[str],
     return [(g, r) for g, r in results if not isinstance(r, MOVED_ERRORS)] + again
 
 
-def _per_server_once(client, user_ids: list[str],
+def _per_server_once(client: Any, user_ids: list[str],
                      call: Callable[[ServerGroup], T]) -> list[tuple[ServerGroup, T | Exception]]:
     """per_server without the second try; a Cluster that cannot be reached fails every user."""
     try:
@@ -199,7 +199,7 @@ class _Threads:
     def pool(self) -> ThreadPoolExecutor:
         """This process's pool."""
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pool is None or self._pid != os.getpid():
                 self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="counts-node")
                 self._pid = os.getpid()
             return self._pool
@@ -226,7 +226,7 @@ def in_parallel(calls: list[Callable[[], T]]) -> list[T | Exception]:
 # Sentinel), or on a Cluster the primary owning the user's slot, on a sharded channel (SPUBLISH,
 # see markers._on). A feed holds one subscriber connection per server its waiters' users are on.
 
-def feed_server(client, user_id: str) -> str | None:
+def feed_server(client: Any, user_id: str) -> str | None:
     """The server a user's feed channel is published on, as a subscriber's key: None for the one
     server (single; Sentinel, whose connections follow the primary), a Cluster primary's
     "host:port" (None too while the Cluster's slot map is unknown: that subscriber's failure to
@@ -239,7 +239,7 @@ def feed_server(client, user_id: str) -> str | None:
         return None
 
 
-def refresh_feed_servers(client) -> None:
+def refresh_feed_servers(client: Any) -> None:
     """Re-learn which server holds which users after a subscriber failed (on a Cluster: a
     primary died, its replica took its slots, or a slot moved). Nothing to learn elsewhere."""
     if isinstance(client, LazyCluster):
@@ -247,7 +247,7 @@ def refresh_feed_servers(client) -> None:
             client.cluster.nodes_manager.initialize()
 
 
-def feed_connection(client, server: str | None) -> tuple[redis.Connection, bool]:
+def feed_connection(client: Any, server: str | None) -> tuple[redis.Connection, bool]:
     """A new, not yet connected, connection to `server` (a feed_server key) for a subscriber,
     and whether it must use sharded pub/sub (SSUBSCRIBE: a Cluster). ConnectionError if the
     Cluster's slot map does not know the server (any more)."""

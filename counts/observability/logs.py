@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import time
+from typing import Any
 
 from gunicorn.glogging import Logger
 
@@ -90,10 +91,10 @@ class AccessLog:
                 f'"duration_ms": {round(seconds * 1000, 3)}, "request_id": {_string(request_id)}}}\n')
         if "eyJ" in line:  # the start of any JWT: see _JWT
             line = _JWT.sub("[redacted-jwt]", line)
-        line = line.encode()
+        data = line.encode()
         with self._lock:
-            self._pending.append(line)
-            self._pending_bytes += len(line)
+            self._pending.append(data)
+            self._pending_bytes += len(data)
             if self._flusher_pid != os.getpid():
                 self._start_flusher()
             if self._pending_bytes >= self.flush_bytes:
@@ -149,11 +150,11 @@ class GunicornLogger(Logger):
     reads.
     """
 
-    def setup(self, cfg) -> None:
+    def setup(self, cfg: Any) -> None:
         """gunicorn's own setup, then our formatter on its handlers."""
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
 
-    def access(self, resp, req, environ, request_time) -> None:
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
         """Nothing: counts.http.middleware.observe logged this request."""

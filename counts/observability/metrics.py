@@ -115,7 +115,7 @@ class _Families:
     def __init__(self, families: list):
         self.families = families
 
-    def collect(self):
+    def collect(self) -> list:
         return self.families
 
 

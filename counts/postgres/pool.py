@@ -105,7 +105,7 @@ class Database:
         self.pool_size = pool_size
         self.schema = schema  # searched first, ahead of the session's default (attached: counts)
         self._idle: list = []
-        self._pid = None
+        self._pid: int | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         # When a connection last answered, and when one last failed (monotonic): what readiness

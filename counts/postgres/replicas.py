@@ -10,8 +10,8 @@ Writes, the outbox and every read without a trusted position go to the primary.
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -61,7 +61,7 @@ def _if_replayed(cur, position: int, work: Callable[..., T], *args) -> T | objec
 class Postgres:
     """The primary (every write, and reads nobody else may answer) and its read replicas."""
 
-    def __init__(self, primary: Database, replica_urls: list[str], timeout: float,
+    def __init__(self, primary: Database, replica_urls: Sequence[str], timeout: float,
                  pool_size: int, schema: str | None = None):
         self.primary = primary
         self.replicas = [Replica(url, timeout, pool_size, schema) for url in replica_urls]
@@ -84,10 +84,10 @@ class Postgres:
             return self.primary.read(work, *args)
         outcome, result = self._on_replica(position, work, args)
         metrics.REPLICA_READS.labels(outcome).inc()
-        return result if outcome == "replica" else self.primary.read(work, *args)
+        return cast(T, result) if outcome == "replica" else self.primary.read(work, *args)
 
     def _on_replica(self, position: int | None, work: Callable[..., T],
-                    args: tuple) -> tuple[str, T | None]:
+                    args: tuple) -> tuple[str, object]:
         """(outcome, result): "replica" and the result, or why the primary must answer."""
         if position is None:
             return "primary_no_lsn", None
@@ -111,21 +111,22 @@ class Postgres:
             return "primary_lagging", None
         return "replica", result
 
-    def replica_states(self) -> list[dict]:
+    def replica_states(self) -> list[dict[str, str | int]]:
         """Each replica's state for /readyz: ok (with its lag in bytes), unavailable, or
         not_a_replica (promoted, or pointed at a primary)."""
         try:
             primary_at = self.wal_position() if self.replicas else None
         except DependencyUnavailable:
             primary_at = None
-        states = []
+        states: list[dict[str, str | int]] = []
         for replica in self.replicas:
             try:
                 replayed = replica.db.read(replication.replayed_position)
             except (DependencyUnavailable, psycopg2.Error):
                 states.append({"name": replica.name, "state": "unavailable"})
                 continue
-            state = {"name": replica.name, "state": "ok" if replayed is not None else "not_a_replica"}
+            state: dict[str, str | int] = {
+                "name": replica.name, "state": "ok" if replayed is not None else "not_a_replica"}
             if replayed is not None and primary_at is not None:
                 state["lag_bytes"] = max(0, primary_at - replayed)
             states.append(state)

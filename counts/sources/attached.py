@@ -21,7 +21,7 @@ class AttachedSource:
     """The app's unread function, named (schema, function) by COUNTS_UNREAD_FUNCTION."""
 
     name = "attached"
-    schema = SCHEMA
+    schema: str | None = SCHEMA
     writable = False  # the app owns its writes: our write endpoints answer 404
     relays_bumps = True
 

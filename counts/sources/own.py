@@ -20,7 +20,7 @@ class OwnSource:
     """Our tables in the database's default schema, as every deployment before attach had them."""
 
     name = "own"
-    schema = None
+    schema: str | None = None
     writable = True
     relays_bumps = False  # our writes bump before they return (bumps.outbox.write_then_bump)
 

@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from counts.push.devices import HostRules
+from counts.push.providers.webpush import HostRules
 from tests.conftest import new_user
 from tests.push.conftest import subscribe
 from tests.pushfakes.webpush import b64url

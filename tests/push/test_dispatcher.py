@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from counts.markers import presence
 from counts.observability.logs import JsonFormatter
-from tests.conftest import new_user, true_total
+from tests.conftest import Api, new_user, true_total
 from tests.push.conftest import subscribe
 from tests.pushfakes.server import FakeServer
 from tests.pushfakes.webpush import PushService
@@ -132,19 +132,21 @@ def test_no_push_after_max_age_and_the_expiry_is_counted(push_api, push_service,
     assert devices_of(pg, bob) == 1
 
 
-def test_a_hung_push_service_does_not_hold_the_others(push_api, push_service, dispatchers, pki, pg):
+def test_a_hung_push_service_does_not_hold_the_others(app_factory, push_config, push_service,
+                                                      dispatchers, pki, tokens, pg):
     healthy = PushService()
     server = FakeServer(healthy, pki).start()
     healthy.origin = server.url
+    both = (push_service.server.host, server.host)
+    push_api = Api(app_factory(**{**push_config, "COUNTS_WEBPUSH_ALLOWED_HOSTS": both}).test_client(),
+                   tokens)
     try:
         alice, bob, carol = new_user(), new_user(), new_user()
         conversation = push_api.conversation(alice, bob, carol)
         hung_browser = subscribe(push_api, push_service, bob)
-        push_api.client.application.extensions["counts"].push.hosts.rules.append(("127.0.0.1", server.port))
         carols = subscribe(push_api, healthy, carol)
         push_service.trouble.hang()
-        dispatcher = dispatchers(COUNTS_PUSH_TIMEOUT=0.5,
-                                 COUNTS_WEBPUSH_ALLOWED_HOSTS=(push_service.server.host, server.host))
+        dispatcher = dispatchers(COUNTS_PUSH_TIMEOUT=0.5, COUNTS_WEBPUSH_ALLOWED_HOSTS=both)
         push_api.send(conversation, alice, "one")
         wait_until(carols.messages, what="carol's push")
         push_api.send(conversation, alice, "two")  # the hung host is backing off by now

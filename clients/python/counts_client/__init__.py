@@ -172,7 +172,8 @@ class CountsClient:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock())
             raise self._failed(f"counts answered {status}", status, retry_after)
         if status == 304 and cached is not None and cached[0]:
-            etag, counts = response.headers.get("ETag") or cached[0], cached[1]
+            etag: str | None = response.headers.get("ETag") or cached[0]
+            counts = cached[1]
             changed = False
         elif status == 200:
             try:

@@ -6,7 +6,7 @@ here. No credentials: tokens travel in the Authorization header (or a stream tic
 cookies, so any allowed origin is echoed as it came.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from counts.http.middleware.observe import ROUTE_KEY
 
@@ -19,7 +19,7 @@ PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
 class Cors:
     """WSGI middleware: CORS headers for allowed origins, `Vary: Origin` on every answer."""
 
-    def __init__(self, app: Callable, origins: list[str]):
+    def __init__(self, app: Callable, origins: Sequence[str]):
         self.app = app
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
@@ -29,8 +29,8 @@ class Cors:
         return origin is not None and (self.any_origin or origin in self.origins)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        origin = environ.get("HTTP_ORIGIN")
-        if not self.allowed(origin):
+        origin: str = environ.get("HTTP_ORIGIN", "")
+        if not self.allowed(origin or None):
             extra = [("Vary", "Origin")]
         elif environ["REQUEST_METHOD"] == "OPTIONS" and \
                 "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:

@@ -57,10 +57,8 @@ def counts_headers(marker: str, poll_interval: str) -> list[tuple[str, str]]:
             ("Vary", "Authorization"), ("X-Poll-Interval", poll_interval)]
 
 
-def allowed_user(principal: Principal | Problem, user_id: str) -> str | None:
+def allowed_user(principal: Principal, user_id: str) -> str | None:
     """The user id's canonical text if the caller may see that user's counts, else None."""
-    if isinstance(principal, Problem):
-        return None
     try:
         uid = uuid_text(user_id)
     except ValueError:
@@ -94,9 +92,11 @@ class FastPath:
         """The 304's headers if this request may see the user's counts and its ETag is current."""
         res = self.resources
         principal = identified(environ, res)
+        if isinstance(principal, Problem):
+            return None  # the view answers with it (auth before conditionals: invariant 8)
         uid = allowed_user(principal, user_id)
         if uid is None:
-            return None  # the view answers 400, 401, 403 or 503 (auth before conditionals: inv. 8)
+            return None  # the view answers 400 or 403
         counted = not principal.is_service and res.rate_limit.per_user > 0
         try:
             found = markers.read(res.redis, uid, res.marker_ttl,

@@ -2,6 +2,7 @@
 (counts.http.auth). Nothing else lives here."""
 
 import json
+from typing import Any
 
 from flask import Response, current_app, request
 from marshmallow import Schema
@@ -17,6 +18,11 @@ def resources():
 
 def load_body(schema: Schema) -> dict:
     """The JSON body validated by `schema` (400 bad JSON, 415 not JSON, 422 invalid)."""
+    return schema.load(load_json())
+
+
+def load_json() -> Any:
+    """The JSON body, not yet validated (400 bad JSON, 413 too large, 415 not JSON)."""
     try:
         body = request.get_data(cache=True)
     except HTTPException:
@@ -38,7 +44,7 @@ def load_body(schema: Schema) -> dict:
         raise Problem("The request body is not valid JSON: it is not UTF-8 text.") from None
     except ValueError as error:  # json.JSONDecodeError says where
         raise Problem(f"The request body is not valid JSON: {error}.") from None
-    return schema.load(data)
+    return data
 
 
 def json_response(body: dict, status: int = 200) -> Response:

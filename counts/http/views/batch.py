@@ -41,7 +41,8 @@ def post_batch() -> Response:
     if changed:
         # A replica may answer for all of them once it has replayed every one's last write.
         needed = [positions.get(str(uid)) for uid in changed]
-        position = None if None in needed else max(needed)
+        known = [lsn for lsn in needed if lsn is not None]
+        position = max(known) if len(known) == len(needed) else None
         try:
             fresh = res.postgres.read_seen(position, res.source.unread_counts, changed)
         except DependencyUnavailable:

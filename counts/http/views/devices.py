@@ -5,9 +5,8 @@ from uuid import UUID
 from flask import Blueprint, Response
 
 from counts.errors import NotFound
-from counts.http import schemas
 from counts.http.auth import parse_path_uuid, requires_user
-from counts.http.views import json_response, load_body, resources
+from counts.http.views import json_response, load_json, resources
 from counts.push import devices
 
 bp = Blueprint("push", __name__)
@@ -17,10 +16,9 @@ bp = Blueprint("push", __name__)
 @requires_user
 def register_device(user_id: UUID) -> Response:
     """Register a device for a user: 201 with a new id, or 200 with the id its token already had."""
-    body = load_body(schemas.device_registration)
     res = resources()
-    token, settings = res.push.check(body)
-    device_id, created = res.db.run(devices.register, user_id, body["platform"], token, settings,
+    platform, token, settings = res.push.accept(load_json())
+    device_id, created = res.db.run(devices.register, user_id, platform, token, settings,
                                     res.push.max_devices)
     return json_response({"device_id": str(device_id)}, 201 if created else 200)
 
@@ -29,7 +27,8 @@ def register_device(user_id: UUID) -> Response:
 @requires_user
 def list_devices(user_id: UUID) -> Response:
     """A user's devices, each token shown only as a short hash."""
-    return json_response({"devices": resources().db.read(devices.list_devices, user_id)})
+    res = resources()
+    return json_response({"devices": res.db.read(res.push.list_devices, user_id)})
 
 
 @bp.delete("/v1/users/<user_id>/devices/<device_id>")

@@ -80,5 +80,5 @@ def function_problem(cur, function: tuple[str, str]) -> str | None:
     except psycopg2.Error as error:
         if error.pgcode is None:
             raise  # the connection failed, not the function
-        return f"calling it failed: {error.pgerror.strip().splitlines()[0]}"
+        return f"calling it failed: {(error.pgerror or str(error)).strip().splitlines()[0]}"
     return None

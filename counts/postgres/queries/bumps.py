@@ -28,7 +28,7 @@ BUMPS_CHANNEL = "counts_bumps"
 LISTEN_BUMPS = f"LISTEN {BUMPS_CHANNEL}"
 
 
-def enqueue_bumps(cur, user_ids: Iterable[UUID]) -> int:
+def enqueue_bumps(cur, user_ids: Iterable[UUID | str]) -> int:
     """Record, in the caller's transaction, users whose markers must be bumped after commit."""
     cur.execute(ENQUEUE_BUMPS, ([str(uid) for uid in user_ids],))
     return cur.fetchone()[0]

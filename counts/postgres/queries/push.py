@@ -77,10 +77,11 @@ def enqueue_jobs(cur, alert: Iterable[UUID], badge: Iterable[UUID],
                  conversation_id: UUID | None) -> int:
     """In the caller's transaction: a job per user with a device (alerted if in `alert`); the
     dispatchers are woken at commit. How many were queued."""
-    alert, badge = [str(uid) for uid in alert], [str(uid) for uid in badge]
-    if not alert and not badge:
+    alerted, badged = [str(uid) for uid in alert], [str(uid) for uid in badge]
+    if not alerted and not badged:
         return 0
-    cur.execute(ENQUEUE_JOBS, (alert, badge, None if conversation_id is None else str(conversation_id)))
+    conversation = None if conversation_id is None else str(conversation_id)
+    cur.execute(ENQUEUE_JOBS, (alerted, badged, conversation))
     return cur.fetchone()[0]
 
 

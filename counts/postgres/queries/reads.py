@@ -1,6 +1,7 @@
 """Reads: the unread counts of one user or many, and the readiness ping."""
 
 from collections.abc import Iterable
+from typing import Any
 from uuid import UUID
 
 # One statement for one user or many, costing O(the users' memberships): their rows in
@@ -41,9 +42,10 @@ def unread_counts(cur, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
 def counts_by_user(cur, statement, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
     """Run a counts statement (rows of user_id text, conversation_id text, unread; parameter
     user_ids) and fold its rows into each user's counts, users without rows included."""
-    user_ids = list(user_ids)
-    result = {uid: {"total": 0, "unread_conversations": 0, "conversations": []} for uid in user_ids}
-    by_text = {str(uid): result[uid] for uid in user_ids}
+    users = list(user_ids)
+    result: dict[UUID, dict[str, Any]] = {
+        uid: {"total": 0, "unread_conversations": 0, "conversations": []} for uid in users}
+    by_text = {str(uid): result[uid] for uid in users}
     cur.execute(statement, {"user_ids": list(by_text)})
     for user_id, conversation_id, unread in cur.fetchall():
         counts = by_text[user_id]

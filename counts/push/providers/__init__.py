@@ -11,6 +11,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol
 
 import certifi
@@ -90,26 +91,27 @@ def transport_failure(error: httpx.HTTPError) -> Outcome:
     return Outcome(RETRY, f"no answer: {type(error).__name__}", unreachable=True)
 
 
-# Each a module here, declaring its settings section as SETTINGS and building its provider with
-# from_settings(section, push settings).
+# One module each, exporting: PLATFORM (its name), SETTINGS (its settings section, read from the
+# environment), REGISTRATION (the marshmallow schema of a device registration), accept(body,
+# section) -> (token, settings) (or InvalidInput), shown(token, settings) -> what the device list
+# shows, and from_settings(section, push settings) -> the Provider.
 PLATFORMS = ("webpush", "apns", "fcm")
 
 
-def _sections(settings: Settings) -> dict[str, tuple[Any, Any]]:
+def modules() -> dict[str, ModuleType]:
+    """Each platform's module, by platform."""
+    return {name: importlib.import_module(f"{__name__}.{name}") for name in PLATFORMS}
+
+
+def sections(settings: Settings) -> dict[str, tuple[ModuleType, Any]]:
     """Each platform's module and its settings section, read from the settings' environment."""
-    modules = {name: importlib.import_module(f"{__name__}.{name}") for name in PLATFORMS}
-    return {name: (module, settings.section(module.SETTINGS)) for name, module in modules.items()}
-
-
-def configured(settings: Settings) -> set[str]:
-    """The platforms this service can push to (registering a device elsewhere is a 422)."""
-    return {name for name, (_, own) in _sections(settings).items() if own.configured}
+    return {name: (module, settings.section(module.SETTINGS)) for name, module in modules().items()}
 
 
 def build(settings: Settings) -> dict[str, Provider]:
     """The configured providers, by platform; one log line for each one that is not."""
     providers = {}
-    for name, (module, own) in _sections(settings).items():
+    for name, (module, own) in sections(settings).items():
         if own.configured:
             providers[name] = module.from_settings(own, settings.push)
         else:

@@ -17,7 +17,9 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from marshmallow import Schema, fields, validate
 
+from counts.errors import InvalidInput
 from counts.push.devices import Device
 from counts.push.payload import COLLAPSE_KEY, Push
 from counts.push.providers import (
@@ -60,7 +62,32 @@ class ApnsSettings:
         return self.key_file is not None
 
 
+class ApnsDevice(Schema):
+    """`POST /v1/users/{id}/devices` for an Apple device."""
+
+    platform = fields.String(required=True, validate=validate.Equal("apns"))
+    # 32 bytes today; Apple asks providers not to assume the length.
+    token = fields.String(required=True, validate=validate.Regexp(r"^(?:[0-9a-fA-F]{2}){32,100}$"))
+    topic = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,154}$"))
+    environment = fields.String(load_default="production",
+                                validate=validate.OneOf(["production", "sandbox"]))
+
+
+def accept(body: dict, own: ApnsSettings) -> tuple[str, dict]:
+    """The (token, settings) to store for a valid registration, or 422 for another app."""
+    if own.topics and body["topic"] not in own.topics:
+        raise InvalidInput(f"APNs topic {body['topic']!r} is not one of this service's apps.")
+    return body["token"].lower(), {"topic": body["topic"], "environment": body["environment"]}
+
+
+def shown(token: str, settings: dict) -> dict:
+    """What the device list shows of an Apple device, besides its token's hint."""
+    return {"topic": settings.get("topic"), "environment": settings.get("environment")}
+
+
+PLATFORM = "apns"
 SETTINGS = ApnsSettings
+REGISTRATION = ApnsDevice
 
 
 TOKEN_LIFETIME = 40 * 60

@@ -15,6 +15,7 @@ import httpx
 import urllib3
 from google.auth.transport.urllib3 import Request
 from google.oauth2 import service_account
+from marshmallow import Schema, fields, validate
 
 from counts.push.devices import Device
 from counts.push.payload import COLLAPSE_KEY, Push
@@ -48,7 +49,26 @@ class FcmSettings:
         return self.credentials_file is not None
 
 
+class FcmDevice(Schema):
+    """`POST /v1/users/{id}/devices` for an Android (FCM) device."""
+
+    platform = fields.String(required=True, validate=validate.Equal("fcm"))
+    token = fields.String(required=True, validate=validate.Regexp(r"^[\x21-\x7e]{1,4096}$"))
+
+
+def accept(body: dict, own: FcmSettings) -> tuple[str, dict]:
+    """The (token, settings) to store for a valid registration."""
+    return body["token"], {}
+
+
+def shown(token: str, settings: dict) -> dict:
+    """What the device list shows of an FCM device, besides its token's hint: nothing more."""
+    return {}
+
+
+PLATFORM = "fcm"
 SETTINGS = FcmSettings
+REGISTRATION = FcmDevice
 
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -85,7 +105,7 @@ class FCM:
         with self._lock:
             if not self.credentials.valid or self.credentials.token == rejected:
                 self.credentials.refresh(self._token_request)
-            return self.credentials.token
+            return str(self.credentials.token)
 
     def close(self) -> None:
         """Close the kept-open connections."""

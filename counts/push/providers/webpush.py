@@ -8,18 +8,23 @@ a signature is valid for hours, so one per push service origin is cached and reu
 """
 
 import json
+import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import http_ece
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
+from marshmallow import Schema, ValidationError, fields, validate
 from py_vapid import Vapid
 
+from counts.errors import InvalidInput
 from counts.push import vapid as vapid_keys
-from counts.push.devices import Device, HostRules
+from counts.push.devices import Device
 from counts.push.payload import COLLAPSE_KEY, Push
 from counts.push.providers import (
     ACCEPTED,
@@ -68,7 +73,104 @@ class WebPushSettings:
         return self.private_key is not None
 
 
+# --- where subscriptions may point, and what a registration carries ------------------------------
+
+# A Web Push allowlist entry: a host name or *.domain, with an optional port.
+_HOST_RULE = re.compile(r"(\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::([0-9]{1,5}))?")
+
+
+class HostRules:
+    """COUNTS_WEBPUSH_ALLOWED_HOSTS: `host` or `*.domain`, either with `:port` (default 443)."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.rules: list[tuple[str, int]] = []
+        for pattern in patterns:
+            found = _HOST_RULE.fullmatch(pattern.lower())
+            if found is None or not 0 < int(found.group(2) or 443) <= 65535:
+                raise ValueError(f"{pattern!r} is not host[:port] or *.domain[:port]")
+            host, colon, port = pattern.lower().rpartition(":")
+            self.rules.append((host, int(port)) if colon else (pattern.lower(), 443))
+
+    def allows(self, endpoint: str) -> bool:
+        """An https URL, without credentials, on an allowed host and port."""
+        try:
+            parts = urlsplit(endpoint)
+            port = parts.port or 443
+        except ValueError:
+            return False
+        host = (parts.hostname or "").rstrip(".")
+        if parts.scheme != "https" or parts.username or parts.password or not host:
+            return False
+        return any(port == allowed_port and _host_matches(host, allowed)
+                   for allowed, allowed_port in self.rules)
+
+
+def _host_matches(host: str, allowed: str) -> bool:
+    """`allowed` is the host itself, or `*.domain` for any host under that domain."""
+    if allowed.startswith("*."):
+        return host.endswith(allowed[1:]) and len(host) > len(allowed) - 1
+    return host == allowed
+
+
+def _b64url_bytes(length: int, what: str) -> Any:
+    """A validator: base64url (padding optional) of exactly `length` bytes."""
+    def check(value: str) -> None:
+        try:
+            raw = vapid_keys.b64url_decode(value)
+        except ValueError:
+            raise ValidationError(f"Must be the base64url {what}.") from None
+        if len(raw) != length:
+            raise ValidationError(f"Must be the base64url {what} ({length} bytes).")
+    return check
+
+
+def _p256_point(value: str) -> None:
+    """The browser's P-256 public key: an uncompressed point on the curve, base64url."""
+    _b64url_bytes(65, "P-256 public key")(value)
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), vapid_keys.b64url_decode(value))
+    except ValueError:
+        raise ValidationError("Must be a point on the P-256 curve.") from None
+
+
+class SubscriptionKeys(Schema):
+    p256dh = fields.String(required=True, validate=_p256_point)
+    auth = fields.String(required=True, validate=_b64url_bytes(16, "auth secret"))
+
+
+class Subscription(Schema):
+    """A browser's PushSubscription, as PushSubscription.toJSON() gives it."""
+
+    endpoint = fields.String(required=True, validate=[validate.Length(min=9, max=2048),
+                                                      validate.URL(schemes={"https"}, require_tld=False)])
+    expirationTime = fields.Integer(load_default=None, allow_none=True)  # noqa: N815 - the browser's name
+    keys = fields.Nested(SubscriptionKeys, required=True)
+
+
+class WebPushDevice(Schema):
+    """`POST /v1/users/{id}/devices` for a browser."""
+
+    platform = fields.String(required=True, validate=validate.Equal("webpush"))
+    subscription = fields.Nested(Subscription, required=True)
+
+
+def accept(body: dict, own: WebPushSettings) -> tuple[str, dict]:
+    """The (token, settings) to store for a valid registration, or 422 where we won't push."""
+    subscription = body["subscription"]
+    if not HostRules(own.allowed_hosts).allows(subscription["endpoint"]):
+        raise InvalidInput("The subscription's endpoint must be https on a push service this "
+                           "service allows (COUNTS_WEBPUSH_ALLOWED_HOSTS).")
+    return subscription["endpoint"], dict(subscription["keys"])
+
+
+def shown(token: str, settings: dict) -> dict:
+    """What the device list shows of a browser, besides its token's hint."""
+    return {"endpoint_host": urlsplit(token).hostname}
+
+
+PLATFORM = "webpush"
 SETTINGS = WebPushSettings
+REGISTRATION = WebPushDevice
 
 # RFC 8292: a push service rejects a token whose exp is more than 24 h away. Signed for 12 h,
 # renewed when less than 1 h is left.
