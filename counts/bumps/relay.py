@@ -11,28 +11,26 @@ Notifications sent while nobody listened are lost, so the relay drains once afte
 (re)connection, before it waits. What it still misses (Redis down when it woke, a connection
 that died silently) the periodic drainer bumps a few seconds later.
 
-Works under gthread and gevent alike: it waits in select.select on the connection's socket
-(gevent patches it), and touches Postgres only through counts.postgres.pool.
+It listens through counts.postgres.listen (one LISTEN loop for the relay and the dispatcher),
+under gthread and gevent alike: it waits in select.select (gevent patches it).
 """
 
 import logging
-import select
+import math
 import threading
 
-import psycopg2
 import redis
 from psycopg2.extensions import connection
 
 from counts.bumps import outbox
 from counts.markers import Wal
+from counts.postgres.listen import Listener
 from counts.postgres.pool import Database
 from counts.postgres.queries import bumps
 
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "counts-relay"  # how its connection shows in pg_stat_activity
-RETRY_SECONDS = (0.1, 1.0, 2.0, 5.0)  # waits before reconnecting, after 1, 2, 3, 4+ failures
-IDLE_SECONDS = 1.0  # longest wait before looking at the stop flag again
 BATCH_SIZE = 500  # outbox rows per transaction
 
 
@@ -42,43 +40,20 @@ class Relay(threading.Thread):
     def __init__(self, db: Database, client: redis.Redis, ttl: int, wal: Wal = None):
         super().__init__(name="counts-relay", daemon=True)
         self.db, self.client, self.ttl, self.wal = db, client, ttl, wal
-        self.stopped = threading.Event()
-        self.listening = threading.Event()  # set while a LISTEN is in place
+        self.listener = Listener(db, bumps.BUMPS_CHANNEL, self.act, APPLICATION_NAME)
+        self.listening = self.listener.listening  # set while a LISTEN is in place
 
     def run(self) -> None:
-        """Listen until stopped; reconnect after any failure, backing off while they repeat."""
-        failures = 0
-        while not self.stopped.is_set():
-            try:
-                self.listen()
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-                log.warning("relay lost Postgres, reconnecting: %s", str(error).strip())
-            except Exception:  # a dead relay would leave every SQL write to the drainer
-                log.exception("relay failed, restarting")
-            failures = 1 if self.listening.is_set() else failures + 1
-            self.listening.clear()
-            self.stopped.wait(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1])
-
-    def listen(self) -> None:
-        """One connection's life: LISTEN, catch up, then drain on every notification."""
-        conn = self.db.dedicated(APPLICATION_NAME)
+        """Listen (and drain) until stopped, through Postgres outages."""
         try:
-            with conn.cursor() as cur:
-                bumps.listen_for_bumps(cur)
-            self.listening.set()
-            while not self.stopped.is_set():
-                # First the catch-up: commits made while nobody listened notified nobody. Then
-                # once per wake-up, however many commits woke us: one drain takes all their rows.
-                self.drain(conn)
-                # The drain's own statements may have read notifications off the socket already,
-                # so look at what arrived before waiting for more; poll() after a quiet second
-                # too, in case the client library holds one the socket no longer signals.
-                while not conn.notifies and not self.stopped.is_set():
-                    select.select([conn], [], [], IDLE_SECONDS)
-                    conn.poll()  # reads notifications; raises if the server went away
-                conn.notifies.clear()
+            self.listener.run()
         finally:
-            conn.close()
+            self.listener.close()
+
+    def act(self, conn: connection) -> float:
+        """Drain, then wait for the next wake-up however long it takes."""
+        self.drain(conn)
+        return math.inf
 
     def drain(self, conn: connection) -> None:
         """Bump everything in the outbox now, on the relay's own connection: a busy pool must
@@ -100,5 +75,5 @@ class Relay(threading.Thread):
         conn.autocommit = True  # back to LISTENing between transactions
 
     def stop(self) -> None:
-        """Ask the thread to finish (within IDLE_SECONDS)."""
-        self.stopped.set()
+        """Ask the thread to finish (at once, or after the drain in flight)."""
+        self.listener.stop()

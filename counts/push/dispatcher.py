@@ -12,9 +12,7 @@ notification costs latency, never a push.
 """
 
 import logging
-import os
 import random
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
-from counts.errors import DependencyUnavailable
+from psycopg2.extensions import connection
+
 from counts.observability import metrics
+from counts.postgres.listen import Listener
 from counts.postgres.pool import Database
 from counts.postgres.queries import push as push_sql
 from counts.push.devices import Device
@@ -34,6 +34,8 @@ from counts.settings import PushSettings
 from counts.sources.own import OwnSource
 
 log = logging.getLogger(__name__)
+
+LISTENER_NAME = "counts-push-listener"  # its LISTEN connection in pg_stat_activity
 
 LiveUsers = Callable[[list[str]], set[str]]
 # The read path's counts (counts.sources): the badge is what a poll would answer.
@@ -109,8 +111,8 @@ class Dispatcher:
         self.lease = LEASE_TIMEOUTS * settings.timeout
         self.hosts = HostBackoff(self.retry_base, min(60.0, self.retry_max))
         self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="counts-push")
-        self.stopped = threading.Event()
-        self._wake_read, self._wake_write = os.pipe()  # stop() interrupts a wait at once
+        self.listener = Listener(db, push_sql.PUSH_CHANNEL, self.act, LISTENER_NAME)
+        self.stopped = self.listener.stopped
 
     # --- one round ---------------------------------------------------------------------------
 
@@ -259,34 +261,14 @@ class Dispatcher:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Push until stop(): LISTEN for wake-ups, poll too, survive Postgres going away."""
-        failures = 0
-        while not self.stopped.is_set():
-            try:
-                with self.db.connection(autocommit=True) as listener:
-                    with listener.cursor() as cur:
-                        push_sql.listen(cur)
-                    failures = 0
-                    self._serve(listener)
-            except DependencyUnavailable as error:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                log.warning("push dispatcher waits %.1f s for Postgres: %s", delay, error)
-                self.stopped.wait(delay)
-            except Exception:  # a bad round must not end the process; its jobs stay queued
-                failures += 1
-                log.exception("push round failed")
-                self.stopped.wait(min(30.0, 0.5 * 2 ** (failures - 1)))
+        """Push until stop(): rounds when woken, when a job is due, and every poll interval,
+        through Postgres outages (counts.postgres.listen)."""
+        self.listener.run()
 
-    def _serve(self, listener) -> None:
-        """Rounds back to back while work is due; between them, wait for a wake-up or a due time."""
-        while not self.stopped.is_set():
-            handled = self.run_once()
-            if handled >= self.batch:
-                continue  # a full round: more is probably due
-            idle = self._idle_seconds(handled)
-            if idle > 0:
-                self._wait(listener, idle)
+    def act(self, conn: connection) -> float:
+        """One round; the seconds until the next is due (0: at once, more is probably due)."""
+        handled = self.run_once()
+        return 0.0 if handled >= self.batch else self._idle_seconds(handled)
 
     def _idle_seconds(self, handled: int) -> float:
         """Until the next job is due (a coalescing window's end, a retry), at most the poll interval."""
@@ -299,27 +281,13 @@ class Dispatcher:
             return 0.0 if handled else min(self.poll_interval, 0.2)
         return min(self.poll_interval, due_in)
 
-    def _wait(self, listener, timeout: float) -> None:
-        """Sleep until a NOTIFY, stop(), or `timeout` seconds."""
-        if listener.notifies:
-            listener.notifies.clear()
-            return
-        ready = select.select([listener, self._wake_read], [], [], timeout)[0]
-        if self._wake_read in ready:
-            os.read(self._wake_read, 512)
-        if listener in ready:
-            listener.poll()  # reads the notifications (or raises if the server went away)
-            listener.notifies.clear()
-
     def stop(self) -> None:
         """Finish the round in flight, then return from run(). Safe from a signal handler."""
-        self.stopped.set()
-        os.write(self._wake_write, b"x")
+        self.listener.stop()
 
     def close(self) -> None:
-        """Release the pool, the pipe and the providers' connections (after run() returned)."""
+        """Release the pool, the listener and the providers' connections (after run() returned)."""
         self.pool.shutdown(wait=True)
         for provider in self.providers.values():
             provider.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self.listener.close()

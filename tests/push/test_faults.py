@@ -61,7 +61,7 @@ def test_postgres_cut_delays_pushes_and_loses_none(push_api, push_service, push_
     pg_proxy.set_mode("cut")
     push_api.send(conversation, alice)  # the writer reaches Postgres; the dispatcher cannot
     push_api.send(conversation, alice)
-    wait_until(lambda: "waits" in worker.log() and "for Postgres" in worker.log(),
+    wait_until(lambda: "lost Postgres, reconnecting" in worker.log(),
                what="the worker to notice")
     pg_proxy.set_mode("forward")
     wait_until(lambda: browser.messages()[-1]["total"] == 3 and queue_empty(pg), timeout=40,

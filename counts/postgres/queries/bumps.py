@@ -25,7 +25,6 @@ PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
 
 # The channel counts.bump() notifies (migrations/attached/0002_counts_bump.sql).
 BUMPS_CHANNEL = "counts_bumps"
-LISTEN_BUMPS = f"LISTEN {BUMPS_CHANNEL}"
 
 
 def enqueue_bumps(cur, user_ids: Iterable[UUID | str]) -> int:
@@ -59,7 +58,3 @@ def pending_bumps(cur) -> int:
     cur.execute(PENDING_BUMPS)
     return cur.fetchone()[0]
 
-
-def listen_for_bumps(cur) -> None:
-    """Have this session notified of every commit that called counts.bump()."""
-    cur.execute(LISTEN_BUMPS)

@@ -70,7 +70,7 @@ def delete_device(cur, user_id: UUID, device_id: UUID) -> bool:
 ENQUEUE_JOBS = "SELECT push(%s::uuid[], %s::uuid[], %s::uuid)"
 
 # The channel push() notifies: a wake-up, never the job.
-LISTEN = "LISTEN counts_push"
+PUSH_CHANNEL = "counts_push"
 
 
 def enqueue_jobs(cur, alert: Iterable[UUID], badge: Iterable[UUID],
@@ -83,11 +83,6 @@ def enqueue_jobs(cur, alert: Iterable[UUID], badge: Iterable[UUID],
     conversation = None if conversation_id is None else str(conversation_id)
     cur.execute(ENQUEUE_JOBS, (alerted, badged, conversation))
     return cur.fetchone()[0]
-
-
-def listen(cur) -> None:
-    """Subscribe this (autocommit) connection to the dispatchers' wake-ups."""
-    cur.execute(LISTEN)
 
 
 # --- the dispatcher's round --------------------------------------------------------------------
