@@ -68,7 +68,7 @@ $(JS)/node_modules/.installed: $(JS)/package-lock.json
 
 js: install redis-tools browser $(JS)/node_modules/.installed
 	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
-	cd $(JS) && COUNTS_PYTHON="$(abspath $(BIN))/python" COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" \
+	cd $(JS) && COUNTS_TEST_PYTHON="$(abspath $(BIN))/python" COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" \
 	COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" npm test
 
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create

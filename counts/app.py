@@ -1,5 +1,7 @@
 """create_app: settings, then the per-process resources, the WSGI stack, and the blueprints."""
 
+import logging
+
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -13,8 +15,11 @@ from counts.http.middleware.websocket import WebSockets
 from counts.http.views import batch, bumps, devices, docs, health, live, writes
 from counts.http.views import counts as counts_views
 from counts.observability import logs
+from counts.push import providers
 from counts.resources import Resources
 from counts.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BLUEPRINTS = (counts_views.bp, batch.bp, writes.bp, bumps.bp, live.bp, devices.bp, health.bp,
               docs.bp)
@@ -27,6 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_body_bytes
     logs.configure(settings.server.log_level)
     resources = app.extensions["counts"] = Resources(settings)
+    unknown = settings.unknown(*(module.SETTINGS for module in providers.modules().values()))
+    if unknown:
+        log.warning("ignoring variables no setting of this version reads: %s", ", ".join(unknown))
 
     problems.register_error_handlers(app, settings.http.retry_after)
     for blueprint in BLUEPRINTS:

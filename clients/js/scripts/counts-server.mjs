@@ -7,9 +7,9 @@ import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
-/** The Python of the repository's venv: `make` passes it in COUNTS_PYTHON. */
+/** The Python of the repository's venv: `make` passes it in COUNTS_TEST_PYTHON. */
 export function python() {
-  return process.env.COUNTS_PYTHON ?? resolve(REPO_ROOT, ".venv/bin/python");
+  return process.env.COUNTS_TEST_PYTHON ?? resolve(REPO_ROOT, ".venv/bin/python");
 }
 
 /**

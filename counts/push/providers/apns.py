@@ -32,7 +32,8 @@ from counts.push.providers import (
     retry_after,
     transport_failure,
 )
-from counts.settings import PushSettings, SettingsError, setting, text, text_or_default, words
+from counts.settings import PushSettings, SettingsError
+from counts.settings.parse import setting, text, text_or_default, words
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from counts.push.providers import (
     tls_context,
     transport_failure,
 )
-from counts.settings import PushSettings, setting, text, text_or_default
+from counts.settings import PushSettings
+from counts.settings.parse import setting, text, text_or_default
 
 
 @dataclass(frozen=True)

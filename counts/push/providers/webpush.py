@@ -36,7 +36,8 @@ from counts.push.providers import (
     retry_after,
     transport_failure,
 )
-from counts.settings import PushSettings, SettingsError, setting, text, words
+from counts.settings import PushSettings, SettingsError
+from counts.settings.parse import setting, text, words
 
 # The browsers' push services (Chrome, Firefox, Edge, Safari): a Web Push subscription must point
 # at one of them, or the dispatcher would POST wherever a client asked it to.
