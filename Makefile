@@ -16,29 +16,10 @@ $(BIN)/.installed: requirements.txt tests/requirements.txt
 
 install: $(BIN)/.installed
 
-# Uses DATABASE_URL/REDIS_URL when set, else embedded Postgres and Redis under .data/. Writes .env
-# so that `flask --app app ...` (token, bump, db upgrade) talks to the same services with the same
-# JWT secret, source (COUNTS_SOURCE, COUNTS_UNREAD_FUNCTION) and VAPID key as the running server.
-# Generates a development VAPID key (Web Push) when COUNTS_VAPID_PRIVATE_KEY is not set, and runs one
-# push dispatcher beside gunicorn (its metrics on 127.0.0.1:$${COUNTS_PUSH_METRICS_PORT:-8001}),
-# stopped with it.
+# The service on 127.0.0.1:8000 (and its operators' address on :8002) with one push dispatcher,
+# until Ctrl-C: dev/run.py says what it uses and what it writes (.env).
 run: install
-	@mkdir -p $(DATA)
-	@test -s $(DATA)/jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DATA)/jwt-secret
-	@test -s $(DATA)/vapid-private-key || $(BIN)/python -m counts.push.vapid > $(DATA)/vapid-private-key
-	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA))"; \
-	COUNTS_JWT_SECRET=$${COUNTS_JWT_SECRET:-$$(cat $(DATA)/jwt-secret)}; \
-	COUNTS_VAPID_PRIVATE_KEY=$${COUNTS_VAPID_PRIVATE_KEY:-$$(cat $(DATA)/vapid-private-key)}; \
-	COUNTS_VAPID_SUBJECT=$${COUNTS_VAPID_SUBJECT:-mailto:dev@localhost}; \
-	COUNTS_PUSH_METRICS_PORT=$${COUNTS_PUSH_METRICS_PORT:-8001}; set +a; \
-	printf 'DATABASE_URL=%s\nREDIS_URL=%s\nCOUNTS_JWT_SECRET=%s\nCOUNTS_SOURCE=%s\nCOUNTS_UNREAD_FUNCTION=%s\nCOUNTS_VAPID_PRIVATE_KEY=%s\nCOUNTS_VAPID_SUBJECT=%s\n' \
-		"$$DATABASE_URL" "$$REDIS_URL" "$$COUNTS_JWT_SECRET" "$${COUNTS_SOURCE:-own}" "$${COUNTS_UNREAD_FUNCTION:-}" \
-		"$$COUNTS_VAPID_PRIVATE_KEY" "$$COUNTS_VAPID_SUBJECT" > .env; \
-	$(BIN)/flask --app app db upgrade; \
-	echo "counts on http://$${COUNTS_BIND:-127.0.0.1:8000} (Postgres $$DATABASE_URL, Redis $$REDIS_URL)"; \
-	$(BIN)/flask --app app push-worker & worker=$$!; \
-	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	$(BIN)/python -m dev.run
 
 # The Cluster and Sentinel tests start redis-server processes of Redis 7+ (a script flag they
 # need) and join them with redis-cli: Debian's redis-server package, installed when missing.
