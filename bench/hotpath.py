@@ -22,7 +22,7 @@ from bench.dataset import World
 from bench.profile import PySpy
 from bench.services import NO_LIMIT, OUT, ROOT, CpuMeter, Gunicorn, service_env
 from counts.markers import keys
-from tests.identity import ISSUER, JwksServer, SigningKey
+from tests.support.identity import ISSUER, JwksServer, SigningKey
 from tests.support.markers import read_marker
 
 LUA = ROOT / "bench" / "poll.lua"

@@ -1,7 +1,7 @@
 """The push benchmark: pushes per second per dispatcher process, and latency from a write's 201 to
 the push service's receipt at the seed's message rate (time-compressed).
 
-The push service is the Web Push fake of the tests (tests/pushfakes), on this machine, over TLS
+The push service is the Web Push fake of the tests (tests/support/pushfakes), on this machine, over TLS
 with a private CA: every push is encrypted (aes128gcm) and VAPID-signed for real, and the fake
 checks both. Each user has one subscription and an inbox conversation with a sender of their own
 (who has no device), so a user's total only grows and a push's total says which messages it
@@ -36,9 +36,9 @@ from bench.services import (
 )
 from counts.identity import mint_token
 from counts.push import vapid
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.tls import make_pki
-from tests.pushfakes.webpush import PushService, Subscriber
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.tls import make_pki
+from tests.support.pushfakes.webpush import PushService, Subscriber
 
 PUSH_DB = "bench_push"
 P99_TARGET_S = 1.0

@@ -15,10 +15,10 @@ from counts.identity import mint_token
 from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.settings import Settings
-from tests.clusters import RedisClusterProcesses
 from tests.faults.verdict import FIGURES
-from tests.identity import JwksServer, SigningKey
-from tests.services import Gunicorn, PrivateRedis, TcpProxy
+from tests.support.clusters import RedisClusterProcesses
+from tests.support.identity import JwksServer, SigningKey
+from tests.support.services import Gunicorn, PrivateRedis, TcpProxy
 
 # make test points these at the local services (or embedded ones); the defaults are the local ones.
 ADMIN_URL = os.environ.get("COUNTS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -287,7 +287,7 @@ def provider():
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A Redis Cluster of 3 primaries and 3 replicas, shared by the session's tests: a test that
-    kills a primary kills one whose replica then serves its slots (see tests/clusters.py)."""
+    kills a primary kills one whose replica then serves its slots (see tests/support/clusters.py)."""
     cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
     try:
         yield cluster.start()

@@ -17,7 +17,7 @@ from counts.errors import DependencyUnavailable, Unauthorized
 from counts.identity import SERVICE_ROLE, TokenVerifier, tokens
 from counts.identity.jwks import KeySet
 from tests.conftest import new_user
-from tests.identity import (
+from tests.support.identity import (
     ISSUER,
     LEGACY_SECRET,
     JwksServer,
@@ -25,7 +25,7 @@ from tests.identity import (
     legacy_service_role_key,
     supabase_claims,
 )
-from tests.services import Gunicorn
+from tests.support.services import Gunicorn
 
 USER = uuid.UUID("5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
 LEEWAY = 30

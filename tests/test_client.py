@@ -15,7 +15,7 @@ from requests.adapters import BaseAdapter
 
 from counts.identity import mint_token
 from tests.conftest import SECRET, Api, new_user, proxied_url
-from tests.services import Gunicorn, LiveClient, TcpProxy, free_port
+from tests.support.services import Gunicorn, LiveClient, TcpProxy, free_port
 
 SERVER_POLL_INTERVAL = 7  # conftest's server_env sends X-Poll-Interval: 7
 RETRY_AFTER = 5  # the service's default COUNTS_RETRY_AFTER

@@ -6,7 +6,7 @@ import pytest
 from counts_client import CountsClient, CountsError
 
 from tests.conftest import Api, new_user
-from tests.services import Gunicorn, LiveClient, wait_until
+from tests.support.services import Gunicorn, LiveClient, wait_until
 from tests.test_client import SleepRecorder, user_token
 
 

@@ -16,9 +16,9 @@ from counts import markers
 from counts.bumps import outbox
 from counts.settings import parse_redis_url
 from tests.conftest import Api, admin_client, documented, new_user, true_total
-from tests.live_clients import long_poll, open_stream
-from tests.services import Gunicorn, LiveClient, wait_until
+from tests.support.live_clients import long_poll, open_stream
 from tests.support.markers import read_marker
+from tests.support.services import Gunicorn, LiveClient, wait_until
 
 TIMEOUT = 0.5
 WITHIN = 5.0  # seconds a bump may take to reach a live client; the heartbeat is 60

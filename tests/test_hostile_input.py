@@ -22,7 +22,7 @@ import pytest
 from counts.identity import mint_token
 from counts.markers import keys
 from tests.conftest import SECRET, new_user
-from tests.services import Gunicorn
+from tests.support.services import Gunicorn
 
 MIB = 1024 * 1024
 PROMPT = 2.0  # seconds: what "answered at once" means for a request the server must refuse

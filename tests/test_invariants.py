@@ -15,7 +15,7 @@ from counts.settings import DEFAULT_MARKER_TTL
 from counts.sources import own
 from dev.services import redis_server_binary
 from tests.conftest import Api, admin_client, new_user, proxied_url, true_total
-from tests.services import PrivateRedis, TcpProxy, wait_until
+from tests.support.services import PrivateRedis, TcpProxy, wait_until
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from counts.errors import DependencyUnavailable, Problem, Unauthorized
 from counts.identity import TokenVerifier
 from counts.identity.jwks import KeySet, usable_keys
 from tests.conftest import admin_client
-from tests.identity import ISSUER, SigningKey, supabase_claims
-from tests.services import wait_until
+from tests.support.identity import ISSUER, SigningKey, supabase_claims
+from tests.support.services import wait_until
 
 USER = uuid.UUID("0b7f1c4e-2d3a-4f5b-9c6d-7e8f9a0b1c2d")
 

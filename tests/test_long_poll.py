@@ -15,8 +15,8 @@ from counts.live.feed import Waiter
 from counts.live.subscribers import Subscriber
 from counts.markers import keys
 from tests.conftest import MARKER_TTL, REDIS_URL, new_user, proxied_url
-from tests.services import Gunicorn, TcpProxy, free_port, wait_until
 from tests.support.markers import read_marker
+from tests.support.services import Gunicorn, TcpProxy, free_port, wait_until
 
 
 @pytest.mark.parametrize(("prefer", "wait"), [

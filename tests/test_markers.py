@@ -14,8 +14,8 @@ from counts.markers import keys
 from counts.markers import store as marker_store
 from counts.settings import DEFAULT_MARKER_TTL
 from dev.services import redis_server_binary
-from tests.services import PrivateRedis
 from tests.support.markers import read_marker, read_markers
+from tests.support.services import PrivateRedis
 
 TTL = 3600
 

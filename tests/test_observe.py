@@ -9,7 +9,7 @@ import requests
 
 from counts.observability.logs import JsonFormatter
 from tests.conftest import new_user
-from tests.services import ROOT, Gunicorn, wait_until
+from tests.support.services import ROOT, Gunicorn, wait_until
 
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"
 

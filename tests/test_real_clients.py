@@ -18,7 +18,7 @@ from httplint.note import categories, levels
 from redbot.resource import HttpResource
 
 from tests.conftest import Api, new_user
-from tests.services import LiveClient
+from tests.support.services import LiveClient
 
 
 @pytest.fixture

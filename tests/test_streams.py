@@ -14,9 +14,9 @@ from counts.identity import mint_token
 from counts.live.subscribers import READ_SLICE
 from counts.markers import keys, presence
 from tests.conftest import SECRET, new_user
-from tests.identity import SigningKey, supabase_claims
-from tests.live_clients import SseStream, WsStream, ws_url
-from tests.services import Gunicorn, wait_until
+from tests.support.identity import SigningKey, supabase_claims
+from tests.support.live_clients import SseStream, WsStream, ws_url
+from tests.support.services import Gunicorn, wait_until
 
 HEARTBEAT = 1
 

@@ -10,9 +10,9 @@ from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.settings import function_name
 from counts.sources.attached import AttachedSource
-from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
 from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, settings_for, throwaway_database
-from tests.services import Gunicorn
+from tests.support.services import Gunicorn
+from tests.support.supabase_chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
 
 # How long a test waits for the relay to move a marker. The relay takes milliseconds (see
 # bench/relay.py); this only bounds a test on a loaded machine.

@@ -7,9 +7,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tests.attached.chat import as_role
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import new_user
+from tests.support.supabase_chat import as_role
 
 CHANNEL = "counts_bumps"
 

@@ -9,7 +9,7 @@ import threading
 
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import new_user
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 
 def bumps_of(chat, users) -> list[set[str]]:

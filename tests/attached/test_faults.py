@@ -13,14 +13,14 @@ import psycopg2
 import pytest
 
 from counts.bumps.relay import APPLICATION_NAME
-from tests.attached.chat import Chat, Writer
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.faults.conftest import redis_proxy, redis_url_through, start_service  # noqa: F401 - fixtures
 from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.verdict import Outcome
 from tests.faults.world import World
-from tests.services import wait_until
+from tests.support.services import wait_until
+from tests.support.supabase_chat import Chat, Writer
 
 
 def build_sql_world(chat: Chat, busy_users: int = 6, quiet_users: int = 4) -> World:

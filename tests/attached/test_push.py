@@ -7,7 +7,6 @@ each push from the app's unread function. The test is the browser, as in tests/p
 import pytest
 
 from counts.app import create_app
-from tests.attached.chat import UNREAD_FUNCTION
 from tests.attached.conftest import attached_settings
 from tests.conftest import Api, Tokens, new_user, settings_for
 from tests.push.conftest import (  # noqa: F401 - fixtures
@@ -19,7 +18,8 @@ from tests.push.conftest import (  # noqa: F401 - fixtures
     workers,
 )
 from tests.push.test_webpush import vapid_claims
-from tests.services import wait_until
+from tests.support.services import wait_until
+from tests.support.supabase_chat import UNREAD_FUNCTION
 
 
 @pytest.fixture

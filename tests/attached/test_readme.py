@@ -14,12 +14,12 @@ import requests
 
 from counts.identity import mint_token
 from dev.services import _pg_bin
-from tests.attached.chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
 from tests.attached.conftest import RELAY_BOUND, attached_env
 from tests.conftest import ADMIN_URL, SECRET, throwaway_database
 from tests.push.conftest import VAPID_SUBJECT, workers  # noqa: F401 - a fixture
-from tests.pushfakes.browser import pki_in
-from tests.services import ROOT, Gunicorn, free_port, wait_until
+from tests.support.pushfakes.browser import pki_in
+from tests.support.services import ROOT, Gunicorn, free_port, wait_until
+from tests.support.supabase_chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
 
 FLASK = f"{Path(sys.executable).parent / 'flask'} --app {ROOT / 'app.py'}"
 PSQL = shutil.which("psql") or str(_pg_bin() / "psql")
@@ -121,12 +121,12 @@ def test_readme_attached_push_session_shows_the_alert_then_the_badge(empty_app_d
     server = Gunicorn(env).start()  # what `make run` starts: the service, and a push worker
     try:
         workers(env)
-        browser = (f"{sys.executable} -m tests.pushfakes.browser run --url {server.url} --port {port}"
+        browser = (f"{sys.executable} -m tests.support.pushfakes.browser run --url {server.url} --port {port}"
                    f" --dir {tmp_path / 'fake'}")
         # A person pasting line by line reads the alert before marking it read; a script waits.
         session = session.replace("# the browser prints", "sleep 2  # the browser prints", 1)
-        script = pasted(demo + session, server).replace(".venv/bin/python -m tests.pushfakes.browser run",
-                                                        browser)
+        script = pasted(demo + session, server).replace(
+            ".venv/bin/python -m tests.support.pushfakes.browser run", browser)
         done = bash(script, {**os.environ, **env, "PYTHONPATH": str(ROOT)}, tmp_path)
     finally:
         server.stop()

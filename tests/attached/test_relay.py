@@ -13,8 +13,8 @@ from counts.postgres.pool import Database
 from counts.settings import DEFAULT_MARKER_TTL, parse_redis_url
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import MARKER_TTL, new_user
-from tests.services import wait_until
 from tests.support.markers import read_marker
+from tests.support.services import wait_until
 
 
 @pytest.fixture

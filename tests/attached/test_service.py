@@ -11,7 +11,7 @@ import pytest
 from counts.app import create_app
 from tests.attached.conftest import attached_env, attached_settings
 from tests.conftest import Api, Tokens, new_user, settings_for
-from tests.services import ROOT, Gunicorn, PrivateRedis, free_port
+from tests.support.services import ROOT, Gunicorn, PrivateRedis, free_port
 
 WRITES = [("post", "/v1/conversations"), ("delete", "/v1/conversations/{c}"),
           ("post", "/v1/conversations/{c}/members"), ("delete", "/v1/conversations/{c}/members/{u}"),

@@ -12,7 +12,7 @@ import pytest
 
 from tests.attached.conftest import RELAY_BOUND
 from tests.conftest import Tokens, new_user
-from tests.services import LiveClient, wait_until
+from tests.support.services import LiveClient, wait_until
 
 
 class Poller:

@@ -6,7 +6,7 @@ import psutil
 import pytest
 
 from tests.conftest import MARKER_TTL, SECRET
-from tests.services import Gunicorn, PrivateRedis, TcpProxy
+from tests.support.services import Gunicorn, PrivateRedis, TcpProxy
 
 # Small timeouts so hung dependencies cost little, a fast drainer so repairs come quickly, and no
 # rate limit: the pollers poll far faster than a real client may.

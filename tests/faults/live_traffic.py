@@ -25,7 +25,7 @@ from counts.markers import keys
 from tests.conftest import SECRET, true_total
 from tests.faults.verdict import FIGURES, pending_bumps
 from tests.faults.world import World
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 HEARTBEAT = 60  # seconds: longer than any wait below, so a heartbeat never hides a lost wake-up
 CONVERGE = 8.0  # seconds the devices get to show the final truth once the writes stopped

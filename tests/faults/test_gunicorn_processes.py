@@ -21,7 +21,7 @@ from tests.conftest import SECRET
 from tests.faults.traffic import REQUEST_TIMEOUT, Traffic
 from tests.faults.verdict import pending_bumps
 from tests.faults.world import build_world
-from tests.services import ROOT, wait_until
+from tests.support.services import ROOT, wait_until
 
 with mock.patch.dict(os.environ, {"COUNTS_ENV": "development"}):  # enough settings to load it
     GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]

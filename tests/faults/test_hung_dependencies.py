@@ -19,7 +19,7 @@ from tests.conftest import new_user, proxied_url
 from tests.faults.conftest import redis_url_through, service_env
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.services import Gunicorn, wait_until
+from tests.support.services import Gunicorn, wait_until
 
 TIMEOUT = 1.0  # both dependencies' timeout here: far above the slack, so overruns stand out
 SLACK = 0.5  # seconds for a request's own work on a busy 2-CPU machine

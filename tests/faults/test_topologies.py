@@ -15,8 +15,8 @@ from tests.faults.conftest import redis_url_through
 from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.live_clients import counts_reaching, open_stream, settled
-from tests.services import LiveClient, wait_until
+from tests.support.live_clients import counts_reaching, open_stream, settled
+from tests.support.services import LiveClient, wait_until
 
 STREAM_WITHIN = 8.0  # seconds from the failover's end to the bump on every stream (heartbeat: 60)
 

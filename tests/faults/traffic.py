@@ -31,7 +31,7 @@ from tests.faults.verdict import (
     pending_bumps,
 )
 from tests.faults.world import World
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 REQUEST_TIMEOUT = 10.0  # seconds; far above any timeout the service is configured with
 MAX_REQUESTS = 40_000  # per Traffic: the traffic is bounded however a test goes

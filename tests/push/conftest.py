@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from counts.push import vapid
 from counts.push.worker import make_dispatcher
 from tests.conftest import settings_for
-from tests.pushfakes.apns import ApnsWorld
-from tests.pushfakes.fcm import FcmService
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.tls import make_pki
-from tests.pushfakes.webpush import PushService, Subscriber
+from tests.support.pushfakes.apns import ApnsWorld
+from tests.support.pushfakes.fcm import FcmService
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.tls import make_pki
+from tests.support.pushfakes.webpush import PushService, Subscriber
 
 VAPID_SUBJECT = "mailto:ops@counts.test"
 
@@ -180,7 +180,7 @@ class WorkerProcess:
         import subprocess
         import sys
 
-        from tests.services import ROOT, wait_until
+        from tests.support.services import ROOT, wait_until
 
         if self.use_gevent:
             command = [sys.executable, "-c", "from gevent import monkey; monkey.patch_all()\n"

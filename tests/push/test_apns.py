@@ -1,4 +1,4 @@
-"""APNs against the local fake (tests/pushfakes/apns.py), which enforces Apple's documented rules."""
+"""APNs against the local fake (tests/support/pushfakes/apns.py), which enforces Apple's documented rules."""
 
 import time
 
@@ -8,7 +8,7 @@ from counts.push.providers import apns as apns_provider
 from tests.conftest import Api, new_user, settings_for
 from tests.push.conftest import APNS_TOPIC, register_apns
 from tests.push.test_dispatcher import devices_of, queue_empty, sent
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 
 @pytest.fixture

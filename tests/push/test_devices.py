@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from counts.push.providers.webpush import HostRules
 from tests.conftest import new_user
 from tests.push.conftest import subscribe
-from tests.pushfakes.webpush import b64url
+from tests.support.pushfakes.webpush import b64url
 from tests.test_writes import assert_problem
 
 APNS_TOKEN = "ab" * 32

@@ -12,9 +12,9 @@ from counts.markers import presence
 from counts.observability.logs import JsonFormatter
 from tests.conftest import Api, new_user, true_total
 from tests.push.conftest import subscribe
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.webpush import PushService
-from tests.services import wait_until
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.webpush import PushService
+from tests.support.services import wait_until
 
 
 def sent(outcome: str, provider: str = "webpush") -> float:

@@ -6,7 +6,7 @@ import signal
 from tests.conftest import new_user, proxied_url, true_total
 from tests.push.conftest import subscribe, worker_env
 from tests.push.test_dispatcher import queue_empty
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 
 def test_sigterm_finishes_the_round_in_flight(push_api, push_service, push_config, workers, pg):

@@ -19,7 +19,7 @@ from counts.push.providers import ACCEPTED, Outcome
 from tests.conftest import new_user, settings_for, true_total
 from tests.push.conftest import subscribe, worker_env
 from tests.push.test_dispatcher import queue_empty
-from tests.services import wait_until
+from tests.support.services import wait_until
 
 IDLE_TIMEOUT = 0.25  # seconds: the operator's idle_in_transaction_session_timeout
 DISPATCHER = "counts-push"  # the dispatcher's application_name, for operators reading pg_stat_activity

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import admin_client, new_user
 from tests.push.conftest import subscribe, worker_env
 from tests.push.test_dispatcher import queue_empty
-from tests.services import free_port, wait_until
+from tests.support.services import free_port, wait_until
 
 
 def samples(text: str) -> dict[tuple, float]:

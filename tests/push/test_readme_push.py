@@ -6,8 +6,8 @@ import sys
 
 from tests.conftest import SECRET
 from tests.push.conftest import worker_env
-from tests.pushfakes.browser import pki_in
-from tests.services import ROOT, Gunicorn, free_port
+from tests.support.pushfakes.browser import pki_in
+from tests.support.services import ROOT, Gunicorn, free_port
 from tests.test_readme import curl_session
 
 
@@ -30,8 +30,8 @@ def test_readme_push_session_shows_the_alert_then_the_badge(push_config, server_
         flask = f"{sys.executable} -m flask --app {ROOT / 'app.py'}"
         script = (curl_session() + push_session()).replace("URL=http://127.0.0.1:8000", f"URL={server.url}")
         script = (script.replace(".venv/bin/flask --app app", flask)
-                  .replace(".venv/bin/python -m tests.pushfakes.browser run",
-                           f"{sys.executable} -m tests.pushfakes.browser run --port {port} "
+                  .replace(".venv/bin/python -m tests.support.pushfakes.browser run",
+                           f"{sys.executable} -m tests.support.pushfakes.browser run --port {port} "
                            f"--dir {tmp_path / 'fake'}")
                   .replace("kill %1", "sleep 4; kill %1"))  # the badge waits for the window's end
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import new_user
 from tests.push.conftest import VAPID_SUBJECT, subscribe
-from tests.pushfakes.webpush import b64url_decode
-from tests.services import wait_until
+from tests.support.pushfakes.webpush import b64url_decode
+from tests.support.services import wait_until
 
 
 def vapid_claims(message, public_key: str, audience: str) -> dict:

@@ -8,7 +8,7 @@ import threading
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from tests.pushfakes.tls import TestPKI
+from tests.support.pushfakes.tls import TestPKI
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ class FakeServer:
         self.config.certfile, self.config.keyfile = pki.cert_file, pki.key_file
         self.config.alpn_protocols = list(alpn)
         self.config.accesslog = None
-        self.config.errorlog = logging.getLogger("tests.pushfakes")
+        self.config.errorlog = logging.getLogger("tests.support.pushfakes")
         self.config.graceful_timeout = 0.5  # a hung request must not hold the test's teardown
         self.loop = asyncio.new_event_loop()
         self._shutdown: asyncio.Event | None = None

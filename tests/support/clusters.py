@@ -1,7 +1,7 @@
 """Replicated setups the tests start and stop from real server processes on free ports: a Redis
 Cluster, a Redis primary and replica watched by Sentinels, a Postgres streaming replica.
 
-Like tests/services.py: each process is stopped by its owner's stop() (fixtures call it in
+Like tests/support/services.py: each process is stopped by its owner's stop() (fixtures call it in
 their finalizers, after a failure too), and every wait is bounded.
 """
 
@@ -21,7 +21,7 @@ from redis.sentinel import Sentinel
 
 from counts.markers import keys, topology
 from dev.services import private_postgres, private_replica, redis_server_binary
-from tests.services import TcpProxy, free_port, wait_until
+from tests.support.services import TcpProxy, free_port, wait_until
 
 CLUSTER_NODE_TIMEOUT_MS = 2000  # how long a Cluster waits before failing a silent primary over
 SENTINEL_DOWN_AFTER_MS = 1000  # ... and the Sentinels

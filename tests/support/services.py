@@ -17,7 +17,7 @@ from redis.retry import Retry
 
 from dev.services import redis_server_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tests.pushfakes.server import Trouble, read_body, respond
+from tests.support.pushfakes.server import Trouble, read_body, respond
 
 TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 URGENCIES = {"very-low", "low", "normal", "high"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.pushfakes.server import Trouble, read_body, respond
+from tests.support.pushfakes.server import Trouble, read_body, respond
 
 PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
               "liveactivity", "pushtotalk"}

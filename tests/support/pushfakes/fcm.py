@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 
 import jwt
 
-from tests.pushfakes.server import Trouble, read_body, respond
+from tests.support.pushfakes.server import Trouble, read_body, respond
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 ASSERTION_AUDIENCE = "https://oauth2.googleapis.com/token"

@@ -1,6 +1,6 @@
 """The counts service for the JS client's tests (clients/js), started as this suite starts it.
 
-    python -m tests.js_server [--private-redis] [--workers N] [KEY=VALUE ...]
+    python -m tests.support.js_server [--private-redis] [--workers N] [KEY=VALUE ...]
 
 Creates a throwaway database (named with this process's id, dropped at exit), migrates it with
 the service's own CLI, and runs gunicorn on a free port: on the machine's Redis db 13 (never
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from tests.conftest import MARKER_TTL, REDIS_URL, SECRET, throwaway_database
-from tests.services import ROOT, Gunicorn, PrivateRedis
+from tests.support.services import ROOT, Gunicorn, PrivateRedis
 
 
 def service_env(database_url: str, redis_url: str, extra: dict[str, str]) -> dict[str, str]:
@@ -66,7 +66,7 @@ def serve(server: Gunicorn, redis_server: PrivateRedis | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.js_server", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.support.js_server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--private-redis", action="store_true")
     parser.add_argument("--workers", type=int, default=1)

@@ -1,8 +1,8 @@
 """Try Web Push on one machine: a local push service, and a "browser" subscribed to it that prints
 each push it receives, decrypted. For people trying `make run`; test code, never the service's.
 
-    eval "$(.venv/bin/python -m tests.pushfakes.browser env)"   # before `make run`, same shell
-    .venv/bin/python -m tests.pushfakes.browser run --user "$BOB" --token "$BOB_TOKEN"
+    eval "$(.venv/bin/python -m tests.support.pushfakes.browser env)"   # before `make run`, same shell
+    .venv/bin/python -m tests.support.pushfakes.browser run --user "$BOB" --token "$BOB_TOKEN"
 
 `env` makes a CA and a certificate for 127.0.0.1 under --dir and prints the two settings that
 let the service trust and reach this push service (and no other); `run` serves it, subscribes
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import requests
 
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.tls import TestPKI, make_pki
-from tests.pushfakes.webpush import PushService, Subscriber
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.tls import TestPKI, make_pki
+from tests.support.pushfakes.webpush import PushService, Subscriber
 
 
 def pki_in(directory: Path) -> TestPKI:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.pushfakes.browser", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.support.pushfakes.browser", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["env", "run"])
     parser.add_argument("--dir", type=Path, default=Path(".data/push-fake"))
