@@ -14,7 +14,7 @@ import pytest
 from counts import identity
 from counts.errors import DependencyUnavailable, Unauthorized
 from counts.identity import SERVICE_ROLE, USER_ROLE, TokenVerifier, tokens
-from tests.conftest import SECRET
+from tests.support.environment import SECRET
 
 OTHER_KEY = "another-secret-0123456789-0123456789"
 USER = uuid.UUID("3f2b7c1e-9a4d-4c55-8e21-0d6f1b2a3c4d")

@@ -16,7 +16,7 @@ import requests
 from counts.errors import DependencyUnavailable, Unauthorized
 from counts.identity import SERVICE_ROLE, TokenVerifier, tokens
 from counts.identity.jwks import KeySet
-from tests.conftest import new_user
+from tests.support.api import new_user
 from tests.support.identity import (
     ISSUER,
     LEGACY_SECRET,

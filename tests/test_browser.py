@@ -14,7 +14,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.conftest import new_user
+from tests.support.api import new_user
 from tests.support.services import Gunicorn, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,32 +13,13 @@ import requests
 from counts_client import CountsClient, CountsError, CountsUnavailable, PollResult, parse_retry_after
 from requests.adapters import BaseAdapter
 
-from counts.identity import mint_token
-from tests.conftest import SECRET, Api, new_user, proxied_url
+from tests.support.api import Api, new_user, user_token
+from tests.support.postgres import proxied_url
+from tests.support.recorders import SleepRecorder
 from tests.support.services import Gunicorn, LiveClient, TcpProxy, free_port
 
 SERVER_POLL_INTERVAL = 7  # conftest's server_env sends X-Poll-Interval: 7
 RETRY_AFTER = 5  # the service's default COUNTS_RETRY_AFTER
-
-
-class SleepRecorder:
-    """A `sleep` for CountsClient.run: records each wait, calls `then(n)` after the n-th wait,
-    and stops the loop after `stop_after` waits."""
-
-    def __init__(self, stop: threading.Event, stop_after: int, then=None):
-        self.stop, self.stop_after, self.then = stop, stop_after, then
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.then is not None:
-            self.then(len(self.waits))
-        if len(self.waits) >= self.stop_after:
-            self.stop.set()
-
-
-def user_token(user) -> str:
-    return mint_token(SECRET, str(user))
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import threading
 import pytest
 from counts_client import CountsClient, CountsError
 
-from tests.conftest import Api, new_user
+from tests.support.api import Api, new_user, user_token
+from tests.support.recorders import SleepRecorder
 from tests.support.services import Gunicorn, LiveClient, wait_until
-from tests.test_client import SleepRecorder, user_token
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import pytest
 from counts import markers
 from counts.bumps import outbox
 from counts.settings import parse_redis_url
-from tests.conftest import Api, admin_client, documented, new_user, true_total
+from tests.support.api import Api, admin_client, documented, new_user
 from tests.support.live_clients import long_poll, open_stream
 from tests.support.markers import read_marker
+from tests.support.postgres import true_total
 from tests.support.services import Gunicorn, LiveClient, wait_until
 
 TIMEOUT = 0.5

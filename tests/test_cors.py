@@ -3,7 +3,7 @@
 import pytest
 
 from counts.http.middleware.cors import EXPOSE_HEADERS
-from tests.conftest import new_user
+from tests.support.api import new_user
 
 ORIGIN = "https://app.example"
 

@@ -21,7 +21,8 @@ import pytest
 
 from counts.identity import mint_token
 from counts.markers import keys
-from tests.conftest import SECRET, new_user
+from tests.support.api import new_user
+from tests.support.environment import SECRET
 from tests.support.services import Gunicorn
 
 MIB = 1024 * 1024

@@ -8,7 +8,7 @@ import pytest
 from counts.errors import DependencyUnavailable, Problem, Unauthorized
 from counts.identity import TokenVerifier
 from counts.identity.jwks import KeySet, usable_keys
-from tests.conftest import admin_client
+from tests.support.api import admin_client
 from tests.support.identity import ISSUER, SigningKey, supabase_claims
 from tests.support.services import wait_until
 

@@ -14,8 +14,10 @@ from counts.http.middleware.fastpath import requested_wait
 from counts.live.feed import Waiter
 from counts.live.subscribers import Subscriber
 from counts.markers import keys
-from tests.conftest import MARKER_TTL, REDIS_URL, new_user, proxied_url
+from tests.support.api import new_user
+from tests.support.environment import MARKER_TTL, REDIS_URL
 from tests.support.markers import read_marker
+from tests.support.postgres import proxied_url
 from tests.support.services import Gunicorn, TcpProxy, free_port, wait_until
 
 

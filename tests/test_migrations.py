@@ -8,7 +8,7 @@ import pytest
 from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.postgres.queries import migrations as migration_sql
-from tests.conftest import throwaway_database
+from tests.support.postgres import throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
           "push_devices", "push_jobs", "push_leases"}

@@ -8,8 +8,9 @@ import pytest
 import requests
 
 from counts.observability.logs import JsonFormatter
-from tests.conftest import new_user
-from tests.support.services import ROOT, Gunicorn, wait_until
+from tests.support import ROOT
+from tests.support.api import new_user
+from tests.support.services import Gunicorn, wait_until
 
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"
 
@@ -163,7 +164,7 @@ def test_the_public_readiness_costs_no_query_after_a_request_proved_postgres(app
 
 
 def test_the_public_readiness_is_503_while_postgres_is_down(app_factory, pg_proxy, database_url):
-    from tests.conftest import proxied_url
+    from tests.support.postgres import proxied_url
 
     app = app_factory(DATABASE_URL=proxied_url(database_url, pg_proxy), COUNTS_PG_TIMEOUT=1.0)
     client = app.test_client()

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from counts.http import openapi
 from counts.http.views import docs
-from tests.conftest import new_user
+from tests.support.api import new_user
 
 EXAMPLES_PER_OPERATION = 50
 CONFORMANCE = [checks.status_code_conformance, checks.content_type_conformance,

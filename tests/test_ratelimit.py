@@ -6,7 +6,7 @@ import pytest
 
 from counts.markers import keys
 from counts.observability.load import LoadGauge
-from tests.conftest import Api, new_user
+from tests.support.api import Api, new_user
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import SECRET
+from tests.support.environment import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,8 @@ import uuid
 import pytest
 
 from counts.postgres import pool
-from tests.conftest import new_user, true_total
+from tests.support.api import new_user
+from tests.support.postgres import true_total
 
 
 @pytest.fixture

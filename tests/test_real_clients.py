@@ -17,7 +17,7 @@ from cachecontrol import CacheControl
 from httplint.note import categories, levels
 from redbot.resource import HttpResource
 
-from tests.conftest import Api, new_user
+from tests.support.api import Api, new_user
 from tests.support.services import LiveClient
 
 

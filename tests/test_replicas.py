@@ -13,8 +13,9 @@ from counts.observability import metrics
 from counts.postgres import migrations, replicas
 from counts.postgres.pool import Database
 from counts.postgres.queries import replication
-from tests.conftest import Api, admin_client, documented, new_user, proxied_url, with_database
+from tests.support.api import Api, admin_client, documented, new_user
 from tests.support.clusters import PostgresReplicaPair
+from tests.support.postgres import proxied_url, with_database
 from tests.support.services import TcpProxy, wait_until
 
 DATABASE = "counts_replica_test"

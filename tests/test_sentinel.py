@@ -16,9 +16,10 @@ import time
 import pytest
 
 from counts.markers import keys, scripts
-from tests.conftest import Api, new_user, true_total
+from tests.support.api import Api, new_user
 from tests.support.clusters import SentinelProcesses
 from tests.support.live_clients import counts_reaching, open_stream, settled
+from tests.support.postgres import true_total
 from tests.support.services import Gunicorn, LiveClient, wait_until
 
 WITHIN = 8.0  # seconds from the failover's end to the bump on the stream (heartbeat: 60)

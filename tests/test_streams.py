@@ -13,7 +13,8 @@ import websocket
 from counts.identity import mint_token
 from counts.live.subscribers import READ_SLICE
 from counts.markers import keys, presence
-from tests.conftest import SECRET, new_user
+from tests.support.api import new_user
+from tests.support.environment import SECRET
 from tests.support.identity import SigningKey, supabase_claims
 from tests.support.live_clients import SseStream, WsStream, ws_url
 from tests.support.services import Gunicorn, wait_until

@@ -6,19 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import new_user, true_total
+from tests.support.api import assert_problem, new_user
+from tests.support.postgres import true_total
 
 MIB = 1024 * 1024
-
-
-def assert_problem(response, status: int) -> dict:
-    """The response is an RFC 9457 problem+json with this status."""
-    assert response.status_code == status, response.data[:300]
-    assert response.mimetype == "application/problem+json"
-    problem = response.get_json()
-    assert {"type", "title", "status", "detail"} <= set(problem)
-    assert problem["status"] == status
-    return problem
 
 
 def members_of(pg, conversation_id) -> list[str]:

@@ -7,9 +7,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import new_user
-from tests.support.supabase_chat import as_role
+from tests.support.api import new_user
+from tests.support.supabase_chat import RELAY_BOUND, as_role
 
 CHANNEL = "counts_bumps"
 

@@ -13,14 +13,11 @@ import psycopg2
 import pytest
 
 from counts.bumps.relay import APPLICATION_NAME
-from tests.attached.conftest import RELAY_BOUND, attached_env
-from tests.faults.conftest import redis_proxy, redis_url_through, start_service  # noqa: F401 - fixtures
-from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.verdict import Outcome
 from tests.faults.world import World
-from tests.support.services import wait_until
-from tests.support.supabase_chat import Chat, Writer
+from tests.support.services import redis_url_through, wait_until
+from tests.support.supabase_chat import RELAY_BOUND, Chat, Writer, attached_env
 
 
 def build_sql_world(chat: Chat, busy_users: int = 6, quiet_users: int = 4) -> World:
@@ -147,7 +144,7 @@ def terminate_relays(chat: Chat) -> set[int]:
 
 
 def test_sql_writers_through_relay_restarts_and_a_redis_cut_leave_no_client_stale(
-        chat, chat_pg, start_service, redis_proxy):  # noqa: F811 - fixtures
+        chat, chat_pg, start_service, redis_proxy):
     env = {name: value for name, value in attached_env(chat).items()
            if name not in ("DATABASE_URL", "REDIS_URL")}
     # A slow drainer: the relays have to carry the bumps through the faults.
@@ -165,7 +162,7 @@ def test_sql_writers_through_relay_restarts_and_a_redis_cut_leave_no_client_stal
         traffic.advance(polls=60, acked=15, every_conversation=True)
         for victim in sorted(service.worker_pids()):
             with traffic.fault("worker SIGKILLed, its relay with it"):
-                kill_and_wait_for_replacement(service, victim)
+                service.replace_worker(victim)
             traffic.advance(polls=60, acked=15, every_conversation=True)
         with traffic.fault("Redis unreachable"):
             redis_proxy.set_mode("cut")

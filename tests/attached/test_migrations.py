@@ -12,7 +12,7 @@ from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.sources.attached import SCHEMA, AttachedSource
 from counts.sources.own import OwnSource
-from tests.conftest import throwaway_database
+from tests.support.postgres import throwaway_database
 
 ATTACHED = AttachedSource(("public", "counts_unread"))
 PACKAGE = Path(migrations.__file__).parent

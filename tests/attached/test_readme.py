@@ -14,12 +14,22 @@ import requests
 
 from counts.identity import mint_token
 from dev.services import _pg_bin
-from tests.attached.conftest import RELAY_BOUND, attached_env
-from tests.conftest import ADMIN_URL, SECRET, throwaway_database
-from tests.push.conftest import VAPID_SUBJECT, workers  # noqa: F401 - a fixture
+from tests.support import ROOT
+from tests.support.environment import ADMIN_URL, SECRET
+from tests.support.postgres import throwaway_database
+from tests.support.push import VAPID_SUBJECT
 from tests.support.pushfakes.browser import pki_in
-from tests.support.services import ROOT, Gunicorn, free_port, wait_until
-from tests.support.supabase_chat import EXAMPLE, FILES, Chat, drop_roles, example_sql, run_suffix
+from tests.support.services import Gunicorn, free_port, wait_until
+from tests.support.supabase_chat import (
+    EXAMPLE,
+    FILES,
+    RELAY_BOUND,
+    Chat,
+    attached_env,
+    drop_roles,
+    example_sql,
+    run_suffix,
+)
 
 FLASK = f"{Path(sys.executable).parent / 'flask'} --app {ROOT / 'app.py'}"
 PSQL = shutil.which("psql") or str(_pg_bin() / "psql")
@@ -107,7 +117,7 @@ def test_the_walkthrough_runs_every_example_file_in_order():
     assert {path.name for path in EXAMPLE.glob("*.sql")} == set(FILES)
 
 
-def test_readme_attached_push_session_shows_the_alert_then_the_badge(empty_app_database, workers,  # noqa: F811
+def test_readme_attached_push_session_shows_the_alert_then_the_badge(empty_app_database, workers,
                                                                       tmp_path):
     from counts.push import vapid
 

@@ -22,9 +22,11 @@ import websocket
 
 from counts.identity import mint_token
 from counts.markers import keys
-from tests.conftest import SECRET, true_total
-from tests.faults.verdict import FIGURES, pending_bumps
+from tests.faults.verdict import pending_bumps
 from tests.faults.world import World
+from tests.support.environment import SECRET
+from tests.support.figures import FIGURES
+from tests.support.postgres import true_total
 from tests.support.services import wait_until
 
 HEARTBEAT = 60  # seconds: longer than any wait below, so a heartbeat never hides a lost wake-up

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import requests
 
 from counts.identity import mint_token
-from tests.conftest import SECRET, true_total
 from tests.faults.verdict import (
-    FIGURES,
     Figures,
     Outcome,
     inconsistent_conversations,
@@ -31,6 +29,9 @@ from tests.faults.verdict import (
     pending_bumps,
 )
 from tests.faults.world import World
+from tests.support.environment import SECRET
+from tests.support.figures import FIGURES
+from tests.support.postgres import true_total
 from tests.support.services import wait_until
 
 REQUEST_TIMEOUT = 10.0  # seconds; far above any timeout the service is configured with

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import requests
 
 from counts.identity import mint_token
-from tests.conftest import SECRET
+from tests.support.environment import SECRET
 
 SETUP_TIMEOUT = 10.0
 

@@ -3,9 +3,8 @@ file through the token endpoint its token_uri names, FCM's message rules and err
 
 import pytest
 
-from tests.conftest import Api, new_user
-from tests.push.conftest import register_fcm
-from tests.push.test_dispatcher import devices_of, queue_empty, sent
+from tests.support.api import Api, new_user
+from tests.support.push import devices_of, queue_empty, register_fcm, sent
 from tests.support.services import wait_until
 
 

@@ -4,10 +4,11 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import SECRET
-from tests.push.conftest import worker_env
+from tests.support import ROOT
+from tests.support.environment import SECRET
+from tests.support.push import worker_env
 from tests.support.pushfakes.browser import pki_in
-from tests.support.services import ROOT, Gunicorn, free_port
+from tests.support.services import Gunicorn, free_port
 from tests.test_readme import curl_session
 
 

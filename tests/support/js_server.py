@@ -24,16 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.conftest import MARKER_TTL, REDIS_URL, SECRET, throwaway_database
-from tests.support.services import ROOT, Gunicorn, PrivateRedis
-
-
-def service_env(database_url: str, redis_url: str, extra: dict[str, str]) -> dict[str, str]:
-    """The settings tests/conftest.py's server_env gives gunicorn, and the caller's extras."""
-    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "COUNTS_JWT_SECRET": SECRET,
-            "COUNTS_JWT_LEEWAY": "0", "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0.5",
-            "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
-            "COUNTS_ANONYMOUS_RATE_LIMIT": "0", "COUNTS_STREAM_SHUTDOWN_SECONDS": "0.5", **extra}
+from tests.support import ROOT
+from tests.support.environment import REDIS_URL, SECRET, gunicorn_env
+from tests.support.postgres import throwaway_database
+from tests.support.services import Gunicorn, PrivateRedis
 
 
 def migrate(env: dict[str, str]) -> None:
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             throwaway_database(f"counts_js_{os.getpid()}") as database_url:
         redis_server = PrivateRedis(Path(scratch)).start() if args.private_redis else None
         try:
-            env = service_env(database_url, redis_server.url if redis_server else REDIS_URL, extra)
+            env = gunicorn_env(database_url, redis_server.url if redis_server else REDIS_URL, **extra)
             migrate(env)
             server = Gunicorn(env, workers=args.workers, log_path=Path(scratch) / "gunicorn.log")
             server.start()

@@ -10,14 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import redis
 import requests
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dev.services import redis_server_binary
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def free_port() -> int:
@@ -199,6 +199,11 @@ class TcpProxy:
         self.listener.close()
 
 
+def redis_url_through(proxy: TcpProxy) -> str:
+    """The URL of the Redis behind `proxy`, reached through it."""
+    return f"redis://127.0.0.1:{proxy.port}/0"
+
+
 class Gunicorn:
     """The real service under gunicorn, on its own port, with the given environment."""
 
@@ -233,7 +238,29 @@ class Gunicorn:
                    what="gunicorn to answer")
         return self
 
+    def worker_pids(self) -> set[int]:
+        """The master's live worker processes now (not the dead, unreaped ones)."""
+        return {child.pid for child in psutil.Process(self.process.pid).children()
+                if child.status() != psutil.STATUS_ZOMBIE}
+
+    def replace_worker(self, victim: int) -> None:
+        """SIGKILL one worker; return once the master has put exactly one new worker in its place."""
+        workers = self.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            """The victim gone, one new worker in its place."""
+            now = self.worker_pids()
+            return victim not in now and len(now) == len(workers) and len(now - workers) == 1
+
+        wait_until(replaced, timeout=15, what=f"the master to replace worker {victim}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of its log, for failure messages."""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
     def stop(self) -> None:
+        """SIGTERM the master and wait for it (nothing if it already exited)."""
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -246,14 +273,14 @@ class Gunicorn:
 
 
 class LiveClient:
-    """requests against a running service, shaped like Flask's test client (so conftest.Api works)."""
+    """requests against a running service, shaped like Flask's test client (so api.Api works)."""
 
     def __init__(self, base_url: str):
         self.base_url = base_url
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         response = requests.request(method, self.base_url + path, timeout=10, **kwargs)
-        response.get_json = response.json  # the one test-client method conftest.Api uses
+        response.get_json = response.json  # the one test-client method api.Api uses
         return response
 
     def get(self, path: str, **kwargs) -> requests.Response:

@@ -1,4 +1,5 @@
-"""examples/supabase-chat on a database of the tests' own, written to as PostgREST writes.
+"""examples/supabase-chat on a database of the tests' own, written to as PostgREST writes, and
+the environment of the service attached to it.
 
 Roles are global to the Postgres cluster, and other test runs may share it: the example's role
 names (anon, authenticated, service_role, authenticator) get a suffix of this run's own, in
@@ -14,10 +15,15 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from tests.support.environment import COMMON, REDIS_URL
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supabase-chat"
 FILES = ("local-supabase.sql", "schema.sql", "triggers.sql", "grants.sql")
 ROLES = ("anon", "authenticated", "service_role", "authenticator")
 UNREAD_FUNCTION = "public.counts_unread"
+# How long a test waits for the relay to move a marker. The relay takes milliseconds (see
+# bench/relay.py); this only bounds a test on a loaded machine.
+RELAY_BOUND = 10.0
 
 
 def example_sql(name: str, suffix: str) -> str:
@@ -49,6 +55,14 @@ class Chat:
             yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def listening(self, channel: str):
+        """An autocommit connection as the owner, LISTENing on `channel`."""
+        with self.admin() as conn:
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {channel}")
+            yield conn
 
     def writer(self) -> "Writer":
         """A new PostgREST-like session (one per thread)."""
@@ -178,3 +192,16 @@ def drop_roles(admin_url: str, suffix: str) -> None:
 def run_suffix() -> str:
     """A suffix no other run on the cluster has."""
     return uuid.uuid4().hex[:10]
+
+
+def attached_env(chat: Chat, **extra: str) -> dict[str, str]:
+    """The environment of the service under gunicorn in attached mode. No drainer: what moves a
+    marker within RELAY_BOUND is the relay."""
+    return {"DATABASE_URL": chat.url, "REDIS_URL": REDIS_URL, **COMMON,
+            "COUNTS_SOURCE": "attached", "COUNTS_UNREAD_FUNCTION": UNREAD_FUNCTION,
+            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0", **extra}
+
+
+def attached_settings(chat: Chat) -> dict:
+    """The environment of the app in attached mode on the example's database, in-process."""
+    return attached_env(chat, COUNTS_PG_TIMEOUT="2")
