@@ -3,10 +3,8 @@ the fetch poller gets 200 then 304, EventSource and WebSocket (each with a ticke
 
 import http.server
 import json
-import re
 import shutil
 import threading
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -15,9 +13,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from tests.support.api import new_user
+from tests.support.docs import README, code_blocks
 from tests.support.services import Gunicorn, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -45,7 +43,7 @@ socketUnreadCounts({ ...options, onChange: (c) => results.ws.push(c) });
 
 def readme_js() -> str:
     """Every ```js block of the README: the poller, the EventSource and WebSocket examples."""
-    return "\n".join(re.findall(r"```js\n(.*?)```", (ROOT / "README.md").read_text(), re.S))
+    return "\n".join(code_blocks(README, lang="js"))
 
 
 class PageServer:

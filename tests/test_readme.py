@@ -5,20 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import ROOT
+from tests.support.docs import DESIGN, README, code_blocks, section
 from tests.support.environment import SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def curl_session() -> str:
-    """The first ```sh block after the README's 'Try it with curl' heading."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Try it with curl", 1)[1]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+LIVE = "Live counts (apps in the foreground)"
 
 
 def test_readme_curl_session_gives_200_then_304_then_200(live_server, tmp_path):
-    script = curl_session()
+    script = code_blocks(README, "Try it with curl")[0]
     assert "URL=http://127.0.0.1:8000" in script
     flask = Path(sys.executable).parent / "flask"
     script = (script.replace("URL=http://127.0.0.1:8000", f"URL={live_server.url}")
@@ -37,7 +32,7 @@ def test_readme_curl_session_gives_200_then_304_then_200(live_server, tmp_path):
 def design_test_names() -> list[tuple[str, str]]:
     """(file, test) for every test docs/DESIGN.md names: `tests/x.py::name`, then `::other` for
     more of the same file."""
-    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    design = DESIGN.read_text()
     named, current = [], None
     for path, name in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", design):
         current = path or current
@@ -58,19 +53,17 @@ def test_every_identity_setting_is_in_the_configuration_table():
     config = (ROOT / "counts" / "settings.py").read_text()
     settings = set(re.findall(r'"(COUNTS_(?:JWT|JWKS)_\w+)"', config))
     assert len(settings) >= 7
-    table = (ROOT / "README.md").read_text().split("## Configuration (environment)", 1)[1]
+    table = "\n".join(section(README, "Configuration (environment)"))
     for setting in settings:
         assert f"| `{setting}` |" in table, setting
-def live_session() -> str:
-    """The ```sh block of the README's live section (it uses the curl session's variables)."""
-    section = (ROOT / "README.md").read_text().split("## Live counts", 1)[1]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
 
 
 def test_readme_live_session_long_polls_and_streams_get_the_change(live_server, tmp_path):
     """The long-poll answers 200 when Alice writes; both streams (token, ticket) send it."""
     flask = Path(sys.executable).parent / "flask"
-    script = ((curl_session() + live_session())
+    # The live section's block uses the curl session's variables.
+    curl, live = code_blocks(README, "Try it with curl")[0], code_blocks(README, LIVE)[0]
+    script = ((curl + live)
               .replace("URL=http://127.0.0.1:8000", f"URL={live_server.url}")
               .replace(".venv/bin/flask --app app", f"{flask} --app {ROOT / 'app.py'}"))
     env = {**live_server.env, "COUNTS_JWT_SECRET": SECRET}

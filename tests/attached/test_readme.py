@@ -15,6 +15,7 @@ import requests
 from counts.identity import mint_token
 from dev.services import _pg_bin
 from tests.support import ROOT
+from tests.support.docs import README, code_blocks
 from tests.support.environment import ADMIN_URL, SECRET
 from tests.support.postgres import throwaway_database
 from tests.support.push import VAPID_SUBJECT
@@ -33,13 +34,7 @@ from tests.support.supabase_chat import (
 
 FLASK = f"{Path(sys.executable).parent / 'flask'} --app {ROOT / 'app.py'}"
 PSQL = shutil.which("psql") or str(_pg_bin() / "psql")
-
-
-def readme_blocks(heading: str = "Attach to your own database") -> list[str]:
-    """The ```sh blocks of a README section, in order."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.*?)```", section, re.S)
+ATTACH = "Attach to your own database"
 
 
 def bash(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -66,7 +61,7 @@ def empty_app_database(tmp_path):
 
 def set_up_as_pasted(chat: Chat, copies: Path, tmp_path: Path) -> str:
     """Run the walkthrough's setup (all but its `make run`); the demo, made runnable here."""
-    setup, demo = readme_blocks()
+    setup, demo = code_blocks(README, ATTACH)
     setup, run = setup.rstrip().rsplit("\n", 1)
     assert run.startswith("make run")
     setup = (setup.replace("postgresql://postgres@127.0.0.1:5432/chat", chat.url)
@@ -111,7 +106,7 @@ def test_readme_attach_walkthrough_works_as_pasted(empty_app_database, tmp_path)
 
 
 def test_the_walkthrough_runs_every_example_file_in_order():
-    setup = readme_blocks()[0]
+    setup = code_blocks(README, ATTACH)[0]
     files = re.search(r"for file in ([\w -]+); do", setup).group(1).split()
     assert tuple(f"{name}.sql" for name in files) == FILES
     assert {path.name for path in EXAMPLE.glob("*.sql")} == set(FILES)
@@ -123,7 +118,7 @@ def test_readme_attached_push_session_shows_the_alert_then_the_badge(empty_app_d
 
     chat, copies = empty_app_database
     demo = set_up_as_pasted(chat, copies, tmp_path)
-    session = readme_blocks("Push for apps in the background")[2]
+    session = code_blocks(README, "Push for apps in the background")[2]
     port = free_port()
     pki = pki_in(tmp_path / "fake")  # what `browser env` makes
     env = attached_env(chat, COUNTS_VAPID_PRIVATE_KEY=vapid.generate(), COUNTS_VAPID_SUBJECT=VAPID_SUBJECT,

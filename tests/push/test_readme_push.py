@@ -5,17 +5,11 @@ import subprocess
 import sys
 
 from tests.support import ROOT
+from tests.support.docs import README, code_blocks
 from tests.support.environment import SECRET
 from tests.support.push import worker_env
 from tests.support.pushfakes.browser import pki_in
 from tests.support.services import Gunicorn, free_port
-from tests.test_readme import curl_session
-
-
-def push_session() -> str:
-    """The second ```sh block of the README's push section (the first starts make run)."""
-    section = (ROOT / "README.md").read_text().split("## Push for apps in the background", 1)[1]
-    return re.findall(r"```sh\n(.*?)```", section, re.S)[1]
 
 
 def test_readme_push_session_shows_the_alert_then_the_badge(push_config, server_env, workers,
@@ -29,7 +23,10 @@ def test_readme_push_session_shows_the_alert_then_the_badge(push_config, server_
     try:
         workers(env)
         flask = f"{sys.executable} -m flask --app {ROOT / 'app.py'}"
-        script = (curl_session() + push_session()).replace("URL=http://127.0.0.1:8000", f"URL={server.url}")
+        # The push section's second block (the first starts make run), after the curl session.
+        curl = code_blocks(README, "Try it with curl")[0]
+        push = code_blocks(README, "Push for apps in the background")[1]
+        script = (curl + push).replace("URL=http://127.0.0.1:8000", f"URL={server.url}")
         script = (script.replace(".venv/bin/flask --app app", flask)
                   .replace(".venv/bin/python -m tests.support.pushfakes.browser run",
                            f"{sys.executable} -m tests.support.pushfakes.browser run --port {port} "
