@@ -27,17 +27,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What a service that is not ready (or not back) yet raises: its port refuses or drops the
+# connection, or it does not answer in time. wait_until retries these and nothing else.
+NOT_READY = (requests.ConnectionError, requests.Timeout, redis.ConnectionError, redis.TimeoutError,
+             ConnectionError)
+
+
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
-    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
+    """Poll `predicate` until it is true; fail the test after `timeout` seconds.
+
+    A falsy answer, or a NOT_READY error, means "not yet"; any other exception is a bug in the
+    test or the service and fails the test at once, instead of turning into a timeout.
+    """
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
-        except Exception:
-            pass
+        except NOT_READY as error:
+            last_error = error
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last: {last_error!r})" if last_error is not None else ""))
 
 
 class PrivateRedis:
