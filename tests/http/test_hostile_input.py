@@ -3,8 +3,8 @@
 Where the HTTP server matters (header and body limits, chunked framing, raw bytes in the request
 line, the logs) the requests go as raw bytes to the live service under gunicorn; where only the app
 decides (JSON shapes, content types) they go through Flask's test client. Each case here is one
-tests/test_writes.py and tests/test_auth.py do not already cover. Cases that share a live server are
-subtests of one test: a gunicorn start costs more than all of its requests.
+tests/http/test_writes.py and tests/identity/test_auth.py do not already cover. Cases that share
+a live server are subtests of one test: a gunicorn start costs more than all of its requests.
 """
 
 import base64

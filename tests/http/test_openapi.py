@@ -180,7 +180,7 @@ def fuzz(operation: schemathesis.APIOperation, target: FuzzTarget) -> None:
 
 
 def test_fuzzed_requests_get_documented_answers_and_no_5xx(live_server, fuzz_target, capsys):
-    # Auth is the one header the fuzzer must not drop or mangle: tests/test_auth.py covers it.
+    # Auth is the one header the fuzzer must not drop or mangle: tests/identity/test_auth.py covers it.
     config = schemathesis.Config.from_dict({"base-url": live_server.url,
                                             "generation": {"with-security-parameters": False}})
     schema = schemathesis.openapi.from_url(live_server.url + "/openapi.json", config=config)
@@ -188,7 +188,7 @@ def test_fuzzed_requests_get_documented_answers_and_no_5xx(live_server, fuzz_tar
     for result in schema.get_all_operations():
         operation = result.ok()
         if operation.definition.raw.get("x-counts-stream"):
-            continue  # never ends by itself: tests/test_streams.py covers it
+            continue  # never ends by itself: tests/live/test_streams.py covers it
         try:
             fuzz(operation, fuzz_target)
         except Exception as error:  # every operation is fuzzed; all their failures are reported

@@ -1,4 +1,5 @@
-"""The README's curl session, pasted into bash against the live service, does what it says."""
+"""The README's curl and live sessions, pasted into bash against the live service, do what they
+say; and its configuration table lists every identity setting."""
 
 import re
 import subprocess
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.support import ROOT
-from tests.support.docs import DESIGN, README, code_blocks, section
+from tests.support.docs import README, code_blocks, section
 from tests.support.environment import SECRET
 
 LIVE = "Live counts (apps in the foreground)"
@@ -27,26 +28,6 @@ def test_readme_curl_session_gives_200_then_304_then_200(live_server, tmp_path):
     totals = re.findall(r'"total": (\d+)', done.stdout)
     assert totals == ["1", "0"]
     assert (tmp_path / "bob.etag").read_text().strip().startswith('"')
-
-
-def design_test_names() -> list[tuple[str, str]]:
-    """(file, test) for every test docs/DESIGN.md names: `tests/x.py::name`, then `::other` for
-    more of the same file."""
-    design = DESIGN.read_text()
-    named, current = [], None
-    for path, name in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", design):
-        current = path or current
-        if name:
-            named.append((current, name))
-    return named
-
-
-def test_every_test_the_design_names_exists():
-    names = design_test_names()
-    assert len(names) > 20
-    for path, name in names:
-        source = (ROOT / path).read_text()
-        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name}"
 
 
 def test_every_identity_setting_is_in_the_configuration_table():
