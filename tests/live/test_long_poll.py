@@ -210,7 +210,10 @@ def test_waiters_come_and_go_while_a_write_is_held_and_their_commands_follow_in_
         release.set()
 
     def after_the_held_write():
-        return written[written.index(("subscribe", [blocker])) + 1:]
+        """What the subscriber wrote after the held SUBSCRIBE: nothing until that one is written
+        (the subscriber's thread goes on with it only once released)."""
+        held_write = ("subscribe", [blocker])
+        return written[written.index(held_write) + 1:] if held_write in written else []
 
     wait_until(lambda: len(after_the_held_write()) >= 2, what="the queued commands to be written")
     assert after_the_held_write()[:2] == [("unsubscribe", [user]), ("subscribe", [user])]
