@@ -159,8 +159,9 @@ class RedisClusterProcesses:
             if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != topology.CLUSTER_SLOTS:
                 return False
         roles = self.roles()
+        # .get: a replica being promoted meanwhile has no link any more (and is not synced yet).
         return list(roles.values()).count("primary") == self.primaries and all(
-            self.node(port).client().info("replication")["master_link_status"] == "up"
+            self.node(port).client().info("replication").get("master_link_status") == "up"
             for port, role in roles.items() if role != "primary")
 
     def node(self, port: int) -> RedisNode:

@@ -251,9 +251,14 @@ class Gunicorn:
         return self
 
     def worker_pids(self) -> set[int]:
-        """The master's live worker processes now (not the dead, unreaped ones)."""
-        return {child.pid for child in psutil.Process(self.process.pid).children()
-                if child.status() != psutil.STATUS_ZOMBIE}
+        """The master's live worker processes now (not the dead, unreaped ones, nor one reaped
+        between listing the children and asking its status)."""
+        workers = set()
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    workers.add(child.pid)
+        return workers
 
     def replace_worker(self, victim: int) -> None:
         """SIGKILL one worker; return once the master has put exactly one new worker in its place."""
