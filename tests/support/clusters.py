@@ -8,20 +8,16 @@ their finalizers, after a failure too), and every wait is bounded.
 import contextlib
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import uuid
 from pathlib import Path
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from counts.markers import keys, topology
-from dev.services import private_postgres, private_replica, redis_server_binary
-from tests.support.services import TcpProxy, free_port, wait_until
+from dev.services import private_postgres, private_replica
+from tests.support.services import PrivateRedis, TcpProxy, free_port, wait_until
 
 CLUSTER_NODE_TIMEOUT_MS = 2000  # how long a Cluster waits before failing a silent primary over
 SENTINEL_DOWN_AFTER_MS = 1000  # ... and the Sentinels
@@ -48,59 +44,12 @@ def _bindable(port: int) -> bool:
     return True
 
 
-class RedisNode:
-    """One redis-server process (or Sentinel) on its own port, in its own directory."""
-
-    def __init__(self, directory: Path, args: tuple[str, ...] = (), config: str | None = None,
-                 port: int | None = None):
-        self.port = port or free_port()
-        self.dir = directory
-        self.args = args
-        self.config = config  # a config file's text, for a Sentinel (it rewrites its file)
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        """host:port"""
-        return f"127.0.0.1:{self.port}"
-
-    def client(self) -> redis.Redis:
-        """A client that does not retry: a test that killed the server wants the error."""
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5,
-                           retry=Retry(NoBackoff(), 0))
-
-    def start(self) -> "RedisNode":
-        """Start the server and wait until it answers PING."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        command = [redis_server_binary(prefer_bundled=False)]
-        if self.config is not None:
-            conf = self.dir / "server.conf"
-            conf.write_text(self.config.format(port=self.port, dir=self.dir))
-            command += [str(conf), "--sentinel"]
-        else:
-            command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                        "--save", "", "--appendonly", "no", "--logfile", str(self.dir / "redis.log"),
-                        # A replica syncs at once, not after the default 5 s wait for company.
-                        "--repl-diskless-sync-delay", "0", *self.args]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.client().ping(), timeout=SETUP_TIMEOUT,
-                   what=f"redis on {self.port} to answer")
-        return self
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process runs."""
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, nothing flushed, as a crashed machine."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    stop = kill  # nothing is persisted, so there is nothing to stop gracefully
+def member(directory: Path, args: tuple[str, ...] = (), **options) -> PrivateRedis:
+    """One server of a replicated setup: its log in its directory, and a replica that syncs at
+    once (not after the default 5 s wait for company). Its process is killed, never stopped
+    gracefully: nothing is persisted, so there is nothing to stop gracefully."""
+    return PrivateRedis(directory, args=("--logfile", str(directory / "redis.log"),
+                                         "--repl-diskless-sync-delay", "0", *args), **options)
 
 
 class RedisClusterProcesses:
@@ -110,7 +59,7 @@ class RedisClusterProcesses:
         self.primaries, self.replicas = primaries, replicas
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS))
-        self.nodes = [RedisNode(directory / f"node-{n}", args, port=cluster_port())
+        self.nodes = [member(directory / f"node-{n}", args, port=cluster_port())
                       for n in range(primaries * (1 + replicas))]
 
     @property
@@ -122,7 +71,7 @@ class RedisClusterProcesses:
         """Start every node, join them with redis-cli --cluster create, wait for cluster_state ok."""
         for node in self.nodes:
             (node.dir / "nodes.conf").unlink(missing_ok=True)  # a new cluster, whatever ran here
-            node.start()
+            node.start(timeout=SETUP_TIMEOUT)
         created = subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
                                   *(node.address for node in self.nodes),
                                   "--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -132,7 +81,7 @@ class RedisClusterProcesses:
         wait_until(self.healthy, timeout=SETUP_TIMEOUT, what="the cluster to be ok on every node")
         return self
 
-    def live(self) -> list[RedisNode]:
+    def live(self) -> list[PrivateRedis]:
         """The nodes whose process runs."""
         return [node for node in self.nodes if node.alive]
 
@@ -164,11 +113,11 @@ class RedisClusterProcesses:
             self.node(port).client().info("replication").get("master_link_status") == "up"
             for port, role in roles.items() if role != "primary")
 
-    def node(self, port: int) -> RedisNode:
+    def node(self, port: int) -> PrivateRedis:
         """The node listening on `port`."""
         return next(node for node in self.nodes if node.port == port)
 
-    def primary_of(self, user_id: str) -> RedisNode:
+    def primary_of(self, user_id: str) -> PrivateRedis:
         """The primary holding a user's keys now."""
         slot = topology.user_slot(user_id)
         for start, end, primary, *_ in self.live()[0].client().execute_command("CLUSTER SLOTS"):
@@ -195,7 +144,7 @@ class RedisClusterProcesses:
         return {port: sum(int(c.get("ssub", 0)) > 0 for c in self.node(port).client().client_list())
                 for port, role in self.roles().items() if role == "primary"}
 
-    def kill_primary(self, users: list[str] = ()) -> tuple[RedisNode, RedisNode]:
+    def kill_primary(self, users: list[str] = ()) -> tuple[PrivateRedis, PrivateRedis]:
         """SIGKILL a primary that has a live replica (the one holding most of `users`); return it
         and the replica once the cluster has promoted it and is ok again."""
         roles = self.roles()
@@ -210,8 +159,8 @@ class RedisClusterProcesses:
 
     def stop(self) -> None:
         """Kill every node."""
-        for node in self.nodes:
-            node.stop()
+        for each in self.nodes:
+            each.kill()
 
 
 SENTINEL_CONFIG = """
@@ -232,10 +181,10 @@ class SentinelProcesses:
     SERVICE = "counts"
 
     def __init__(self, directory: Path):
-        self.primary = RedisNode(directory / "primary")
-        self.replica: RedisNode | None = None
+        self.primary = member(directory / "primary")
+        self.replica: PrivateRedis | None = None
         self.link: TcpProxy | None = None
-        self.sentinels: list[RedisNode] = []
+        self.sentinels: list[PrivateRedis] = []
         self.dir = directory
 
     @property
@@ -246,16 +195,18 @@ class SentinelProcesses:
 
     def start(self) -> "SentinelProcesses":
         """Start the pair and the Sentinels; wait until every Sentinel knows the replica."""
-        self.primary.start()
+        self.primary.start(timeout=SETUP_TIMEOUT)
         self.link = TcpProxy(self.primary.port)
-        self.replica = RedisNode(self.dir / "replica",
-                                 ("--replicaof", "127.0.0.1", str(self.link.port))).start()
+        self.replica = member(self.dir / "replica", ("--replicaof", "127.0.0.1", str(self.link.port)))
+        self.replica.start(timeout=SETUP_TIMEOUT)
         wait_until(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
                    timeout=SETUP_TIMEOUT, what="the replica to sync")
         config = SENTINEL_CONFIG % {"primary": self.primary.port,
                                     "down_after": SENTINEL_DOWN_AFTER_MS}
-        self.sentinels = [RedisNode(self.dir / f"sentinel-{n}", config=config).start()
+        self.sentinels = [PrivateRedis(self.dir / f"sentinel-{n}", config=config)
                           for n in range(3)]
+        for sentinel in self.sentinels:
+            sentinel.start(timeout=SETUP_TIMEOUT)
         wait_until(lambda: all(len(s.client().sentinel_slaves(self.SERVICE)) == 1
                                and s.client().sentinel_master(self.SERVICE)["num-other-sentinels"] == 2
                                for s in self.sentinels),
@@ -283,8 +234,8 @@ class SentinelProcesses:
 
     def stop(self) -> None:
         """Stop the Sentinels, the pair and the link."""
-        for node in [*self.sentinels, self.primary, *([self.replica] if self.replica else [])]:
-            node.stop()
+        for each in [*self.sentinels, self.primary, *([self.replica] if self.replica else [])]:
+            each.kill()
         if self.link is not None:
             self.link.close()
 

@@ -53,30 +53,52 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
 
 
 class PrivateRedis:
-    """A redis-server of the test's own, on its own port and directory, that it may stop or flush."""
+    """A redis-server (or a Sentinel) of the test's own, on its own port and directory, that it may
+    stop, flush, kill or restart. Tests, the replicated setups (clusters.py) and the benchmarks all
+    start theirs with this."""
 
-    def __init__(self, directory: Path, binary: str | None = None):
-        self.port = free_port()
+    def __init__(self, directory: Path, binary: str | None = None, *, args: tuple[str, ...] = (),
+                 config: str | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.dir = directory
         self.binary = binary or redis_server_binary(prefer_bundled=False)
-        self.process = None
+        self.args = args  # for every start
+        self.config = config  # a config file's text, for a Sentinel (it rewrites its file)
+        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        """A client that does not retry: after SHUTDOWN, retries would only wait on a dead port."""
-        return redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+    @property
+    def address(self) -> str:
+        """host:port"""
+        return f"127.0.0.1:{self.port}"
 
-    def start(self, extra: tuple[str, ...] = ()) -> "PrivateRedis":
+    def client(self) -> redis.Redis:
+        """A client that does not retry: after SHUTDOWN or a kill, retries would only wait on a
+        dead port, and a test that stopped the server wants the error."""
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5,
+                           retry=Retry(NoBackoff(), 0))
+
+    def start(self, extra: tuple[str, ...] = (), timeout: float = 15.0) -> "PrivateRedis":
         """Start it (loading dump.rdb from its directory if one was saved) and wait for PONG."""
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--save", "", "--appendonly", "no", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.client().ping(), what="private redis to answer")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            conf = self.dir / "server.conf"
+            conf.write_text(self.config.format(port=self.port, dir=self.dir))
+            command = [self.binary, str(conf), "--sentinel", *self.args, *extra]
+        else:
+            command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                       "--dir", str(self.dir), "--save", "", "--appendonly", "no", *self.args, *extra]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.client().ping(), timeout=timeout, what=f"redis on {self.port} to answer")
         return self
+
+    @property
+    def alive(self) -> bool:
+        """Whether its process runs."""
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, save: bool = False) -> None:
         """Stop it; with save=True its markers survive into the next start (as after a blip)."""
@@ -86,6 +108,13 @@ class PrivateRedis:
             self.client().shutdown(save=save, nosave=not save)
         self.process.wait(timeout=10)
         self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, nothing flushed, as a crashed machine."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 class TcpProxy:
