@@ -28,17 +28,17 @@ from bench.services import (
     JWT_SECRET,
     OUT,
     ROOT,
-    Gunicorn,
+    gunicorn,
     migrate,
     service_env,
     stop_process,
-    wait_until,
 )
 from counts.identity import mint_token
 from counts.push import vapid
 from tests.support.pushfakes.server import FakeServer
 from tests.support.pushfakes.tls import make_pki
 from tests.support.pushfakes.webpush import PushService, Subscriber
+from tests.support.services import wait_until
 
 PUSH_DB = "bench_push"
 P99_TARGET_S = 1.0
@@ -227,7 +227,7 @@ def run_push(admin_url: str, redis_url: str, users: int, duration: float, messag
         since = len(service.received)
         worker = start_worker(env)
         try:
-            with Gunicorn("wsgi:app", service_env(url, redis_url), workers=workers, threads=threads) as api:
+            with gunicorn(service_env(url, redis_url), workers=workers, threads=threads) as api:
                 sent = send_messages(api.url, world, result.offered_per_second, duration, result)
             # A round's pushes are received before it commits: an empty queue means all arrived.
             wait_until(lambda: _queue_empty(url), timeout=120, what="the push queue to drain")

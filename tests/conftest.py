@@ -23,11 +23,12 @@ from tests.support.environment import ADMIN_URL, REDIS_URL, app_env, fault_env, 
 from tests.support.figures import FIGURES
 from tests.support.identity import JwksServer, SigningKey
 from tests.support.postgres import throwaway_database
+from tests.support.proxy import TcpProxy
 from tests.support.push import VAPID_SUBJECT, PushWorker
 from tests.support.pushfakes.server import FakeServer
 from tests.support.pushfakes.tls import make_pki
 from tests.support.pushfakes.webpush import PushService
-from tests.support.services import Gunicorn, PrivateRedis, TcpProxy
+from tests.support.services import Gunicorn, PrivateRedis
 
 # Per run, so two runs on one machine (a developer's and CI's) never drop each other's database.
 TEST_DATABASE = f"counts_test_{os.getpid()}"

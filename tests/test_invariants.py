@@ -16,7 +16,8 @@ from counts.sources import own
 from dev.services import redis_server_binary
 from tests.support.api import Api, admin_client, new_user
 from tests.support.postgres import proxied_url, true_total
-from tests.support.services import PrivateRedis, TcpProxy, wait_until
+from tests.support.proxy import TcpProxy
+from tests.support.services import PrivateRedis, wait_until
 
 
 @pytest.fixture

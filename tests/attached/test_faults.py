@@ -16,7 +16,8 @@ from counts.bumps.relay import APPLICATION_NAME
 from tests.faults.traffic import Traffic
 from tests.faults.verdict import Outcome
 from tests.faults.world import World
-from tests.support.services import redis_url_through, wait_until
+from tests.support.proxy import redis_url_through
+from tests.support.services import wait_until
 from tests.support.supabase_chat import RELAY_BOUND, Chat, Writer, attached_env
 
 

@@ -15,8 +15,9 @@ from requests.adapters import BaseAdapter
 
 from tests.support.api import Api, new_user, user_token
 from tests.support.postgres import proxied_url
+from tests.support.proxy import TcpProxy
 from tests.support.recorders import SleepRecorder
-from tests.support.services import Gunicorn, LiveClient, TcpProxy, free_port
+from tests.support.services import Gunicorn, LiveClient, free_port
 
 SERVER_POLL_INTERVAL = 7  # conftest's server_env sends X-Poll-Interval: 7
 RETRY_AFTER = 5  # the service's default COUNTS_RETRY_AFTER

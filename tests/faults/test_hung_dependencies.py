@@ -20,7 +20,8 @@ from tests.faults.world import build_world
 from tests.support.api import new_user
 from tests.support.environment import fault_env
 from tests.support.postgres import proxied_url
-from tests.support.services import Gunicorn, redis_url_through, wait_until
+from tests.support.proxy import redis_url_through
+from tests.support.services import Gunicorn, wait_until
 
 TIMEOUT = 1.0  # both dependencies' timeout here: far above the slack, so overruns stand out
 SLACK = 0.5  # seconds for a request's own work on a busy 2-CPU machine

@@ -20,7 +20,8 @@ from tests.faults.world import build_world
 from tests.support import ROOT
 from tests.support.environment import SECRET
 from tests.support.postgres import true_total
-from tests.support.services import redis_url_through, wait_until
+from tests.support.proxy import redis_url_through
+from tests.support.services import wait_until
 
 
 def test_bumps_missed_while_redis_is_unreachable_take_effect_when_it_returns(

@@ -15,7 +15,8 @@ from tests.faults.world import build_world
 from tests.support.api import Api, new_user
 from tests.support.live_clients import counts_reaching, open_stream, settled
 from tests.support.postgres import true_total
-from tests.support.services import LiveClient, redis_url_through, wait_until
+from tests.support.proxy import redis_url_through
+from tests.support.services import LiveClient, wait_until
 
 STREAM_WITHIN = 8.0  # seconds from the failover's end to the bump on every stream (heartbeat: 60)
 

@@ -18,7 +18,8 @@ from tests.support.api import new_user
 from tests.support.environment import MARKER_TTL, REDIS_URL
 from tests.support.markers import read_marker
 from tests.support.postgres import proxied_url
-from tests.support.services import Gunicorn, TcpProxy, free_port, wait_until
+from tests.support.proxy import TcpProxy
+from tests.support.services import Gunicorn, free_port, wait_until
 
 
 @pytest.mark.parametrize(("prefer", "wait"), [

@@ -17,7 +17,8 @@ from redis.sentinel import Sentinel
 
 from counts.markers import keys, topology
 from dev.services import private_postgres, private_replica
-from tests.support.services import PrivateRedis, TcpProxy, free_port, wait_until
+from tests.support.proxy import TcpProxy
+from tests.support.services import PrivateRedis, free_port, wait_until
 
 CLUSTER_NODE_TIMEOUT_MS = 2000  # how long a Cluster waits before failing a silent primary over
 SENTINEL_DOWN_AFTER_MS = 1000  # ... and the Sentinels

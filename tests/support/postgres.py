@@ -50,7 +50,7 @@ def throwaway_database(name: str):
 
 
 def proxied_url(database_url: str, proxy) -> str:
-    """The database URL, reaching Postgres through `proxy` (a services.TcpProxy)."""
+    """The database URL, reaching Postgres through `proxy` (a proxy.TcpProxy)."""
     parts = urlsplit(database_url)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{proxy.port}"

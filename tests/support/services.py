@@ -1,4 +1,5 @@
-"""Real processes the tests start and stop: a private Redis, a cuttable TCP proxy, gunicorn."""
+"""Real processes tests and benchmarks start and stop (a private Redis, gunicorn), and waiting for
+them: a free port, and wait_until."""
 
 import contextlib
 import os
@@ -6,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -116,145 +116,32 @@ class PrivateRedis:
                 self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    def __enter__(self) -> "PrivateRedis":
+        return self.start()
 
-class TcpProxy:
-    """A TCP proxy in front of a service that a test can cut (refuse), hang (accept, never answer)
-    or stall (keep every connection open, pass no bytes: a frozen peer), or in which it can
-    stall only the connections that carry given bytes (stall_on)."""
-
-    def __init__(self, target_port: int, narrow: bool = False):
-        self.target_port = target_port
-        self.mode = "forward"
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        if narrow:
-            # Loopback's 64-KB segments let a client buffer megabytes into a peer that stopped
-            # reading; the smallest window and segments make its writes block after tens of KB
-            # (40-80 KB measured), as on a network when the peer freezes (a full send buffer).
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-            self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)
-        self.port = self.listener.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self.held = 0  # chunks a 'stall' has held so far
-        self.stall_trigger: bytes | None = None  # see stall_on
-        self.stalled: list[list[bool]] = []  # the links stall_on froze: [True] until thawed
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.mode == "cut":
-                client.close()
-                continue
-            with self.lock:
-                self.connections.append(client)
-            if self.mode == "hang":
-                continue  # accepted, never answered
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.connections.append(upstream)
-            link = [False]  # frozen by stall_on: both directions of this connection
-            for a, b, outbound in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pipe, args=(a, b, link, outbound),
-                                 daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, link: list[bool],
-              outbound: bool) -> None:
-        try:
-            while True:
-                while link[0]:  # frozen by stall_on: nothing read, so the writer backs up
-                    time.sleep(0.01)
-                data = self._receive(source, link, outbound)
-                if data is None:
-                    continue  # it froze on these bytes, left unread
-                if not data:
-                    break
-                if self.mode == "stall":
-                    self.held += 1
-                while self.mode == "stall" or link[0]:  # hold the bytes until the peer "thaws"
-                    time.sleep(0.01)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            # Shutting both ends down stops the other direction's thread; each thread closes the
-            # socket it reads, so no socket is left for the garbage collector.
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            source.close()
-
-    def _receive(self, source: socket.socket, link: list[bool], outbound: bool) -> bytes | None:
-        """The next bytes from `source` (b"" at its end), or None when they are a client's
-        holding the stall_on trigger: they freeze the connection and stay unread (read, they
-        would let the kernel take more from the writer)."""
-        trigger = self.stall_trigger
-        if not outbound or trigger is None:
-            return source.recv(65536)
-        data = source.recv(65536, socket.MSG_PEEK)
-        if trigger not in data:
-            return source.recv(len(data))
-        link[0] = True
-        self.held += 1
-        with self.lock:
-            self.stalled.append(link)
-        return None
-
-    def set_mode(self, mode: str) -> None:
-        """'forward', 'cut' (drop every connection, refuse new ones), 'hang' (drop every
-        connection, accept new ones and never answer) or 'stall' (keep every connection, old and
-        new, but pass no bytes either way until the mode changes back to 'forward'). Any mode
-        thaws the connections stall_on froze, and stops freezing more."""
-        self.mode = mode
-        self.stall_trigger = None
-        with self.lock:
-            stalled, self.stalled = self.stalled, []
-        for link in stalled:
-            link[0] = False
-        if mode not in ("forward", "stall"):
-            with self.lock:
-                connections, self.connections = self.connections, []
-            for sock in connections:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                    sock.close()
-                except OSError:
-                    pass
-
-    def stall_on(self, trigger: bytes) -> None:
-        """Stall each connection from the first chunk its client sends containing `trigger`
-        (that chunk included), as 'stall' does, while the others keep forwarding: one frozen
-        peer, such as the connection that carried a SUBSCRIBE. set_mode thaws them."""
-        self.stall_trigger = trigger
-
-    def close(self) -> None:
-        self.set_mode("cut")
-        self.listener.close()
-
-
-def redis_url_through(proxy: TcpProxy) -> str:
-    """The URL of the Redis behind `proxy`, reached through it."""
-    return f"redis://127.0.0.1:{proxy.port}/0"
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class Gunicorn:
-    """The real service under gunicorn, on its own port, with the given environment."""
+    """The service (or another WSGI app) under gunicorn with gunicorn.conf.py, on its own port,
+    configured only by `env`: a COUNTS_* variable of the shell running the tests or the bench
+    never reaches it. What the benchmarks need is a parameter: the app, the worker class, CPUs
+    to pin it to (taskset), no operators' address."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8,
-                 log_path: Path | None = None):
-        self.port, self.admin_port = free_port(), free_port()
-        self.env = {**os.environ, "COUNTS_ADMIN_BIND": f"127.0.0.1:{self.admin_port}", **env,
+                 log_path: Path | None = None, *, app: str = "wsgi:app",
+                 worker_class: str | None = None, cpus: str | None = None, admin: bool = True,
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.admin_port = free_port() if admin else None
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("COUNTS_")}
+        admin_bind = f"127.0.0.1:{self.admin_port}" if admin else ""  # "": no operators' address
+        self.env = {**inherited, "COUNTS_ADMIN_BIND": admin_bind, **env,
                     "COUNTS_BIND": f"127.0.0.1:{self.port}", "COUNTS_WORKERS": str(workers),
                     "COUNTS_THREADS": str(threads)}
-        self.process = None
+        self.app, self.workers, self.worker_class, self.cpus = app, workers, worker_class, cpus
+        self.process: subprocess.Popen | None = None
         self.log_path = log_path  # where its stdout and stderr go (the logs), if anywhere
         self._log = None
 
@@ -267,17 +154,37 @@ class Gunicorn:
         """The operators' address: /metrics and the detailed /readyz."""
         return f"http://127.0.0.1:{self.admin_port}"
 
+    def command(self) -> list[str]:
+        """gunicorn with the service's settings, on `app`, pinned to `cpus` if given."""
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app]
+        if self.worker_class is not None:
+            command += ["-k", self.worker_class]
+        return command if self.cpus is None else ["taskset", "-c", self.cpus, *command]
+
     def start(self) -> "Gunicorn":
+        """Start it; return once it answers HTTP and all its workers run."""
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log or subprocess.DEVNULL,
+            self.command(), cwd=ROOT, env=self.env, stdout=self._log or subprocess.DEVNULL,
             # Never an unread pipe: a full pipe buffer would block the server's logging.
             stderr=self._log or subprocess.DEVNULL)
-        wait_until(lambda: requests.get(self.url + "/healthz", timeout=1).ok,
-                   what="gunicorn to answer")
+        wait_until(self.answers, timeout=30, what=f"gunicorn {self.app} on {self.port} to answer")
+        wait_until(lambda: len(self.worker_pids()) == self.workers, timeout=30,
+                   what=f"gunicorn's {self.workers} workers")
         return self
+
+    def answers(self) -> bool:
+        """Whether it answers /healthz (any 2xx or 3xx: the bench's floor app answers 304 to
+        everything); fails at once if gunicorn exited."""
+        if self.process.poll() is not None:
+            log = f"; its log ends:\n{self.log_tail()}" if self.log_path else ""
+            raise AssertionError(f"gunicorn exited with {self.process.returncode}{log}")
+        return requests.get(self.url + "/healthz", timeout=1).ok
+
+    def pids(self) -> list[int]:
+        """The master's and the workers' (what a CPU meter adds up)."""
+        return [self.process.pid, *self.worker_pids()]
 
     def worker_pids(self) -> set[int]:
         """The master's live worker processes now (not the dead, unreaped ones, nor one reaped
@@ -306,16 +213,27 @@ class Gunicorn:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM the master and wait for it (nothing if it already exited)."""
+        """SIGTERM the master and wait for it (nothing if it already exited). One still running
+        after 30 s is killed, and the wait's timeout raised: a shutdown that hangs is a bug."""
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                raise
             finally:
                 if self._log is not None:
                     self._log.close()
                     self._log = None
-            self.process = None
+                self.process = None
+
+    def __enter__(self) -> "Gunicorn":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class LiveClient:

@@ -16,7 +16,8 @@ from counts.postgres.queries import replication
 from tests.support.api import Api, admin_client, documented, new_user
 from tests.support.clusters import PostgresReplicaPair
 from tests.support.postgres import proxied_url, with_database
-from tests.support.services import TcpProxy, wait_until
+from tests.support.proxy import TcpProxy
+from tests.support.services import wait_until
 
 DATABASE = "counts_replica_test"
 ROUNDS = 3
