@@ -9,13 +9,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from tests.support.pushfakes.tls import TestPKI
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.services import free_port
 
 
 def _quiet_cancellation(loop, context) -> None:
