@@ -28,6 +28,7 @@ from tests.support.environment import SECRET
 from tests.support.figures import FIGURES
 from tests.support.postgres import true_total
 from tests.support.services import wait_until
+from tests.support.sse import SseParser
 
 HEARTBEAT = 60  # seconds: longer than any wait below, so a heartbeat never hides a lost wake-up
 CONVERGE = 8.0  # seconds the devices get to show the final truth once the writes stopped
@@ -138,16 +139,11 @@ class LiveTraffic:
                 device.errors.append(f"sse {response.status}")
                 return
             last: list[str] = []
-            fields: dict[str, str] = {}
+            parser = SseParser()
             while line := response.readline():
-                line = line.decode().rstrip("\r\n")
-                if line == "" and fields.get("event") == "counts":
-                    device.receive(fields["id"], json.loads(fields["data"]), last)
-                if line == "":
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
+                event = parser.feed(line.decode().rstrip("\r\n"))
+                if event is not None and event.kind == "counts":
+                    device.receive(event.etag, event.counts, last)
         finally:
             conn.close()
 

@@ -7,22 +7,13 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 import requests
 import websocket
 
+from tests.support.sse import Event, SseParser
+
 READ_TIMEOUT = 30.0  # seconds a read may block: far above any heartbeat the tests configure
-
-
-@dataclass
-class Event:
-    """What a stream delivered: counts (with their ETag), a comment, a retry hint, or the end."""
-
-    kind: str  # counts, comment, retry, end
-    etag: str | None = None
-    counts: dict | None = None
-    text: str = ""
 
 
 class SseStream:
@@ -41,23 +32,12 @@ class SseStream:
             self.response.close()
 
     def _read(self) -> None:
-        fields: dict[str, str] = {}
+        parser = SseParser()
         try:
             for raw in self.response.iter_lines(chunk_size=1, decode_unicode=False):
-                line = raw.decode()
-                if line == "":
-                    if fields.get("event") == "counts":
-                        self.events.put(Event("counts", fields.get("id"), json.loads(fields["data"])))
-                    fields = {}
-                elif line.startswith(":"):
-                    self.events.put(Event("comment", text=line[1:].strip()))
-                else:
-                    name, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if name == "retry":
-                        self.events.put(Event("retry", text=value))
-                    else:
-                        fields[name] = value
+                event = parser.feed(raw.decode())
+                if event is not None:
+                    self.events.put(event)
         except (requests.RequestException, OSError, AttributeError):
             pass  # closed by us or cut by the server
         self.response.close()
