@@ -7,7 +7,6 @@ the app's function says, and no acknowledged write is lost.
 
 import threading
 import time
-import uuid
 
 import psycopg2
 import pytest
@@ -15,25 +14,20 @@ import pytest
 from counts.bumps.relay import APPLICATION_NAME
 from tests.faults.traffic import Traffic
 from tests.faults.verdict import Outcome
-from tests.faults.world import World
+from tests.faults.world import World, world_of
 from tests.support.proxy import redis_url_through
 from tests.support.services import wait_until
 from tests.support.supabase_chat import RELAY_BOUND, Chat, Writer, attached_env
 
 
 def build_sql_world(chat: Chat, busy_users: int = 6, quiet_users: int = 4) -> World:
-    """tests.faults.world's world, created by its users in SQL: busy groups, quiet one-way pairs."""
-    busy = [str(uuid.uuid4()) for _ in range(busy_users)]
-    quiet = [str(uuid.uuid4()) for _ in range(quiet_users)]
-    groups = [busy, busy[:2], busy[2:5], [busy[1], busy[-1]]]
-    pairs = [quiet[i:i + 2] for i in range(0, quiet_users, 2)]
+    """tests.faults.world's world, its conversations created by their users in SQL."""
     writer = chat.writer()
     try:
-        members = {writer.create_conversation(group[0], group[1:]): group for group in groups + pairs}
+        return world_of(lambda group: writer.create_conversation(group[0], group[1:]),
+                        busy_users, quiet_users)
     finally:
         writer.close()
-    ids = list(members)
-    return World(busy + quiet, members, tuple(ids[:len(groups)]), tuple(ids[len(groups):]))
 
 
 class SqlTraffic(Traffic):

@@ -22,6 +22,7 @@ import websocket
 
 from counts.identity import mint_token
 from counts.markers import keys
+from tests.faults.threads import BackgroundThreads
 from tests.faults.verdict import pending_bumps
 from tests.faults.world import World
 from tests.support.environment import SECRET
@@ -62,12 +63,12 @@ class Device:
         self.events += 1
 
 
-class LiveTraffic:
+class LiveTraffic(BackgroundThreads):
     """Devices and writers against the service at `url` until stopped."""
 
     def __init__(self, url: str, world: World, writers: int = 3):
+        super().__init__(join_timeout=10)
         self.url, self.world = url, world
-        self.stopping = threading.Event()
         self.writing = threading.Event()
         self.writing.set()
         self.lock = threading.Lock()
@@ -78,29 +79,25 @@ class LiveTraffic:
         self.tokens = {user: mint_token(SECRET, user, ttl=3600) for user in world.users}
         self.devices = [Device(kind, user) for user in world.users
                         for kind in ("sse", "ws", "long-poll")]
-        self.threads = [threading.Thread(target=self._device_loop, args=(d,), daemon=True)
-                        for d in self.devices]
-        self.threads += [threading.Thread(target=self._write_loop, args=(n,), daemon=True)
-                         for n in range(writers)]
+        for device in self.devices:
+            self.spawn(self._device_loop, device)
+        for n in range(writers):
+            self.spawn(self._write_loop, n)
 
     def __enter__(self) -> "LiveTraffic":
-        for thread in self.threads:
-            thread.start()
+        """Start every device and writer; return once every device has its first counts."""
+        super().__enter__()
         wait_until(lambda: all(d.total is not None for d in self.devices), timeout=20,
                    what="every device's first counts")
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def stop(self) -> None:
-        """End every device and writer."""
+        """End every device and writer: cut the devices' connections, whose reads block."""
         self.stopping.set()
         self.writing.clear()
         for device in self.devices:
             self._cut(device)
-        for thread in self.threads:
-            thread.join(timeout=10)
+        super().stop()
 
     # --- devices --------------------------------------------------------------------------------
 

@@ -2,27 +2,15 @@
 
 import threading
 
-import psycopg2
 import pytest
 
 from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.postgres.queries import migrations as migration_sql
-from tests.support.postgres import throwaway_database
+from tests.support.postgres import query, throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
           "push_devices", "push_jobs", "push_leases"}
-
-
-def query(url: str, sql: str) -> list[tuple]:
-    """Rows of one statement on the database at `url`."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def tables(url: str) -> set[str]:
