@@ -19,7 +19,7 @@ from tests.support.proxy import TcpProxy
 from tests.support.recorders import SleepRecorder
 from tests.support.services import Gunicorn, LiveClient, free_port
 
-SERVER_POLL_INTERVAL = 7  # conftest's server_env sends X-Poll-Interval: 7
+SERVER_POLL_INTERVAL = 7  # environment.gunicorn_env sends X-Poll-Interval: 7
 RETRY_AFTER = 5  # the service's default COUNTS_RETRY_AFTER
 
 

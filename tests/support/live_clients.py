@@ -134,7 +134,7 @@ def long_poll(base_url: str, user, auth: dict[str, str], etag: str,
 
 
 def settled(api, user, stream: SseStream | WsStream, event: Event, deadline: float) -> Event:
-    """The stream's last counts once a poll (`api`: a conftest.Api) answers 304 to their marker;
+    """The stream's last counts once a poll (`api`: an api.Api) answers 304 to their marker;
     fails at `deadline` (time.monotonic()). Right after a failover a bump the outbox repeats (its
     first try timed out, yet ran) moves the marker once more, and a poll may meet a worker still
     looking for the new primary (a 200 with no marker): the stream must follow the first, and a
