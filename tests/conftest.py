@@ -118,25 +118,22 @@ def api(client, tokens) -> Api:
 @pytest.fixture
 def private_redis(tmp_path):
     """A redis-server of this test's own, which it may stop, flush or restart."""
-    server = PrivateRedis(tmp_path).start()
-    yield server
-    server.stop()
+    with PrivateRedis(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
 def pg_proxy():
     """A cuttable TCP proxy in front of the test Postgres."""
-    proxy = TcpProxy(urlsplit(ADMIN_URL).port or 5432)
-    yield proxy
-    proxy.close()
+    with TcpProxy(urlsplit(ADMIN_URL).port or 5432) as proxy:
+        yield proxy
 
 
 @pytest.fixture
 def redis_proxy(private_redis):
     """A cuttable TCP proxy in front of this test's own Redis."""
-    proxy = TcpProxy(private_redis.port)
-    yield proxy
-    proxy.close()
+    with TcpProxy(private_redis.port) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -148,9 +145,8 @@ def server_env(database_url) -> dict[str, str]:
 @pytest.fixture
 def live_server(server_env, pg, redis_client):
     """The service under gunicorn (2 workers), on the test database and Redis db."""
-    server = Gunicorn(server_env).start()
-    yield server
-    server.stop()
+    with Gunicorn(server_env) as server:
+        yield server
 
 
 @pytest.fixture

@@ -129,6 +129,12 @@ class TcpProxy:
         self.set_mode("cut")
         self.listener.close()
 
+    def __enter__(self) -> "TcpProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def redis_url_through(proxy: TcpProxy) -> str:
     """The URL of the Redis behind `proxy`, reached through it."""

@@ -60,20 +60,13 @@ class PrivateRedis:
     def __init__(self, directory: Path, binary: str | None = None, *, args: tuple[str, ...] = (),
                  config: str | None = None, port: int | None = None):
         self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.url = f"redis://{self.address}/0"
         self.dir = directory
         self.binary = binary or redis_server_binary(prefer_bundled=False)
         self.args = args  # for every start
         self.config = config  # a config file's text, for a Sentinel (it rewrites its file)
         self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def address(self) -> str:
-        """host:port"""
-        return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
         """A client that does not retry: after SHUTDOWN or a kill, retries would only wait on a
@@ -134,7 +127,9 @@ class Gunicorn:
                  worker_class: str | None = None, cpus: str | None = None, admin: bool = True,
                  port: int | None = None):
         self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.admin_port = free_port() if admin else None
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics, the detailed /readyz
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("COUNTS_")}
         admin_bind = f"127.0.0.1:{self.admin_port}" if admin else ""  # "": no operators' address
         self.env = {**inherited, "COUNTS_ADMIN_BIND": admin_bind, **env,
@@ -144,15 +139,6 @@ class Gunicorn:
         self.process: subprocess.Popen | None = None
         self.log_path = log_path  # where its stdout and stderr go (the logs), if anywhere
         self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        """The operators' address: /metrics and the detailed /readyz."""
-        return f"http://127.0.0.1:{self.admin_port}"
 
     def command(self) -> list[str]:
         """gunicorn with the service's settings, on `app`, pinned to `cpus` if given."""
