@@ -51,6 +51,14 @@ def writer(chat):
 
 
 @pytest.fixture
+def listener(chat, request):
+    """A connection LISTENing on the test module's CHANNEL (counts.bump()'s, or the push
+    dispatchers')."""
+    with chat.listening(request.module.CHANNEL) as conn:
+        yield conn
+
+
+@pytest.fixture
 def attached_app(chat):
     """The app in attached mode, in-process (no relay: the tests drive it)."""
     app = create_app(settings_for(attached_settings(chat)))

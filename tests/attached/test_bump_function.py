@@ -9,14 +9,7 @@ from tests.support.api import new_user
 from tests.support.postgres import notifications
 from tests.support.supabase_chat import RELAY_BOUND, as_role
 
-CHANNEL = "counts_bumps"
-
-
-@pytest.fixture
-def listener(chat):
-    """A connection LISTENing on counts.bump()'s channel."""
-    with chat.listening(CHANNEL) as conn:
-        yield conn
+CHANNEL = "counts_bumps"  # the `listener` fixture LISTENs on it
 
 
 def outbox_rows(chat, users) -> list[list[str]]:

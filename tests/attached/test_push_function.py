@@ -13,15 +13,8 @@ from tests.support.api import new_user
 from tests.support.postgres import notifications
 from tests.support.supabase_chat import RELAY_BOUND, as_role
 
-CHANNEL = "counts_push"
+CHANNEL = "counts_push"  # the `listener` fixture LISTENs on it
 PUSH = "SELECT counts.push(%s::uuid[], %s::uuid[], %s::uuid)"
-
-
-@pytest.fixture
-def listener(chat):
-    """A connection LISTENing on the dispatchers' channel."""
-    with chat.listening(CHANNEL) as conn:
-        yield conn
 
 
 def ids(*users) -> list[str]:
