@@ -1,5 +1,6 @@
-// Starts the counts service for the JS tests and scripts through tests/support/js_server.py (gunicorn,
-// Postgres, Redis as the Python suite starts them) and talks to it over its stdin and stdout.
+// Starts the counts service for the JS tests and scripts through tests/support/js_server.py
+// (gunicorn, Postgres, Redis as the Python suite starts them) and talks to it over its stdin and
+// stdout.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { dirname, resolve } from "node:path";
