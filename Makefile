@@ -40,7 +40,7 @@ browser:
 # The JS client, clients/js (@counts/client): npm ci from its lockfile (again whenever the lockfile
 # changes), then typecheck, unit tests, size budget, build, the API types against the service's
 # /openapi.json, and the contract, React Native and browser tests against the real service
-# (tests/js_server.py, run with this venv's Python, on the same Postgres and Redis as `test`).
+# (tests/support/js_server.py, run with this venv's Python, on the same Postgres and Redis as `test`).
 .PHONY: js
 JS := clients/js
 $(JS)/node_modules/.installed: $(JS)/package-lock.json

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from bench.dataset import World
 from bench.profile import PySpy
-from bench.services import NO_LIMIT, OUT, ROOT, CpuMeter, Gunicorn, service_env
+from bench.services import NO_LIMIT, OUT, ROOT, CpuMeter, gunicorn, service_env
 from counts.markers import keys
-from tests.identity import ISSUER, JwksServer, SigningKey
+from tests.support.identity import ISSUER, JwksServer, SigningKey
 from tests.support.markers import read_marker
+from tests.support.services import Gunicorn
 
 LUA = ROOT / "bench" / "poll.lua"
 ES256 = "counts-es256"  # the service verifying ES256 tokens with keys from a JWKS
@@ -149,8 +150,8 @@ def run_hotpath(world: World, database_url: str, redis_url: str, backend_pids: d
             for app, module in (("floor", "bench.floor_app:app"), ("counts", "wsgi:app"),
                                 (ES256, "wsgi:app")):
                 threads = 1 if worker_class == "sync" else 8  # sync with threads > 1 becomes gthread
-                servers[worker_class, app] = Gunicorn(module, envs[app], workers=1, threads=threads,
-                                                      worker_class=worker_class, cpu="0").start()
+                servers[worker_class, app] = gunicorn(envs[app], module, workers=1, threads=threads,
+                                                      worker_class=worker_class, cpus="0").start()
         for (_, app), server in servers.items():  # warm: keys fetched, pools open, and every
             # user's token verified once, so each contender measures a poller's steady state (a
             # cached token) rather than first polls: one second of 200s did not reach every token,
@@ -171,7 +172,7 @@ def run_hotpath(world: World, database_url: str, redis_url: str, backend_pids: d
                         bar.update(1)
         result.chosen = choose(result, worker_classes)
         server = servers[result.chosen, "counts"]
-        spy = PySpy(server.proc.pid, seconds, OUT / "profile-hotpath-304.txt")
+        spy = PySpy(server.process.pid, seconds, OUT / "profile-hotpath-304.txt")
         wrk(server.url, users["counts"], "304", seconds, connections)
         result.profile = spy.finish()
     finally:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench import pg
-from bench.services import NO_LIMIT, ROOT, Gunicorn, migrate, service_env
+from bench.services import NO_LIMIT, ROOT, gunicorn, migrate, service_env
 
 CLIENT_DB = "bench_client"
 JS = ROOT / "clients" / "js"
@@ -47,7 +47,7 @@ def run_client_bench(admin_url: str, redis_url: str, clients: int, seconds: floa
     migrate(url, redis_url)
     env = service_env(url, redis_url, rate_limit=NO_LIMIT, anonymous_rate_limit=NO_LIMIT, poll_interval=30,
                       max_streams=clients + 100)
-    server = Gunicorn("wsgi:app", env, workers=workers, worker_class="gevent").start()
+    server = gunicorn(env, workers=workers, worker_class="gevent").start()
     config = {"url": server.url, "secret": env["COUNTS_JWT_SECRET"], "clients": clients,
               "foregroundSeconds": seconds, "backgroundSeconds": seconds / 3,
               "writesPerSecond": writes_per_second}

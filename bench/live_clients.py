@@ -9,6 +9,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from tests.support.sse import SseParser
+
 HOST = "127.0.0.1"
 LONG_POLL_WAIT = 25  # seconds, the service's default cap
 
@@ -59,18 +61,18 @@ async def sse(client: Client, port: int, stop: asyncio.Event) -> None:
         if status != 200:
             client.error = f"sse {status}"
             return
-        buffer = b""
+        buffer, parser = b"", SseParser()
         while not stop.is_set():
             size = int((await reader.readline()).strip() or b"0", 16)
             if size == 0:
                 return
             buffer += (await reader.readexactly(size + 2))[:-2]
-            while b"\n\n" in buffer:
+            while b"\n\n" in buffer:  # a whole event: its lines, then the blank line ending it
                 block, buffer = buffer.split(b"\n\n", 1)
-                fields = dict(line.split(b": ", 1) for line in block.split(b"\n")
-                              if line and not line.startswith(b":") and b": " in line)
-                if fields.get(b"event") == b"counts":
-                    client.received(fields[b"id"].decode(), json.loads(fields[b"data"]))
+                for line in [*block.decode().split("\n"), ""]:
+                    event = parser.feed(line)
+                    if event is not None and event.kind == "counts":
+                        client.received(event.etag, event.counts)
     finally:
         writer.close()
 

@@ -1,7 +1,7 @@
 """The push benchmark: pushes per second per dispatcher process, and latency from a write's 201 to
 the push service's receipt at the seed's message rate (time-compressed).
 
-The push service is the Web Push fake of the tests (tests/pushfakes), on this machine, over TLS
+The push service is the Web Push fake of the tests (tests/support/pushfakes), on this machine, over TLS
 with a private CA: every push is encrypted (aes128gcm) and VAPID-signed for real, and the fake
 checks both. Each user has one subscription and an inbox conversation with a sender of their own
 (who has no device), so a user's total only grows and a push's total says which messages it
@@ -28,17 +28,17 @@ from bench.services import (
     JWT_SECRET,
     OUT,
     ROOT,
-    Gunicorn,
+    gunicorn,
     migrate,
     service_env,
     stop_process,
-    wait_until,
 )
 from counts.identity import mint_token
 from counts.push import vapid
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.tls import make_pki
-from tests.pushfakes.webpush import PushService, Subscriber
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.tls import make_pki
+from tests.support.pushfakes.webpush import PushService, Subscriber
+from tests.support.services import wait_until
 
 PUSH_DB = "bench_push"
 P99_TARGET_S = 1.0
@@ -227,7 +227,7 @@ def run_push(admin_url: str, redis_url: str, users: int, duration: float, messag
         since = len(service.received)
         worker = start_worker(env)
         try:
-            with Gunicorn("wsgi:app", service_env(url, redis_url), workers=workers, threads=threads) as api:
+            with gunicorn(service_env(url, redis_url), workers=workers, threads=threads) as api:
                 sent = send_messages(api.url, world, result.offered_per_second, duration, result)
             # A round's pushes are received before it commits: an empty queue means all arrived.
             wait_until(lambda: _queue_empty(url), timeout=120, what="the push queue to drain")

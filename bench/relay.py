@@ -26,8 +26,9 @@ import redis
 import requests
 
 from bench import pg
-from bench.services import BIN, JWT_SECRET, NO_LIMIT, ROOT, Gunicorn, backends, service_env, wait_until
+from bench.services import BIN, JWT_SECRET, NO_LIMIT, ROOT, backends, gunicorn, service_env
 from counts.identity import mint_token
+from tests.support.services import wait_until
 
 DATABASE = "bench_relay"
 EXAMPLE = ROOT / "examples" / "supabase-chat"
@@ -129,7 +130,7 @@ def wait_until_ready(url: str, relays: int) -> None:
             cur.execute("SELECT count(*) FROM counts.marker_outbox")
             return listening >= relays and cur.fetchone()[0] == 0
 
-        wait_until(ready, what="the relays to listen and drain the setup")
+        wait_until(ready, timeout=30, what="the relays to listen and drain the setup")
     conn.close()
 
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         pairs = prepare(url, args.via, writes)
-        with Gunicorn("wsgi:app", env, workers=args.workers, worker_class=args.worker_class) as server:
+        with gunicorn(env, workers=args.workers, worker_class=args.worker_class) as server:
             wait_until_ready(url, args.workers)
             load = poll_load(server.url, args.seconds, args.load) if args.load else None
             with MarkerWatch(b.redis_url) as watch:

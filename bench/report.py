@@ -426,7 +426,7 @@ def push_section(pr: PushResult | None) -> list[str]:
     ]
     return ["## Push (issue 12)", "",
             f"{pr.users:,} users, each with one Web Push subscription to the local fake (the "
-            "tests' `tests/pushfakes`, over TLS with a private CA; it verifies every VAPID "
+            "tests' `tests/support/pushfakes`, over TLS with a private CA; it verifies every VAPID "
             "signature). Throughput: jobs queued at once, then one `flask --app app push-worker`. "
             "Latency: writes through the API at the seed's messages per user per day, "
             "time-compressed; a message counts as delivered by the first push whose (decrypted) "

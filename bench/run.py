@@ -30,7 +30,7 @@ from bench.live import LiveConfig, LiveResult, run_live
 from bench.profile import PySpy
 from bench.push import run_push
 from bench.scaling import run_scaling
-from bench.services import NO_LIMIT, OUT, ROOT, Backends, Gunicorn, backends, migrate, service_env
+from bench.services import NO_LIMIT, OUT, ROOT, Backends, backends, gunicorn, migrate, service_env
 from bench.simulate import PassResult, SimConfig, simulate
 from bench.topology import run_topology
 
@@ -129,11 +129,11 @@ def run_simulator(args: argparse.Namespace, b: Backends, world: dataset.World,
         state = copy.deepcopy(world)  # the same starting state (and writes) for both passes
         dataset.load_world(url, state)
         redis.Redis.from_url(b.redis_url).flushdb()  # our private server
-        with Gunicorn("wsgi:app", env, workers=args.workers, threads=args.threads,
+        with gunicorn(env, workers=args.workers, threads=args.threads,
                       worker_class=worker_class) as server:
             groups = {"service": server.pids(), "redis": [b.redis_pid], "postgres": [b.pg_pid]}
             mode = "conditional" if conditional else "naive"
-            profiler = functools.partial(PySpy, server.proc.pid, output=OUT / f"profile-{mode}.txt")
+            profiler = functools.partial(PySpy, server.process.pid, output=OUT / f"profile-{mode}.txt")
             passes.append(simulate(state, cfg, conditional, server.port, url, b.redis_url, groups,
                                    profiler))
             if conditional and not report.meets_load(passes[-1]):
@@ -159,10 +159,10 @@ def run_live_bench(args: argparse.Namespace, b: Backends, world: dataset.World) 
                      time_compression=args.time_compression)
     env = service_env(url, b.redis_url, outbox_drain_interval=args.drain_interval, rate_limit=NO_LIMIT,
                       poll_interval=3, max_streams=cfg.connections)
-    with Gunicorn("wsgi:app", env, workers=args.workers, worker_class="gevent") as server:
+    with gunicorn(env, workers=args.workers, worker_class="gevent") as server:
         groups = {"service": server.pids(), "redis": [b.redis_pid], "postgres": [b.pg_pid]}
-        profiler = functools.partial(PySpy, server.proc.pid, output=OUT / "profile-live.txt")
-        return run_live(state, cfg, server.port, url, server.worker_pids(), groups, profiler)
+        profiler = functools.partial(PySpy, server.process.pid, output=OUT / "profile-live.txt")
+        return run_live(state, cfg, server.port, url, list(server.worker_pids()), groups, profiler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,12 +21,13 @@ from tqdm import tqdm
 
 from bench import pg
 from bench.profile import PySpy
-from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, Gunicorn, migrate, service_env
+from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, gunicorn, migrate, service_env
 from counts import markers
 from counts.identity import mint_token
 from counts.markers import keys
 from counts.postgres.queries import reads
 from counts.settings import parse_redis_url
+from tests.support.services import Gunicorn
 
 CONVERSATIONS = 50_000
 # The first BUSY conversations (every probe is in them) hold BUSY_MESSAGES each, so a backlog of
@@ -294,7 +295,7 @@ def measure_sizes(result: ScalingResult, urls: dict[int, str], servers: dict[int
     for conn in conns.values():
         conn.close()
     server = servers[largest]
-    spy = PySpy(server.proc.pid, PROFILE_SECONDS, OUT / "profile-200-path.txt")
+    spy = PySpy(server.process.pid, PROFILE_SECONDS, OUT / "profile-200-path.txt")
     deadline = time.monotonic() + PROFILE_SECONDS
     while time.monotonic() < deadline:
         sample_http(server.port, f"/v1/users/{heavy.user_id}/unread-counts", heavy.token, 20)
@@ -355,7 +356,7 @@ def run_scaling(admin_url: str, redis_url: str, sizes: tuple[int, ...]) -> Scali
         seed_messages(urls[total], total, result.probes)
         result.seed_seconds[total] = time.monotonic() - started
     with contextlib.ExitStack() as stack:
-        servers = {total: stack.enter_context(Gunicorn("wsgi:app", service_env(
+        servers = {total: stack.enter_context(gunicorn(service_env(
             url, redis_url, outbox_drain_interval=0, poll_interval=3, rate_limit=NO_LIMIT),
             workers=1, threads=8)) for total, url in urls.items()}
         measure_sizes(result, urls, servers)

@@ -1,29 +1,28 @@
 """The processes a benchmark run owns: a private Postgres and Redis, gunicorn servers, CPU meters.
 
 Nothing shared is touched: Postgres and Redis are started on free ports with their data under
-bench/out/, and every process is stopped by the pid this module started.
+bench/out/, and every process is stopped by the pid this module started. The launchers are the
+tests' (tests/support/services.py), with the bench's settings: pinning, the worker class, logs
+under bench/out/.
 """
 
 import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import redis
 
-from dev.services import private_postgres, redis_server_binary
+from dev.services import private_postgres
+from tests.support import ROOT
+from tests.support.services import Gunicorn, PrivateRedis, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -40,24 +39,6 @@ PG_SETTINGS = (
 )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, timeout: float = 30.0, what: str = "a service") -> None:
-    """Poll check() until it is true, or raise after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, redis.RedisError):
-            if check():
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def stop_process(proc: subprocess.Popen, timeout: float = 25.0) -> None:
     """Stop a process this module started: SIGTERM, then SIGKILL if it does not exit in time."""
     if proc.poll() is not None:
@@ -68,24 +49,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = 25.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def private_redis(directory: Path) -> Iterator[tuple[str, int]]:
-    """A redis-server of the bench's own (no persistence); yields (url, pid)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_server_binary(prefer_bundled=False), "--port", str(port), "--bind", HOST,
-         "--dir", str(directory), "--save", "", "--appendonly", "no", "--databases", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(host=HOST, port=port)
-        wait_until(client.ping, what="private redis")
-        client.close()
-        yield f"redis://{HOST}:{port}/0", proc.pid
-    finally:
-        stop_process(proc)
 
 
 @dataclass
@@ -105,9 +68,9 @@ def backends(keep_data: bool = False) -> Iterator[Backends]:
     shutil.rmtree(pg_dir, ignore_errors=True)  # every run starts from an empty cluster
     try:
         with private_postgres(str(pg_dir), free_port(), PG_SETTINGS) as pg_url, \
-                private_redis(redis_dir) as (redis_url, redis_pid):
+                PrivateRedis(redis_dir, args=("--databases", "4")) as redis_server:
             postmaster = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-            yield Backends(pg_url, postmaster, redis_url, redis_pid)
+            yield Backends(pg_url, postmaster, redis_server.url, redis_server.process.pid)
     finally:
         if not keep_data:
             shutil.rmtree(pg_dir, ignore_errors=True)
@@ -129,65 +92,14 @@ def service_env(database_url: str, redis_url: str, **settings: str) -> dict[str,
     return env
 
 
-@dataclass
-class Gunicorn:
-    """One gunicorn master (and its workers) serving `app` on its own port."""
-
-    app: str
-    env: dict[str, str]
-    workers: int = 2
-    threads: int = 8
-    worker_class: str = "gthread"
-    cpu: str | None = None  # a taskset CPU list, e.g. "0"
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """Where it listens."""
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> "Gunicorn":
-        """Start it and wait until it answers HTTP."""
-        env = {**self.env, "COUNTS_BIND": f"{HOST}:{self.port}", "COUNTS_ADMIN_BIND": "",
-               "COUNTS_WORKERS": str(self.workers), "COUNTS_THREADS": str(self.threads)}
-        cmd = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", self.app, "-k", self.worker_class]
-        if self.cpu is not None:
-            cmd = ["taskset", "-c", self.cpu, *cmd]
-        OUT.mkdir(parents=True, exist_ok=True)
-        log = open(OUT / f"gunicorn-{self.port}.log", "w")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._answers, what=f"gunicorn {self.app} on {self.port}")
-        wait_until(lambda: len(self.worker_pids()) == self.workers, what="gunicorn workers")
-        return self
-
-    def _answers(self) -> bool:
-        """True once any HTTP answer comes back (the floor app answers 304 to everything)."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited; see {OUT}/gunicorn-{self.port}.log")
-        with contextlib.suppress(urllib.error.HTTPError):  # an HTTP error is an answer all the same
-            urllib.request.urlopen(self.url + "/healthz", timeout=2)  # noqa: S310 - our own server
-        return True
-
-    def worker_pids(self) -> list[int]:
-        """The worker processes' pids."""
-        return [child.pid for child in psutil.Process(self.proc.pid).children()]
-
-    def pids(self) -> list[int]:
-        """Master and workers."""
-        return [self.proc.pid, *self.worker_pids()]
-
-    def stop(self) -> None:
-        """Stop master and workers."""
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def __enter__(self) -> "Gunicorn":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def gunicorn(env: dict[str, str], app: str = "wsgi:app", *, worker_class: str = "gthread",
+             **options) -> Gunicorn:
+    """A gunicorn of the bench's serving `app`: gthread unless told otherwise (pass cpus= to pin
+    it), no operators' address, its log in bench/out/gunicorn-<port>.log."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return Gunicorn(env, app=app, worker_class=worker_class, admin=False, port=port,
+                    log_path=OUT / f"gunicorn-{port}.log", **options)
 
 
 class CpuMeter:

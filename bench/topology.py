@@ -127,7 +127,7 @@ def time_bumps(client, users: list[str], reps: int, wal=None) -> Timing:
 def measure_bumps(result: TopologyResult, redis_url: str, reps: int = 40) -> None:
     """A 10,000-user bump on one server and on a 3-primary Redis Cluster (one script per node,
     in parallel), without and with LSN records."""
-    from tests.clusters import RedisClusterProcesses  # the tests' process harness
+    from tests.support.clusters import RedisClusterProcesses  # the tests' process harness
 
     users = [str(uuid.uuid4()) for _ in range(max(FANOUTS))]
     single = markers.connect(parse_redis_url(redis_url), 5, 64)

@@ -8,8 +8,10 @@ from counts.app import create_app
 from counts.bumps import outbox
 from counts.identity import SERVICE_ROLE, USER_ROLE
 from counts.postgres import migrations
-from tests.conftest import SECRET, new_user, settings_for, throwaway_database
+from tests.support.api import new_user
+from tests.support.environment import SECRET, settings_for
 from tests.support.markers import read_marker
+from tests.support.postgres import throwaway_database
 
 
 @pytest.fixture

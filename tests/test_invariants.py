@@ -14,8 +14,10 @@ from counts.postgres.queries import bumps, reads
 from counts.settings import DEFAULT_MARKER_TTL
 from counts.sources import own
 from dev.services import redis_server_binary
-from tests.conftest import Api, admin_client, new_user, proxied_url, true_total
-from tests.services import PrivateRedis, TcpProxy, wait_until
+from tests.support.api import Api, admin_client, new_user
+from tests.support.postgres import proxied_url, true_total
+from tests.support.proxy import TcpProxy
+from tests.support.services import PrivateRedis, wait_until
 
 
 @pytest.fixture

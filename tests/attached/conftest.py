@@ -8,20 +8,10 @@ import pytest
 from counts.app import create_app
 from counts.postgres import migrations
 from counts.postgres.pool import Database
-from counts.settings import function_name
-from counts.sources.attached import AttachedSource
-from tests.attached.chat import UNREAD_FUNCTION, Chat, drop_roles, run_suffix
-from tests.conftest import ADMIN_URL, MARKER_TTL, REDIS_URL, SECRET, settings_for, throwaway_database
-from tests.services import Gunicorn
-
-# How long a test waits for the relay to move a marker. The relay takes milliseconds (see
-# bench/relay.py); this only bounds a test on a loaded machine.
-RELAY_BOUND = 10.0
-
-
-def attached_source() -> AttachedSource:
-    """The source the example's function makes."""
-    return AttachedSource(function_name(UNREAD_FUNCTION, "COUNTS_UNREAD_FUNCTION"))
+from tests.support.environment import ADMIN_URL, settings_for
+from tests.support.postgres import throwaway_database
+from tests.support.services import Gunicorn
+from tests.support.supabase_chat import Chat, attached_env, attached_settings, drop_roles, run_suffix
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +50,12 @@ def writer(chat):
     session.close()
 
 
-def attached_settings(chat: Chat) -> dict:
-    """The environment of the app in attached mode on the example's database, in-process."""
-    return attached_env(chat, COUNTS_PG_TIMEOUT="2")
+@pytest.fixture
+def listener(chat, request):
+    """A connection LISTENing on the test module's CHANNEL (counts.bump()'s, or the push
+    dispatchers')."""
+    with chat.listening(request.module.CHANNEL) as conn:
+        yield conn
 
 
 @pytest.fixture
@@ -71,16 +64,6 @@ def attached_app(chat):
     app = create_app(settings_for(attached_settings(chat)))
     yield app
     app.extensions["counts"].close()
-
-
-def attached_env(chat: Chat, **extra: str) -> dict[str, str]:
-    """The environment of the service under gunicorn in attached mode. No drainer: what moves a
-    marker within RELAY_BOUND is the relay."""
-    return {"DATABASE_URL": chat.url, "REDIS_URL": REDIS_URL, "COUNTS_JWT_SECRET": SECRET,
-            "COUNTS_SOURCE": "attached", "COUNTS_UNREAD_FUNCTION": UNREAD_FUNCTION,
-            "COUNTS_POLL_INTERVAL": "7", "COUNTS_OUTBOX_DRAIN_INTERVAL": "0",
-            "COUNTS_MARKER_TTL": str(MARKER_TTL), "COUNTS_RATE_LIMIT": "0",
-            "COUNTS_ANONYMOUS_RATE_LIMIT": "0", **extra}
 
 
 @pytest.fixture(scope="module", params=["gthread", "gevent"])

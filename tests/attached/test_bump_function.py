@@ -1,35 +1,15 @@
 """counts.bump(uuid[]) in SQL: an outbox row and a notification delivered only on commit
 (invariant 1 by construction), and nothing of counts writable by the roles that may call it."""
 
-import select
-
 import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tests.attached.chat import as_role
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import new_user
+from tests.support.api import new_user
+from tests.support.postgres import notifications
+from tests.support.supabase_chat import RELAY_BOUND, as_role
 
-CHANNEL = "counts_bumps"
-
-
-@pytest.fixture
-def listener(chat):
-    """A connection LISTENing on counts.bump()'s channel."""
-    with chat.admin() as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"LISTEN {CHANNEL}")
-        yield conn
-
-
-def notifications(conn, wait: float) -> int:
-    """Notifications received within `wait` seconds of the first (or of now, if none came)."""
-    if select.select([conn], [], [], wait)[0]:
-        conn.poll()
-    count = len(conn.notifies)
-    conn.notifies.clear()
-    return count
+CHANNEL = "counts_bumps"  # the `listener` fixture LISTENs on it
 
 
 def outbox_rows(chat, users) -> list[list[str]]:

@@ -7,9 +7,9 @@ No relay or dispatcher runs in this module: the outbox rows and push jobs stay f
 
 import threading
 
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import new_user
-from tests.services import wait_until
+from tests.support.api import new_user
+from tests.support.services import wait_until
+from tests.support.supabase_chat import RELAY_BOUND
 
 
 def bumps_of(chat, users) -> list[set[str]]:

@@ -7,35 +7,27 @@ the app's function says, and no acknowledged write is lost.
 
 import threading
 import time
-import uuid
 
 import psycopg2
 import pytest
 
 from counts.bumps.relay import APPLICATION_NAME
-from tests.attached.chat import Chat, Writer
-from tests.attached.conftest import RELAY_BOUND, attached_env
-from tests.faults.conftest import redis_proxy, redis_url_through, start_service  # noqa: F401 - fixtures
-from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.verdict import Outcome
-from tests.faults.world import World
-from tests.services import wait_until
+from tests.faults.world import World, world_of
+from tests.support.proxy import redis_url_through
+from tests.support.services import wait_until
+from tests.support.supabase_chat import RELAY_BOUND, Chat, Writer, attached_env
 
 
 def build_sql_world(chat: Chat, busy_users: int = 6, quiet_users: int = 4) -> World:
-    """tests.faults.world's world, created by its users in SQL: busy groups, quiet one-way pairs."""
-    busy = [str(uuid.uuid4()) for _ in range(busy_users)]
-    quiet = [str(uuid.uuid4()) for _ in range(quiet_users)]
-    groups = [busy, busy[:2], busy[2:5], [busy[1], busy[-1]]]
-    pairs = [quiet[i:i + 2] for i in range(0, quiet_users, 2)]
+    """tests.faults.world's world, its conversations created by their users in SQL."""
     writer = chat.writer()
     try:
-        members = {writer.create_conversation(group[0], group[1:]): group for group in groups + pairs}
+        return world_of(lambda group: writer.create_conversation(group[0], group[1:]),
+                        busy_users, quiet_users)
     finally:
         writer.close()
-    ids = list(members)
-    return World(busy + quiet, members, tuple(ids[:len(groups)]), tuple(ids[len(groups):]))
 
 
 class SqlTraffic(Traffic):
@@ -147,7 +139,7 @@ def terminate_relays(chat: Chat) -> set[int]:
 
 
 def test_sql_writers_through_relay_restarts_and_a_redis_cut_leave_no_client_stale(
-        chat, chat_pg, start_service, redis_proxy):  # noqa: F811 - fixtures
+        chat, chat_pg, start_service, redis_proxy):
     env = {name: value for name, value in attached_env(chat).items()
            if name not in ("DATABASE_URL", "REDIS_URL")}
     # A slow drainer: the relays have to carry the bumps through the faults.
@@ -165,7 +157,7 @@ def test_sql_writers_through_relay_restarts_and_a_redis_cut_leave_no_client_stal
         traffic.advance(polls=60, acked=15, every_conversation=True)
         for victim in sorted(service.worker_pids()):
             with traffic.fault("worker SIGKILLed, its relay with it"):
-                kill_and_wait_for_replacement(service, victim)
+                service.replace_worker(victim)
             traffic.advance(polls=60, acked=15, every_conversation=True)
         with traffic.fault("Redis unreachable"):
             redis_proxy.set_mode("cut")

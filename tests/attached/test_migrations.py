@@ -12,21 +12,10 @@ from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.sources.attached import SCHEMA, AttachedSource
 from counts.sources.own import OwnSource
-from tests.conftest import throwaway_database
+from tests.support.postgres import query, throwaway_database
 
 ATTACHED = AttachedSource(("public", "counts_unread"))
 PACKAGE = Path(migrations.__file__).parent
-
-
-def query(url: str, statement: str) -> list[tuple]:
-    """Rows of one statement on the database at `url`."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def relations(url: str) -> set[str]:

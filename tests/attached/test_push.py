@@ -7,23 +7,15 @@ each push from the app's unread function. The test is the browser, as in tests/p
 import pytest
 
 from counts.app import create_app
-from tests.attached.chat import UNREAD_FUNCTION
-from tests.attached.conftest import attached_settings
-from tests.conftest import Api, Tokens, new_user, settings_for
-from tests.push.conftest import (  # noqa: F401 - fixtures
-    VAPID_SUBJECT,
-    pki,
-    push_service,
-    subscribe,
-    worker_env,
-    workers,
-)
-from tests.push.test_webpush import vapid_claims
-from tests.services import wait_until
+from tests.support.api import Api, Tokens, new_user
+from tests.support.environment import settings_for
+from tests.support.push import VAPID_SUBJECT, subscribe, vapid_claims, worker_env
+from tests.support.services import wait_until
+from tests.support.supabase_chat import UNREAD_FUNCTION, attached_settings
 
 
 @pytest.fixture
-def push_settings(chat, pki, push_service):  # noqa: F811 - fixtures
+def push_settings(chat, pki, push_service):
     """Attached mode on the example's database, with Web Push on, trusting the fake's CA."""
     from counts.push import vapid
 
@@ -44,14 +36,14 @@ def api(push_settings):
 
 
 @pytest.fixture
-def dispatcher(push_settings, workers):  # noqa: F811 - a fixture
+def dispatcher(push_settings, workers):
     """A push worker process attached to the example's database."""
     return workers({**worker_env(push_settings), "COUNTS_SOURCE": "attached",
                     "COUNTS_UNREAD_FUNCTION": UNREAD_FUNCTION})
 
 
 def test_a_message_written_by_sql_reaches_the_subscriber_and_a_read_by_sql_clears_the_badge(
-        api, push_service, dispatcher, writer):  # noqa: F811 - a fixture
+        api, push_service, dispatcher, writer):
     alice, bob = new_user(), new_user()
     conversation = writer.create_conversation(alice, [bob])
     bobs_browser = subscribe(api, push_service, bob)

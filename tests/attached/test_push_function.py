@@ -5,36 +5,16 @@ counts.bump, callable only by the roles granted it, with nothing of counts writa
 No dispatcher runs in this module: the jobs stay for the tests to read.
 """
 
-import select
-
 import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tests.attached.chat import as_role
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import new_user
+from tests.support.api import new_user
+from tests.support.postgres import notifications
+from tests.support.supabase_chat import RELAY_BOUND, as_role
 
-CHANNEL = "counts_push"
+CHANNEL = "counts_push"  # the `listener` fixture LISTENs on it
 PUSH = "SELECT counts.push(%s::uuid[], %s::uuid[], %s::uuid)"
-
-
-@pytest.fixture
-def listener(chat):
-    """A connection LISTENing on the dispatchers' channel."""
-    with chat.admin() as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"LISTEN {CHANNEL}")
-        yield conn
-
-
-def notified(conn, wait: float) -> bool:
-    """Whether a wake-up arrived within `wait` seconds."""
-    if select.select([conn], [], [], wait)[0]:
-        conn.poll()
-    arrived = bool(conn.notifies)
-    conn.notifies.clear()
-    return arrived
 
 
 def ids(*users) -> list[str]:
@@ -53,9 +33,9 @@ def test_push_queues_a_job_per_user_with_a_device_once_committed(chat, listener)
         # carol has no device; alice is in both lists (an alert wins); NULLs are ignored.
         cur.execute(PUSH, (ids(alice, carol, None), ids(bob, alice), str(conversation)))
         assert cur.fetchone()[0] == 2
-        assert not notified(listener, 0.2)  # not before the commit...
+        assert not notifications(listener, 0.2)  # not before the commit...
         cur.execute("COMMIT")
-    assert notified(listener, RELAY_BOUND)  # ...then a wake-up
+    assert notifications(listener, RELAY_BOUND)  # ...then a wake-up
     assert sorted(chat.push_jobs([alice, bob, carol])) == sorted([
         (str(alice), True, str(conversation)), (str(bob), False, str(conversation))])
 
@@ -69,10 +49,10 @@ def test_a_rolled_back_push_queues_nothing_and_sends_nothing(chat, listener):
         cur.execute(PUSH, (ids(alice), [], None))
         cur.execute("ROLLBACK")
     assert chat.push_jobs([alice]) == []
-    assert not notified(listener, 0.2)
+    assert not notifications(listener, 0.2)
     with chat.admin() as conn, conn.cursor() as cur:
         cur.execute(PUSH, (ids(fence), [], None))
-    assert notified(listener, RELAY_BOUND)  # the channel works: the rollback's silence was real
+    assert notifications(listener, RELAY_BOUND)  # the channel works: the rollback's silence was real
 
 
 @pytest.mark.parametrize("alert, badge", [([], []), ([None], None), (None, None)],
@@ -84,7 +64,7 @@ def test_pushing_nobody_queues_nothing_and_sends_nothing(chat, listener, alert, 
         deviceless = new_user()
         cur.execute(PUSH, (ids(deviceless), ids(deviceless), None))
         assert cur.fetchone()[0] == 0
-    assert not notified(listener, 0.2)
+    assert not notifications(listener, 0.2)
 
 
 def test_the_defaults_make_an_alert_for_no_conversation(chat):

@@ -11,10 +11,11 @@ from counts import markers
 from counts.bumps.relay import APPLICATION_NAME, Relay
 from counts.postgres.pool import Database
 from counts.settings import DEFAULT_MARKER_TTL, parse_redis_url
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import MARKER_TTL, new_user
-from tests.services import wait_until
+from tests.support.api import new_user
+from tests.support.environment import MARKER_TTL
 from tests.support.markers import read_marker
+from tests.support.services import wait_until
+from tests.support.supabase_chat import RELAY_BOUND
 
 
 @pytest.fixture

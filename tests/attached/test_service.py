@@ -9,9 +9,11 @@ import sys
 import pytest
 
 from counts.app import create_app
-from tests.attached.conftest import attached_env, attached_settings
-from tests.conftest import Api, Tokens, new_user, settings_for
-from tests.services import ROOT, Gunicorn, PrivateRedis, free_port
+from tests.support import ROOT
+from tests.support.api import Api, Tokens, new_user
+from tests.support.environment import settings_for
+from tests.support.services import Gunicorn, PrivateRedis, free_port
+from tests.support.supabase_chat import attached_env, attached_settings
 
 WRITES = [("post", "/v1/conversations"), ("delete", "/v1/conversations/{c}"),
           ("post", "/v1/conversations/{c}/members"), ("delete", "/v1/conversations/{c}/members/{u}"),

@@ -9,7 +9,8 @@ from counts.settings import Settings, function_name
 from counts.sources import check_at_start, from_settings
 from counts.sources.attached import AttachedSource
 from counts.sources.own import OwnSource
-from tests.conftest import SECRET, new_user
+from tests.support.api import new_user
+from tests.support.environment import SECRET
 
 
 def parse_function_name(raw: str) -> tuple[str, str] | None:

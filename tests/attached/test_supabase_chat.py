@@ -10,9 +10,9 @@ move a marker here.
 import psycopg2
 import pytest
 
-from tests.attached.conftest import RELAY_BOUND
-from tests.conftest import Tokens, new_user
-from tests.services import LiveClient, wait_until
+from tests.support.api import Tokens, new_user
+from tests.support.services import LiveClient, wait_until
+from tests.support.supabase_chat import RELAY_BOUND
 
 
 class Poller:

@@ -22,10 +22,14 @@ import websocket
 
 from counts.identity import mint_token
 from counts.markers import keys
-from tests.conftest import SECRET, true_total
-from tests.faults.verdict import FIGURES, pending_bumps
+from tests.faults.threads import BackgroundThreads
+from tests.faults.verdict import pending_bumps
 from tests.faults.world import World
-from tests.services import wait_until
+from tests.support.environment import SECRET
+from tests.support.figures import FIGURES
+from tests.support.postgres import true_total
+from tests.support.services import wait_until
+from tests.support.sse import SseParser
 
 HEARTBEAT = 60  # seconds: longer than any wait below, so a heartbeat never hides a lost wake-up
 CONVERGE = 8.0  # seconds the devices get to show the final truth once the writes stopped
@@ -59,12 +63,12 @@ class Device:
         self.events += 1
 
 
-class LiveTraffic:
+class LiveTraffic(BackgroundThreads):
     """Devices and writers against the service at `url` until stopped."""
 
     def __init__(self, url: str, world: World, writers: int = 3):
+        super().__init__(join_timeout=10)
         self.url, self.world = url, world
-        self.stopping = threading.Event()
         self.writing = threading.Event()
         self.writing.set()
         self.lock = threading.Lock()
@@ -75,29 +79,25 @@ class LiveTraffic:
         self.tokens = {user: mint_token(SECRET, user, ttl=3600) for user in world.users}
         self.devices = [Device(kind, user) for user in world.users
                         for kind in ("sse", "ws", "long-poll")]
-        self.threads = [threading.Thread(target=self._device_loop, args=(d,), daemon=True)
-                        for d in self.devices]
-        self.threads += [threading.Thread(target=self._write_loop, args=(n,), daemon=True)
-                         for n in range(writers)]
+        for device in self.devices:
+            self.spawn(self._device_loop, device)
+        for n in range(writers):
+            self.spawn(self._write_loop, n)
 
     def __enter__(self) -> "LiveTraffic":
-        for thread in self.threads:
-            thread.start()
+        """Start every device and writer; return once every device has its first counts."""
+        super().__enter__()
         wait_until(lambda: all(d.total is not None for d in self.devices), timeout=20,
                    what="every device's first counts")
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def stop(self) -> None:
-        """End every device and writer."""
+        """End every device and writer: cut the devices' connections, whose reads block."""
         self.stopping.set()
         self.writing.clear()
         for device in self.devices:
             self._cut(device)
-        for thread in self.threads:
-            thread.join(timeout=10)
+        super().stop()
 
     # --- devices --------------------------------------------------------------------------------
 
@@ -136,16 +136,11 @@ class LiveTraffic:
                 device.errors.append(f"sse {response.status}")
                 return
             last: list[str] = []
-            fields: dict[str, str] = {}
+            parser = SseParser()
             while line := response.readline():
-                line = line.decode().rstrip("\r\n")
-                if line == "" and fields.get("event") == "counts":
-                    device.receive(fields["id"], json.loads(fields["data"]), last)
-                if line == "":
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
+                event = parser.feed(line.decode().rstrip("\r\n"))
+                if event is not None and event.kind == "counts":
+                    device.receive(event.etag, event.counts, last)
         finally:
             conn.close()
 

@@ -17,11 +17,12 @@ from unittest import mock
 import psutil
 
 from counts.identity import mint_token
-from tests.conftest import SECRET
 from tests.faults.traffic import REQUEST_TIMEOUT, Traffic
 from tests.faults.verdict import pending_bumps
 from tests.faults.world import build_world
-from tests.services import ROOT, wait_until
+from tests.support import ROOT
+from tests.support.environment import SECRET
+from tests.support.services import wait_until
 
 with mock.patch.dict(os.environ, {"COUNTS_ENV": "development"}):  # enough settings to load it
     GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
@@ -36,7 +37,7 @@ def test_killed_worker_is_replaced_and_clients_at_most_retry(start_service, priv
         traffic.snapshot_idle()
         for victim in sorted(service.worker_pids()):  # afterwards only replacements can serve
             with traffic.fault("worker SIGKILLed"):
-                kill_and_wait_for_replacement(service, victim)
+                service.replace_worker(victim)
             traffic.advance(polls=60, acked=15)
     traffic.finish(pg, "gunicorn worker SIGKILLed x2").check()
 
@@ -51,13 +52,13 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_write_half_done(
     with Traffic(service.url, world) as traffic:
         traffic.advance(polls=100, acked=20)
         traffic.snapshot_idle()
-        held = [HeldRequest(service.server.port, f"/v1/conversations/{conversation}/messages",
+        held = [HeldRequest(service.port, f"/v1/conversations/{conversation}/messages",
                             sender, {"sender_id": sender, "body": f"held {n}"}) for n in range(3)]
         with traffic.fault("SIGTERM to the gunicorn master"):
             traffic.allow_dropped()  # a stopping service may refuse new requests
             master = service.process.pid
             service.process.send_signal(signal.SIGTERM)
-            wait_until(lambda: not listening(master, service.server.port), timeout=10,
+            wait_until(lambda: not listening(master, service.port), timeout=10,
                        what="the master to close its listener and signal the workers")
             answers = [request.release() for request in held]  # in flight across the SIGTERM
             for status, body in answers:
@@ -74,19 +75,6 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_write_half_done(
     assert exit_status == 0, service.log_tail()
     assert unbumped == 0, f"{unbumped} committed writes were left unbumped by the shutdown"
     figures.check()
-
-
-def kill_and_wait_for_replacement(service, victim: int) -> None:
-    """SIGKILL one worker; return once the master has put exactly one new worker in its place."""
-    workers = service.worker_pids()
-    os.kill(victim, signal.SIGKILL)
-
-    def replaced() -> bool:
-        """The victim gone, one new worker in its place."""
-        now = service.worker_pids()
-        return victim not in now and len(now) == len(workers) and len(now - workers) == 1
-
-    wait_until(replaced, timeout=15, what=f"the master to replace worker {victim}")
 
 
 def listening(pid: int, port: int) -> bool:

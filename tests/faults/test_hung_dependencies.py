@@ -15,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import new_user, proxied_url
-from tests.faults.conftest import redis_url_through, service_env
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.services import Gunicorn, wait_until
+from tests.support.api import new_user
+from tests.support.environment import fault_env
+from tests.support.postgres import proxied_url
+from tests.support.proxy import redis_url_through
+from tests.support.services import Gunicorn, wait_until
 
 TIMEOUT = 1.0  # both dependencies' timeout here: far above the slack, so overruns stand out
 SLACK = 0.5  # seconds for a request's own work on a busy 2-CPU machine
@@ -81,7 +83,7 @@ def test_a_request_waiting_on_postgres_leaves_its_worker_free(private_redis, pg_
     """gevent: psycopg2 waits through counts.postgres.pool's callback on select.select, which gevent makes
     cooperative. While one request waits on a frozen Postgres, the same (single) worker answers
     a 304 from Redis; a blocking wait would hold the whole worker until the timeout."""
-    env = {**service_env(proxied_url(database_url, pg_proxy), private_redis.url),
+    env = {**fault_env(proxied_url(database_url, pg_proxy), private_redis.url),
            "COUNTS_PG_TIMEOUT": "5"}
     server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log").start()
     try:

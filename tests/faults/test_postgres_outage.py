@@ -7,9 +7,9 @@ reads and writes, with no restart.
 
 import time
 
-from tests.conftest import proxied_url
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
+from tests.support.postgres import proxied_url
 
 
 def test_postgres_cut_keeps_matching_etags_on_304_and_recovers_without_restart(

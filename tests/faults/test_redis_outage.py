@@ -15,11 +15,13 @@ import uuid
 import requests
 
 from counts.identity import mint_token
-from tests.conftest import SECRET, true_total
-from tests.faults.conftest import redis_url_through
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.services import ROOT, wait_until
+from tests.support import ROOT
+from tests.support.environment import SECRET
+from tests.support.postgres import true_total
+from tests.support.proxy import redis_url_through
+from tests.support.services import wait_until
 
 
 def test_bumps_missed_while_redis_is_unreachable_take_effect_when_it_returns(

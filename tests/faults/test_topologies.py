@@ -10,13 +10,13 @@ users of that node). Two instances share one outbox, drained by both at once.
 import itertools
 import time
 
-from tests.conftest import Api, new_user, true_total
-from tests.faults.conftest import redis_url_through
-from tests.faults.test_gunicorn_processes import kill_and_wait_for_replacement
 from tests.faults.traffic import Traffic
 from tests.faults.world import build_world
-from tests.live_clients import counts_reaching, open_stream, settled
-from tests.services import LiveClient, wait_until
+from tests.support.api import Api, new_user
+from tests.support.live_clients import counts_reaching, open_stream, settled
+from tests.support.postgres import true_total
+from tests.support.proxy import redis_url_through
+from tests.support.services import LiveClient, wait_until
 
 STREAM_WITHIN = 8.0  # seconds from the failover's end to the bump on every stream (heartbeat: 60)
 
@@ -101,6 +101,6 @@ def test_two_instances_behind_one_client_set_leave_no_client_stale(
             admin.flushall()
         traffic.advance(polls=100, acked=20)
         with traffic.fault("a worker of one instance SIGKILLed"):
-            kill_and_wait_for_replacement(two, min(two.worker_pids()))
+            two.replace_worker(min(two.worker_pids()))
         traffic.advance(polls=100, acked=20)
     traffic.finish(pg, "two instances, one client set").check()

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import requests
 
 from counts.identity import mint_token
-from tests.conftest import SECRET, true_total
+from tests.faults.threads import BackgroundThreads
 from tests.faults.verdict import (
-    FIGURES,
     Figures,
     Outcome,
     inconsistent_conversations,
@@ -31,7 +30,10 @@ from tests.faults.verdict import (
     pending_bumps,
 )
 from tests.faults.world import World
-from tests.services import wait_until
+from tests.support.environment import SECRET
+from tests.support.figures import FIGURES
+from tests.support.postgres import true_total
+from tests.support.services import wait_until
 
 REQUEST_TIMEOUT = 10.0  # seconds; far above any timeout the service is configured with
 MAX_REQUESTS = 40_000  # per Traffic: the traffic is bounded however a test goes
@@ -59,13 +61,14 @@ class Fault:
     healed: float = float("inf")
 
 
-class Traffic:
+class Traffic(BackgroundThreads):
     """Pollers and writers running against the service at `url` (or several instances of it,
     taking turns request by request) until `finish`."""
 
     def __init__(self, url: str | list[str], world: World, *, pollers: int | None = None,
                  writers: int = 3, retry_dropped: bool = False, unavailable_ok: bool = True,
                  probe_health: bool = False):
+        super().__init__(join_timeout=REQUEST_TIMEOUT + 5)
         # Several URLs: instances of the service behind one client set; requests take turns.
         self.urls, self.world = [url] if isinstance(url, str) else list(url), world
         self.turns = itertools.count()
@@ -83,34 +86,17 @@ class Traffic:
         self.targets = world.conversations  # what writers write to; () pauses them
         self.dropped_ok = False
         self.writes_in_flight = 0
-        self.stopping = threading.Event()
         self.service_auth = {"Authorization": f"Bearer {mint_token(SECRET, 'fault-writer', service=True)}"}
         self.active = [Client(f"{user[:8]}/phone", user) for user in world.users]
         self.idle = [Client(f"{user[:8]}/tablet", user) for user in world.users]
-        self.threads = [threading.Thread(target=self._poll_loop, args=(client,), daemon=True)
-                        for client in self.active[:pollers]]  # the others poll only at the end
-        self.threads += [threading.Thread(target=self._write_loop, args=(n,), daemon=True)
-                         for n in range(writers)]
+        for client in self.active[:pollers]:  # the others poll only at the end
+            self.spawn(self._poll_loop, client)
+        for n in range(writers):
+            self.spawn(self._write_loop, n)
         if probe_health:
-            self.threads.append(threading.Thread(target=self._health_loop, daemon=True))
+            self.spawn(self._health_loop)
 
-    # --- running --------------------------------------------------------------------------------
-
-    def __enter__(self) -> "Traffic":
-        """Start every poller, writer (and prober) thread."""
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        """Stop the traffic (finish() judges it)."""
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop every traffic thread (each finishes its current request)."""
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=REQUEST_TIMEOUT + 5)
+    # --- running (started on entering, stopped on leaving: BackgroundThreads) -------------------
 
     def _running(self) -> bool:
         """Whether traffic threads should go on: not stopped, request budget left."""

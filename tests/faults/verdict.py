@@ -7,8 +7,6 @@ from counts.postgres.queries import bumps
 
 GOOD_STATUSES = frozenset({200, 201, 204, 304})
 
-FIGURES: list["Figures"] = []  # every finished run, for the session summary
-
 
 @dataclass
 class Outcome:

@@ -1,0 +1,1 @@
+"""Push (counts.push): devices, the dispatcher's rules, each provider against its fake, the worker."""

@@ -1,14 +1,14 @@
-"""APNs against the local fake (tests/pushfakes/apns.py), which enforces Apple's documented rules."""
+"""APNs against the local fake (tests/support/pushfakes/apns.py), which enforces Apple's documented rules."""
 
 import time
 
 import pytest
 
 from counts.push.providers import apns as apns_provider
-from tests.conftest import Api, new_user, settings_for
-from tests.push.conftest import APNS_TOPIC, register_apns
-from tests.push.test_dispatcher import devices_of, queue_empty, sent
-from tests.services import wait_until
+from tests.support.api import Api, new_user
+from tests.support.environment import settings_for
+from tests.support.push import APNS_TOPIC, devices_of, queue_empty, register_apns, sent
+from tests.support.services import wait_until
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from counts.push.providers.webpush import HostRules
-from tests.conftest import new_user
-from tests.push.conftest import subscribe
-from tests.pushfakes.webpush import b64url
-from tests.test_writes import assert_problem
+from tests.support.api import assert_problem, new_user
+from tests.support.push import subscribe
+from tests.support.pushfakes.webpush import b64url
 
 APNS_TOKEN = "ab" * 32
 
@@ -127,7 +126,7 @@ def test_webpush_key_is_404_when_web_push_is_not_configured(client):
 
 
 def test_a_user_keeps_the_newest_devices_only(app_factory, push_config, push_service, tokens):
-    from tests.conftest import Api
+    from tests.support.api import Api
 
     api = Api(app_factory(**{**push_config, "COUNTS_PUSH_MAX_DEVICES": 2}).test_client(), tokens)
     user = new_user()

@@ -6,33 +6,14 @@ import itertools
 import logging
 import time
 
-from prometheus_client import REGISTRY
-
 from counts.markers import presence
 from counts.observability.logs import JsonFormatter
-from tests.conftest import Api, new_user, true_total
-from tests.push.conftest import subscribe
-from tests.pushfakes.server import FakeServer
-from tests.pushfakes.webpush import PushService
-from tests.services import wait_until
-
-
-def sent(outcome: str, provider: str = "webpush") -> float:
-    """counts_push_sent_total for this process."""
-    return REGISTRY.get_sample_value("counts_push_sent_total",
-                                     {"provider": provider, "outcome": outcome}) or 0.0
-
-
-def queue_empty(pg) -> bool:
-    with pg.cursor() as cur:
-        cur.execute("SELECT count(*) FROM push_jobs")
-        return cur.fetchone()[0] == 0
-
-
-def devices_of(pg, user) -> int:
-    with pg.cursor() as cur:
-        cur.execute("SELECT count(*) FROM push_devices WHERE user_id = %s", (str(user),))
-        return cur.fetchone()[0]
+from tests.support.api import Api, new_user
+from tests.support.postgres import true_total
+from tests.support.push import devices_of, queue_empty, sent, subscribe
+from tests.support.pushfakes.server import FakeServer
+from tests.support.pushfakes.webpush import PushService
+from tests.support.services import wait_until
 
 
 def test_a_burst_becomes_at_most_two_pushes_ending_on_the_latest_total(push_api, push_service,

@@ -3,10 +3,10 @@ push service down for a while, and under gevent. Nothing is lost; duplicates sta
 
 import signal
 
-from tests.conftest import new_user, proxied_url, true_total
-from tests.push.conftest import subscribe, worker_env
-from tests.push.test_dispatcher import queue_empty
-from tests.services import wait_until
+from tests.support.api import new_user
+from tests.support.postgres import proxied_url, true_total
+from tests.support.push import queue_empty, subscribe, worker_env
+from tests.support.services import wait_until
 
 
 def test_sigterm_finishes_the_round_in_flight(push_api, push_service, push_config, workers, pg):

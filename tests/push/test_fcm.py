@@ -1,12 +1,11 @@
-"""FCM HTTP v1 against the local fake (tests/pushfakes/fcm.py): OAuth2 from a service-account
+"""FCM HTTP v1 against the local fake (tests/support/pushfakes/fcm.py): OAuth2 from a service-account
 file through the token endpoint its token_uri names, FCM's message rules and error bodies."""
 
 import pytest
 
-from tests.conftest import Api, new_user
-from tests.push.conftest import register_fcm
-from tests.push.test_dispatcher import devices_of, queue_empty, sent
-from tests.services import wait_until
+from tests.support.api import Api, new_user
+from tests.support.push import devices_of, queue_empty, register_fcm, sent
+from tests.support.services import wait_until
 
 
 @pytest.fixture
@@ -97,7 +96,7 @@ def test_quota_exceeded_and_unavailable_are_retried(fcm_api, fcm, fcm_dispatcher
 
 
 def test_the_data_rules_of_the_fake_hold():
-    from tests.pushfakes.fcm import FcmService
+    from tests.support.pushfakes.fcm import FcmService
 
     assert FcmService.check_message({"data": {"total": 1}})[0] == "message.data[0].value"
     assert FcmService.check_message({"data": {"google.x": "1"}})[0] == "message.data[0].key"

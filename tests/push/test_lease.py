@@ -16,10 +16,11 @@ from psycopg2 import sql
 from counts.postgres.pool import Database
 from counts.push.dispatcher import Dispatcher
 from counts.push.providers import ACCEPTED, Outcome
-from tests.conftest import new_user, settings_for, true_total
-from tests.push.conftest import subscribe, worker_env
-from tests.push.test_dispatcher import queue_empty
-from tests.services import wait_until
+from tests.support.api import new_user
+from tests.support.environment import settings_for
+from tests.support.postgres import true_total
+from tests.support.push import queue_empty, subscribe, worker_env
+from tests.support.services import wait_until
 
 IDLE_TIMEOUT = 0.25  # seconds: the operator's idle_in_transaction_session_timeout
 DISPATCHER = "counts-push"  # the dispatcher's application_name, for operators reading pg_stat_activity

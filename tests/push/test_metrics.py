@@ -4,10 +4,9 @@ latency on its own /metrics (COUNTS_PUSH_METRICS_PORT)."""
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import admin_client, new_user
-from tests.push.conftest import subscribe, worker_env
-from tests.push.test_dispatcher import queue_empty
-from tests.services import free_port, wait_until
+from tests.support.api import admin_client, new_user
+from tests.support.push import queue_empty, subscribe, worker_env
+from tests.support.services import free_port, wait_until
 
 
 def samples(text: str) -> dict[tuple, float]:

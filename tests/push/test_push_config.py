@@ -6,7 +6,7 @@ from counts.app import create_app
 from counts.push import vapid
 from counts.push.providers import apns, fcm
 from counts.settings import Settings
-from tests.conftest import settings_for
+from tests.support.environment import settings_for
 
 BASE = {"COUNTS_ENV": "development"}
 

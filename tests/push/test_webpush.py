@@ -2,23 +2,9 @@
 
 import time
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from tests.conftest import new_user
-from tests.push.conftest import VAPID_SUBJECT, subscribe
-from tests.pushfakes.webpush import b64url_decode
-from tests.services import wait_until
-
-
-def vapid_claims(message, public_key: str, audience: str) -> dict:
-    """The VAPID token of a received push, verified with the service's published key."""
-    scheme, _, params = message.headers["authorization"].partition(" ")
-    assert scheme == "vapid"
-    fields = dict(part.strip().split("=", 1) for part in params.split(","))
-    assert fields["k"] == public_key
-    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(public_key))
-    return jwt.decode(fields["t"], key, algorithms=["ES256"], audience=audience)
+from tests.support.api import new_user
+from tests.support.push import VAPID_SUBJECT, subscribe, vapid_claims
+from tests.support.services import wait_until
 
 
 def test_a_message_reaches_the_subscriber_encrypted_and_signed_and_a_read_clears_the_badge(

@@ -1,5 +1,6 @@
-// Starts the counts service for the JS tests and scripts through tests/js_server.py (gunicorn,
-// Postgres, Redis as the Python suite starts them) and talks to it over its stdin and stdout.
+// Starts the counts service for the JS tests and scripts through tests/support/js_server.py
+// (gunicorn, Postgres, Redis as the Python suite starts them) and talks to it over its stdin and
+// stdout.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { dirname, resolve } from "node:path";
@@ -18,7 +19,7 @@ export function python() {
  * @param {{privateRedis?: boolean, workers?: number, settings?: Record<string, string>, timeoutMs?: number}} [options]
  */
 export async function startCountsServer(options = {}) {
-  const args = ["-m", "tests.js_server"];
+  const args = ["-m", "tests.support.js_server"];
   if (options.privateRedis) args.push("--private-redis");
   if (options.workers) args.push("--workers", String(options.workers));
   for (const [key, value] of Object.entries(options.settings ?? {})) args.push(`${key}=${value}`);

@@ -1,5 +1,5 @@
 // The real counts service for contract, React Native and browser tests: started through
-// tests/js_server.py, with HS256 tokens minted here as counts/identity/tokens.py mints them.
+// tests/support/js_server.py, with HS256 tokens minted here as counts/identity/tokens.py mints them.
 import { createHmac, randomUUID } from "node:crypto";
 import { inject } from "vitest";
 import { type CountsServer, startCountsServer } from "../../scripts/counts-server.mjs";

@@ -1,0 +1,1 @@
+"""Postgres (counts.postgres): the connection pool and the migrations."""

@@ -1,0 +1,81 @@
+"""The service's API as a test (or a simulated client) calls it: tokens, the endpoints, new
+users, problem bodies, and the OpenAPI document's schemas."""
+
+import uuid
+
+import jsonschema_rs
+
+from counts.identity import mint_token
+from tests.support.environment import SECRET
+
+
+class Tokens:
+    """Authorization headers for users and services."""
+
+    def user(self, user_id) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, str(user_id))}"}
+
+    def service(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, 'test-service', service=True)}"}
+
+
+class Api:
+    """The service's endpoints, on a Flask test client or a services.LiveClient."""
+
+    def __init__(self, client, tokens: Tokens):
+        self.client, self.tokens = client, tokens
+
+    def conversation(self, *members) -> str:
+        response = self.client.post("/v1/conversations", headers=self.tokens.service(),
+                                    json={"member_ids": [str(m) for m in members]})
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["conversation_id"]
+
+    def send(self, conversation_id, sender, body="hello"):
+        return self.client.post(f"/v1/conversations/{conversation_id}/messages",
+                                headers=self.tokens.user(sender),
+                                json={"sender_id": str(sender), "body": body})
+
+    def read(self, conversation_id, user, up_to_seq=None):
+        body = {"user_id": str(user)}
+        if up_to_seq is not None:
+            body["up_to_seq"] = up_to_seq
+        return self.client.post(f"/v1/conversations/{conversation_id}/read",
+                                headers=self.tokens.user(user), json=body)
+
+    def counts(self, user, etag=None, method="get"):
+        headers = self.tokens.user(user)
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        return getattr(self.client, method)(f"/v1/users/{user}/unread-counts", headers=headers)
+
+
+def new_user() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def user_token(user) -> str:
+    """A user's bearer token (the JWT alone, as a client holds it)."""
+    return mint_token(SECRET, str(user))
+
+
+def admin_client(app):
+    """A test client of the app's operators' address (counts.admin: /metrics, /readyz in full)."""
+    return app.extensions["counts.admin"].test_client()
+
+
+def documented(app, schema: str, body: dict) -> bool:
+    """Whether `body` conforms to the named schema of the app's OpenAPI document."""
+    document = app.test_client().get("/openapi.json").get_json()
+    return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{schema}",
+                                        "components": document["components"]}).is_valid(body)
+
+
+def assert_problem(response, status: int) -> dict:
+    """The response is an RFC 9457 problem+json with this status."""
+    assert response.status_code == status, response.data[:300]
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert problem["status"] == status
+    return problem
