@@ -6,11 +6,10 @@ from typing import Any
 
 
 class Problem(Exception):
-    """An error the API reports to its caller as problem+json. Titles are the status's reason
-    phrase (RFC 9110), as Werkzeug's own errors have them; the type (slug) says which problem."""
+    """An error the API reports to its caller as problem+json: its status (whose reason phrase is
+    the problem's title, counts.http.problems) and its type (slug), which says which problem."""
 
     status = 400
-    title = "Bad Request"
     slug = "bad-request"
 
     def __init__(self, detail: str, headers: dict[str, str] | None = None, **extra: Any):
@@ -21,43 +20,43 @@ class Problem(Exception):
 
 
 class Unauthorized(Problem):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
+    status, slug = 401, "unauthorized"
 
     def __init__(self, detail: str):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="counts"'})
 
 
 class Forbidden(Problem):
-    status, title, slug = 403, "Forbidden", "forbidden"
+    status, slug = 403, "forbidden"
 
 
 class NotFound(Problem):
-    status, title, slug = 404, "Not Found", "not-found"
+    status, slug = 404, "not-found"
 
 
 class InvalidInput(Problem):
-    status, title, slug = 422, "Unprocessable Content", "invalid-input"
+    status, slug = 422, "invalid-input"
 
 
 class TooManyRequests(Problem):
-    status, title, slug = 429, "Too Many Requests", "too-many-requests"
+    status, slug = 429, "too-many-requests"
 
 
 class AtCapacity(Problem):
     """This worker holds as many live connections as it may (COUNTS_MAX_STREAMS), or is stopping."""
 
-    status, title, slug = 503, "Service Unavailable", "at-capacity"
+    status, slug = 503, "at-capacity"
 
 
 class UpgradeRequired(Problem):
-    status, title, slug = 426, "Upgrade Required", "upgrade-required"
+    status, slug = 426, "upgrade-required"
 
 
 class NotImplementedHere(Problem):
-    status, title, slug = 501, "Not Implemented", "not-implemented"
+    status, slug = 501, "not-implemented"
 
 
 class DependencyUnavailable(Problem):
     """Postgres (or, where nothing else can answer, Redis) cannot be reached right now."""
 
-    status, title, slug = 503, "Service Unavailable", "dependency-unavailable"
+    status, slug = 503, "dependency-unavailable"

@@ -11,17 +11,19 @@ import base64
 import contextlib
 import http.client
 import json
+import re
 import socket
 import time
 import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import quote
 
 import pytest
 
 from counts.identity import mint_token
 from counts.markers import keys
-from tests.support.api import new_user
+from tests.support.api import REASON_PHRASES, new_user
 from tests.support.environment import SECRET
 from tests.support.services import Gunicorn
 
@@ -73,11 +75,12 @@ def json_request(method: str, path: str, auth: dict[str, str], payload: bytes,
 
 
 def assert_problem(status: int, content_type: str | None, body: bytes, expected: int) -> dict:
-    """An RFC 9457 problem+json with this status."""
+    """An RFC 9457 problem+json with this status, titled with its reason phrase."""
     assert status == expected, body[:300]
     assert content_type == "application/problem+json", body[:300]
     problem = json.loads(body)
     assert problem["status"] == expected and {"type", "title", "detail"} <= set(problem)
+    assert problem["title"] == REASON_PHRASES.get(expected, HTTPStatus(expected).phrase)
     return problem
 
 
@@ -187,7 +190,7 @@ def test_chunked_json_body_is_read_whole(live_server, tokens):
 
 # Werkzeug stops reading a chunked body at MAX_CONTENT_LENGTH and hands the view the first 1 MiB as
 # if that were all: a body over the limit is a 400 (truncated JSON) or, if its first MiB happens
-# to be valid JSON, accepted; the README promises 413 for every body over 1 MiB.
+# to be valid JSON, accepted; docs/api.md promises 413 for every body over 1 MiB.
 def test_chunked_body_over_1_mib_is_413(live_server, tokens, subtests):
     payloads = {"truncated is invalid JSON": b'{"user_ids": ["' + b"0" * (2 * MIB) + b'"]}',
                 "truncated is valid JSON":
@@ -307,6 +310,16 @@ NOT_OBJECTS = [pytest.param(path, data, id=f"{name}: {kind}")
 def test_json_that_is_not_an_object_is_422_on_every_post(client, tokens, path, data):
     response = client.post(path, data=data, content_type="application/json", headers=tokens.service())
     assert_response_problem(response, 422)
+
+
+@pytest.mark.parametrize(("path", "valid"), POSTS.values(), ids=POSTS.keys())
+def test_malformed_json_is_400_saying_where_on_every_post(client, tokens, path, valid):
+    response = client.post(path, data=json.dumps(valid)[:-1], content_type="application/json",
+                           headers=tokens.service())
+    problem = assert_response_problem(response, 400)
+    assert problem["detail"].startswith("The request body is not valid JSON: ")
+    assert re.search(r"line 1 column \d+ \(char \d+\)", problem["detail"])
+    assert "browser (or proxy)" not in problem["detail"]  # Werkzeug's own words say nothing
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain; charset=utf-8",

@@ -2,11 +2,15 @@
 users, problem bodies, and the OpenAPI document's schemas."""
 
 import uuid
+from http import HTTPStatus
 
 import jsonschema_rs
 
 from counts.identity import mint_token
 from tests.support.environment import SECRET
+
+# Titles are reason phrases as RFC 9110 spells them (two renamed since Python's http module).
+REASON_PHRASES = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
 class Tokens:
@@ -72,10 +76,12 @@ def documented(app, schema: str, body: dict) -> bool:
 
 
 def assert_problem(response, status: int) -> dict:
-    """The response is an RFC 9457 problem+json with this status."""
+    """The response is an RFC 9457 problem+json with this status, titled with its reason phrase
+    (one spelling for every error, ours and Werkzeug's)."""
     assert response.status_code == status, response.data[:300]
     assert response.mimetype == "application/problem+json"
     problem = response.get_json()
     assert {"type", "title", "status", "detail"} <= set(problem)
     assert problem["status"] == status
+    assert problem["title"] == REASON_PHRASES.get(status, HTTPStatus(status).phrase)
     return problem
