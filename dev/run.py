@@ -11,6 +11,8 @@ push dispatcher beside it. Ctrl-C stops both cleanly: they run in their own proc
 only this process gets the terminal's signal, and it hands each a SIGTERM.
 """
 
+import argparse
+import logging
 import os
 import secrets
 import shlex
@@ -40,20 +42,22 @@ class Stop(Exception):
     """A reason not to start, said in one line."""
 
 
-def kept_secret(name: str, make: str) -> str:
+def kept_secret(data: Path, name: str, make: str) -> str:
     """A value made once and kept under .data/ (a development JWT secret, a VAPID key)."""
-    path = DATA / name
+    path = data / name
     if not path.exists() or not path.read_text().strip():
         path.write_text(make + "\n")
     return path.read_text().strip()
 
 
-def environment() -> dict[str, str]:
+def environment(data: Path) -> dict[str, str]:
     """This run's environment: the caller's, the services, and development defaults."""
-    DATA.mkdir(exist_ok=True)
-    env = {**os.environ, **ensure_services(str(DATA), prefer_local=False)}
-    env.setdefault("COUNTS_JWT_SECRET", kept_secret("jwt-secret", secrets.token_urlsafe(32)))
-    env.setdefault("COUNTS_VAPID_PRIVATE_KEY", kept_secret("vapid-private-key", vapid.generate()))
+    data.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ensure_services(str(data), prefer_local=False)}
+    if "COUNTS_JWT_SECRET" not in env:
+        env["COUNTS_JWT_SECRET"] = kept_secret(data, "jwt-secret", secrets.token_urlsafe(32))
+    if "COUNTS_VAPID_PRIVATE_KEY" not in env:
+        env["COUNTS_VAPID_PRIVATE_KEY"] = kept_secret(data, "vapid-private-key", vapid.generate())
     env.setdefault("COUNTS_VAPID_SUBJECT", "mailto:dev@localhost")
     env.setdefault("COUNTS_PUSH_METRICS_PORT", "8001")
     return env
@@ -69,11 +73,14 @@ def check_free(address: str, variable: str) -> None:
             return
     except OSError as error:
         raise Stop(f"{address} ({variable}) is taken: another `make run`, or another service, "
-                   f"listens there ({error.strerror}). Stop it, or set {variable}.") from None
+                   f"listens there ({os.strerror(error.errno) if error.errno else error}). "
+                   f"Stop it, or set {variable}.") from None
 
 
 def upgrade_schema(settings: Settings) -> None:
-    """Apply the migrations; a database that cannot be reached says why."""
+    """Apply the migrations; a database that cannot be reached says why, once (the pool's own
+    warning would say it a second time, less clearly)."""
+    logging.getLogger("counts.postgres.pool").setLevel(logging.ERROR)
     source = from_settings(settings.source)
     db = Database(settings.postgres.url, settings.postgres.timeout, 1, schema=source.schema)
     try:
@@ -91,11 +98,11 @@ def upgrade_schema(settings: Settings) -> None:
         raise Stop(problem)
 
 
-def write_env_file(env: dict[str, str]) -> None:
+def write_env_file(env: dict[str, str], path: Path) -> None:
     """.env for `flask --app app ...`: every setting of this run, quoted for python-dotenv."""
     lines = [f"{name}={shlex.quote(value)}" for name, value in sorted(env.items())
              if name.startswith(ENV_FILE_PREFIXES) and not name.startswith("COUNTS_TEST_")]
-    (ROOT / ".env").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def serve(env: dict[str, str]) -> int:
@@ -122,8 +129,12 @@ def serve(env: dict[str, str]) -> int:
 
 def main() -> int:
     """Check, prepare, serve."""
+    parser = argparse.ArgumentParser(prog="python -m dev.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="the embedded services and kept keys")
+    parser.add_argument("--env-file", type=Path, default=ROOT / ".env", help="written once the run starts")
+    args = parser.parse_args()
     try:
-        env = environment()
+        env = environment(args.data_dir)
         settings = Settings.from_env(env)
         check_free(settings.server.bind, "COUNTS_BIND")
         if settings.server.admin_bind:
@@ -135,7 +146,7 @@ def main() -> int:
     except (Stop, SettingsError, RuntimeError) as reason:
         print(f"counts: {reason}", file=sys.stderr)
         return 1
-    write_env_file(env)
+    write_env_file(env, args.env_file)
     return serve(env)
 
 
