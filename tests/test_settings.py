@@ -1,11 +1,13 @@
 """counts.settings: the JWT secret rule, defaults, and every setting checked at start-up."""
 
+import ast
 import os
 
 import pytest
 
 from counts.app import create_app
 from counts.settings import DEVELOPMENT_JWT_SECRET, Settings
+from tests.support import ROOT
 
 SECRET_ENV = {"COUNTS_JWT_SECRET": "a-real-secret-0123456789-0123456789"}
 
@@ -194,3 +196,32 @@ def test_cors_origins_are_a_comma_list():
 def test_live_settings_must_be_positive(name):
     with pytest.raises(RuntimeError, match=name):
         load({**SECRET_ENV, name: "0"})
+
+
+def environment_reads(path) -> list[int]:
+    """Lines of `path` that read the process environment (writes for child processes are not
+    reads: `os.environ[k] = v`, and `os.environ.setdefault(k, v)` as a statement)."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = []
+    for node in ast.walk(tree):
+        named = (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                 and node.value.id == "os" and node.attr in ("environ", "getenv", "environb"))
+        if not named:
+            continue
+        parent = parents[node]
+        if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
+            continue
+        if (isinstance(parent, ast.Attribute) and parent.attr == "setdefault"
+                and isinstance(parents[parents[parent]], ast.Expr)):
+            continue
+        reads.append(node.lineno)
+    return reads
+
+
+def test_only_counts_settings_reads_the_environment():
+    files = [*(ROOT / "counts").rglob("*.py"), ROOT / "gunicorn.conf.py", ROOT / "app.py", ROOT / "wsgi.py"]
+    readers = {str(path.relative_to(ROOT)): lines for path in files
+               if (lines := environment_reads(path)) and "counts/settings" not in str(path)}
+    assert readers == {}
+    assert environment_reads(ROOT / "counts" / "settings" / "__init__.py")  # the reader itself is seen

@@ -168,3 +168,15 @@ def test_gunicorn_starts_anyway_when_postgres_cannot_be_reached(chat, tmp_path):
         assert "starting anyway" in log.read_text()
     finally:
         server.stop()
+
+
+def test_gevent_workers_start_without_gevents_late_patching_warning(chat, tmp_path):
+    """The master checks the app's function before it forks; nothing it imports for that may
+    make gevent patch ssl after ssl was imported (a warning in every worker's log, and a real
+    hazard: an ssl module half patched)."""
+    log = tmp_path / "gunicorn.log"
+    with Gunicorn(attached_env(chat), log_path=log) as server:
+        assert server.worker_pids()  # every worker started, with its patches applied
+    text = log.read_text()
+    assert "Booting worker" in text
+    assert "Monkey-patching" not in text and "MonkeyPatchWarning" not in text
