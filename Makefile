@@ -4,7 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := .data
 
-.PHONY: install run test lint stop-services
+.PHONY: help install run test lint stop-services
+
+help:
+	@echo "make run            the service on 127.0.0.1:8000 (operators: :8002) and a push dispatcher, until Ctrl-C"
+	@echo "make test           lint, the JS client's tests, then the whole Python suite"
+	@echo "make lint           ruff, mypy and the import-linter layers"
+	@echo "make js             the JS client's tests alone (clients/js)"
+	@echo "make bench          the benchmarks: bench/RESULTS.md (BENCH_ARGS='...' for flags)"
+	@echo "make install        the venv (.venv) and the Python packages"
+	@echo "make stop-services  stop the embedded Postgres and Redis of make run"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Reinstalled whenever a requirements file changes.
@@ -29,13 +38,11 @@ redis-tools:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-# The browser test drives Debian's chromium through chromedriver: apt installs them when missing.
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The JS client's browser tests drive Debian's chromium (playwright-core): apt installs it when missing.
 .PHONY: browser
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-		chromium chromium-driver >/dev/null; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # The JS client, clients/js (@counts/client): npm ci from its lockfile (again whenever the lockfile
 # changes), then typecheck, unit tests, size budget, build, the API types against the service's

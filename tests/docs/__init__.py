@@ -1,2 +1,3 @@
-"""The documents hold: every README session run as pasted, the README's browser code in
-Chromium, and every test DESIGN.md names exists."""
+"""The documents hold: every session they give a person to paste runs as written, their links lead
+somewhere, the README's map names real rooms, configuration.md is generated, and every test
+DESIGN.md names exists."""

@@ -61,7 +61,7 @@ def keyset(provider):
 
 @pytest.fixture
 def verifier(keyset) -> TokenVerifier:
-    """Configured as the README says for a Supabase project: JWKS, issuer, legacy secret."""
+    """Configured as docs/attach.md says for a Supabase project: JWKS, issuer, legacy secret."""
     return TokenVerifier(LEGACY_SECRET, keyset, issuer=ISSUER, leeway=LEEWAY)
 
 
