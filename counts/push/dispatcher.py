@@ -180,8 +180,9 @@ class Dispatcher:
             return Outcome(EXPIRED)
         if device.hold_until > now:
             # Pushed within the coalescing window, and these jobs were written while that round
-            # was still sending (so they could not see its window): one push at the window's end.
-            return Outcome(DEFERRED, retry_after=device.hold_until - now)
+            # was still sending (so they could not see its window): one push at the window's end,
+            # which the retry's due time takes from the device row itself (queries.push.RETRY_JOBS).
+            return Outcome(DEFERRED, retry_after=0.0)
         host = provider.destination(device)
         wait = self.hosts.wait(host, now)
         if wait > 0:

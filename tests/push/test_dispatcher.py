@@ -9,6 +9,7 @@ import time
 from counts.markers import presence
 from counts.observability.logs import JsonFormatter
 from tests.support.api import Api, new_user
+from tests.support.environment import settings_for
 from tests.support.postgres import true_total
 from tests.support.push import devices_of, queue_empty, sent, subscribe
 from tests.support.pushfakes.server import FakeServer
@@ -32,6 +33,35 @@ def test_a_burst_becomes_at_most_two_pushes_ending_on_the_latest_total(push_api,
     # The first at once, the rest at the window's end: one more per window the burst outlasted.
     assert len(totals) <= 2 + int(burst / window)
     assert totals[-1] == 6
+
+
+def test_deferrals_from_two_rounds_come_due_together_at_the_windows_end(push_api, push_service,
+                                                                         push_config, pg):
+    """Jobs written while a round was still sending are deferred to its window's end: exactly
+    there, so that two rounds' deferrals go as one push (a third push of the same total, once)."""
+    from counts.push.worker import make_dispatcher
+
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    browser = subscribe(push_api, push_service, bob)
+    dispatcher = make_dispatcher(settings_for({**push_config, "COUNTS_PUSH_COALESCE": 30}))
+    try:
+        push_api.send(conversation, alice)
+        assert dispatcher.run_once() == 1
+        for _ in range(2):
+            push_api.send(conversation, alice)
+            with pg.cursor() as cur:  # as if written before the first round recorded its window
+                cur.execute("UPDATE push_jobs SET due_at = clock_timestamp()"
+                            " WHERE user_id = %s AND device_id IS NULL", (str(bob),))
+            assert dispatcher.run_once() == 1
+        with pg.cursor() as cur:
+            cur.execute("SELECT j.due_at = d.hold_until FROM push_jobs j"
+                        " JOIN push_devices d ON d.id = j.device_id WHERE j.user_id = %s", (str(bob),))
+            assert cur.fetchall() == [(True,), (True,)]
+        assert len(browser.received()) == 1
+    finally:
+        dispatcher.close()
+        dispatcher.db.close()
 
 
 def test_a_user_with_a_live_connection_gets_a_badge_only_push(push_api, push_service, dispatchers,

@@ -147,14 +147,17 @@ WHERE user_id = ANY(%s::uuid[]) ORDER BY id
 
 FORGET_JOBS = "DELETE FROM push_jobs WHERE id = ANY(%s)"
 
+# Never due inside the device's coalescing window, and due exactly at its end: deferrals written
+# by two rounds then come due together and go as one push, not one each.
 RETRY_JOBS = """
 INSERT INTO push_jobs (user_id, device_id, alert, conversation_id, attempts, created_at, due_at)
-SELECT user_id, device_id, alert, conversation_id, attempts,
-       to_timestamp(created_at), clock_timestamp() + make_interval(secs => delay)
+SELECT r.user_id, r.device_id, r.alert, r.conversation_id, r.attempts, to_timestamp(r.created_at),
+       greatest(clock_timestamp() + make_interval(secs => r.delay), d.hold_until)
 FROM unnest(%(user_ids)s::uuid[], %(device_ids)s::uuid[], %(alerts)s::boolean[],
             %(conversation_ids)s::uuid[], %(attempts)s::int[], %(created)s::float8[],
             %(delays)s::float8[])
      AS r(user_id, device_id, alert, conversation_id, attempts, created_at, delay)
+LEFT JOIN push_devices d ON d.id = r.device_id
 """
 
 HOLD_DEVICES = """
