@@ -6,7 +6,7 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from counts import cli
-from counts.http import problems
+from counts.http import responses
 from counts.http.admin import AdminListener, create_admin_app
 from counts.http.middleware.cors import Cors
 from counts.http.middleware.fastpath import FastPath
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if unknown:
         log.warning("ignoring variables no setting of this version reads: %s", ", ".join(unknown))
 
-    problems.register_error_handlers(app, settings.http.retry_after)
+    responses.register_error_handlers(app, settings.http.retry_after)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     cli.register(app)

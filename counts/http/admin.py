@@ -7,14 +7,13 @@ instance can serve (counts.http.views.health): a probe anyone can call must not 
 call, nor show the push backlog and the replicas' addresses.
 """
 
-import json
 from collections.abc import Callable, Iterable
 
 import redis
 from flask import Blueprint, Flask, Response, current_app
 
 from counts.errors import DependencyUnavailable
-from counts.http import problems
+from counts.http import responses
 from counts.observability import metrics
 
 ADMIN_PATHS = frozenset({"/metrics", "/readyz"})
@@ -54,7 +53,7 @@ def create_admin_app(resources) -> Flask:
     """The admin app: /metrics, /readyz in full, /healthz."""
     admin = Flask("counts.admin", static_folder=None)
     admin.extensions["counts"] = resources
-    problems.register_error_handlers(admin, resources.settings.http.retry_after)
+    responses.register_error_handlers(admin, resources.settings.http.retry_after)
     admin.register_blueprint(bp)
     return admin
 
@@ -98,8 +97,7 @@ def readyz() -> Response:
         except DependencyUnavailable:
             pass
     headers = {} if ready else {"Retry-After": str(res.settings.http.retry_after)}
-    return Response(json.dumps(body), status=200 if ready else 503,
-                    mimetype="application/json", headers=headers)
+    return responses.json_response(body, 200 if ready else 503, headers)
 
 
 def jwks_state(keys, metrics_dir: str | None) -> str:

@@ -8,8 +8,8 @@ primary on a Cluster, with sharded pub/sub) holds a user's channel while at leas
 worker's live connections waits on that user.
 
 Pub/sub is at-most-once, so a message is only a wake-up (DESIGN.md invariant 10). Woken users are
-re-read from Redis by the checker thread in batches (one MGET per round), and only waiters whose
-marker really moved are woken. Every waiter is re-checked when Redis confirms its user's
+re-read from Redis by the checker thread in batches (one marker script per server per round), and
+only waiters whose marker really moved are woken. Every waiter is re-checked when Redis confirms its user's
 subscription (a bump between the waiter's first read and its subscription is not lost) and after
 its subscriber reconnects (Redis restarted, the socket cut, half-open: a PING unanswered, or a
 Cluster primary failed over: its users then follow their slots to the promoted replica).
@@ -35,7 +35,7 @@ from counts.observability import metrics
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000  # users per MGET
+BATCH = 1000  # users per re-read
 
 
 class Waiter:

@@ -9,7 +9,6 @@ import contextlib
 import functools
 import os
 import threading
-from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +18,15 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from counts.markers import keys
 from counts.settings import RedisTopology
 
 T = TypeVar("T")
-
-CLUSTER_SLOTS = 16384
 
 
 def connect_redis(topology: RedisTopology, timeout: float, max_connections: int) -> Any:
@@ -133,8 +132,8 @@ class ServerGroup:
 
 
 def user_slot(user_id: str) -> int:
-    """The Cluster slot of every key of a user (markers hash-tag keys with the user's id)."""
-    return crc_hqx(user_id.encode(), 0) % CLUSTER_SLOTS
+    """The Cluster slot of every key of a user (keys.py hash-tags them all with the user's id)."""
+    return key_slot(keys.marker_key(user_id).encode())
 
 
 # A refused connection (the node died) or a redirection (its slots moved): worth a fresh slot map.

@@ -4,7 +4,7 @@
 import json
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from marshmallow import Schema
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
@@ -46,7 +46,3 @@ def load_json() -> Any:
         raise Problem(f"The request body is not valid JSON: {error}.") from None
     return data
 
-
-def json_response(body: dict, status: int = 200) -> Response:
-    """A JSON response."""
-    return Response(json.dumps(body), status=status, mimetype="application/json")

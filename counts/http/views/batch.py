@@ -1,6 +1,5 @@
 """Counts for many users at once, for services: one Postgres query, for the changed users only."""
 
-import json
 import logging
 
 import redis
@@ -11,6 +10,7 @@ from counts import markers
 from counts.errors import DependencyUnavailable
 from counts.http import schemas
 from counts.http.auth import requires_service
+from counts.http.responses import json_response
 from counts.http.views import load_body, resources
 from counts.observability import metrics
 from counts.representation import counts_body, degraded_etag
@@ -58,4 +58,4 @@ def post_batch() -> Response:
         else:  # changed, and Postgres cannot say how
             results.append({"user_id": str(uid), "status": 503})
     headers = {"Retry-After": str(res.settings.http.retry_after)} if unavailable else {}
-    return Response(json.dumps({"users": results}), mimetype="application/json", headers=headers)
+    return json_response({"users": results}, headers=headers)

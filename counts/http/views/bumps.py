@@ -8,7 +8,8 @@ from counts.bumps import outbox
 from counts.errors import DependencyUnavailable
 from counts.http import schemas
 from counts.http.auth import requires_service
-from counts.http.views import json_response, load_body, resources
+from counts.http.responses import json_response
+from counts.http.views import load_body, resources
 from counts.observability import metrics
 
 bp = Blueprint("markers", __name__)

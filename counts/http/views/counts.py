@@ -1,7 +1,6 @@
 """A user's unread counts: the 200 from Postgres (the 304s and long-polls were answered before
 Flask, by counts.http.middleware.fastpath)."""
 
-import json
 import logging
 from uuid import UUID
 
@@ -11,6 +10,7 @@ from flask import Blueprint, Response, request
 from counts import markers
 from counts.http.auth import POLL_KEY, PollState, requires_user
 from counts.http.middleware.fastpath import counts_headers
+from counts.http.responses import json_response
 from counts.http.views import resources
 from counts.observability import metrics
 from counts.representation import counts_body, degraded_etag
@@ -35,8 +35,7 @@ def get_unread_counts(user_id: UUID) -> Response:
     headers = counts_headers(poll.marker or degraded_etag(), res.load.poll_interval())
     if poll.applied is not None:  # a long-poll (the fast path held it)
         headers.append(("Preference-Applied", poll.applied))
-    return Response(json.dumps(counts_body(user_id, counts)), mimetype="application/json",
-                    headers=headers)
+    return json_response(counts_body(user_id, counts), headers=headers)
 
 
 def read_poll_state(res, user_id: UUID) -> PollState:

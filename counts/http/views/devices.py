@@ -6,7 +6,8 @@ from flask import Blueprint, Response
 
 from counts.errors import NotFound
 from counts.http.auth import parse_path_uuid, requires_user
-from counts.http.views import json_response, load_json, resources
+from counts.http.responses import json_response
+from counts.http.views import load_json, resources
 from counts.push import devices
 
 bp = Blueprint("push", __name__)

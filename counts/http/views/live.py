@@ -1,7 +1,6 @@
 """Live counts: stream tickets and Server-Sent Events (the long-poll is in the fast path,
 beside the 304 it extends; WebSockets are served by counts.http.middleware.websocket, outside Flask)."""
 
-import json
 from uuid import UUID
 
 import redis
@@ -10,6 +9,7 @@ from flask import Blueprint, Response, request
 from counts.errors import DependencyUnavailable, NotImplementedHere, UpgradeRequired
 from counts.http.auth import identify, requires_user
 from counts.http.middleware.websocket import PROBLEM_KEY
+from counts.http.responses import json_response
 from counts.http.streams import open_stream
 from counts.http.views import resources
 from counts.live import sse, tickets
@@ -30,8 +30,7 @@ def create_stream_ticket(user_id: UUID) -> Response:
     except redis.RedisError:
         metrics.redis_failed("ticket")
         raise DependencyUnavailable("Tickets cannot be issued right now; retry.") from None
-    return Response(json.dumps({"ticket": ticket, "expires_in": ttl}), status=201,
-                    mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return json_response({"ticket": ticket, "expires_in": ttl}, 201, {"Cache-Control": "no-store"})
 
 
 @bp.get("/v1/users/<user_id>/unread-counts/stream")

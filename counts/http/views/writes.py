@@ -7,7 +7,8 @@ from counts.bumps import outbox
 from counts.errors import NotFound
 from counts.http import schemas
 from counts.http.auth import authorize, parse_path_uuid, requires_caller, requires_service
-from counts.http.views import json_response, load_body, resources
+from counts.http.responses import json_response
+from counts.http.views import load_body, resources
 from counts.identity import Principal
 from counts.sources import own
 

@@ -1,4 +1,5 @@
-"""One error shape for the whole API: RFC 9457 problem+json, for our errors and Werkzeug's."""
+"""How the API answers in JSON: its bodies, and one error shape for all of it (RFC 9457
+problem+json, for our errors and Werkzeug's)."""
 
 import json
 import logging
@@ -15,6 +16,11 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://counts.invalid/problems/"
 # RFC 9110 renamed these; Python's http module (before 3.13) and Werkzeug keep the old names.
 RFC_9110_PHRASES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def json_response(body: dict, status: int = 200, headers=None) -> Response:
+    """A JSON answer."""
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
 def reason(status: int) -> str:
