@@ -1,5 +1,5 @@
 """The errors the service reports to its callers, as plain exception types (no Flask here: the
-push worker and the data layers raise them too). counts.http.problems renders them as RFC 9457
+push worker and the data layers raise them too). counts.http.responses renders them as RFC 9457
 problem+json."""
 
 from typing import Any
@@ -7,7 +7,7 @@ from typing import Any
 
 class Problem(Exception):
     """An error the API reports to its caller as problem+json: its status (whose reason phrase is
-    the problem's title, counts.http.problems) and its type (slug), which says which problem."""
+    the problem's title, counts.http.responses) and its type (slug), which says which problem."""
 
     status = 400
     slug = "bad-request"

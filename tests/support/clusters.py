@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 from redis.sentinel import Sentinel
 
 from counts.markers import keys, topology
@@ -106,7 +107,7 @@ class RedisClusterProcesses:
         and every replica has synced (one that never did cannot be promoted)."""
         for node in self.live():
             info = node.client().cluster("INFO")
-            if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != topology.CLUSTER_SLOTS:
+            if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != REDIS_CLUSTER_HASH_SLOTS:
                 return False
         roles = self.roles()
         # .get: a replica being promoted meanwhile has no link any more (and is not synced yet).
