@@ -221,16 +221,14 @@ export class CountsClient {
     try {
       if (delayMs > 0 && !(await this.sleep(generation, delayMs))) return;
       // Coming back: one conditional request before anything else.
-      const first = await this.attempt(generation, "revalidate");
-      if (first === null) return;
-      let delay = this.settle("revalidate", first);
-      while (delay !== null) {
-        if (delay > 0 && !(await this.sleep(generation, delay))) return;
-        if (!this.lifecycle.isForeground()) return this.halt("paused");
-        const transport = this.pick();
+      let transport: TransportName | "revalidate" = "revalidate";
+      for (;;) {
         const outcome = await this.attempt(generation, transport);
         if (outcome === null) return;
-        delay = this.settle(transport, outcome);
+        const delay = this.settle(transport, outcome);
+        if (delay === null || (delay > 0 && !(await this.sleep(generation, delay)))) return;
+        if (!this.lifecycle.isForeground()) return this.halt("paused");
+        transport = this.pick();
       }
     } finally {
       if (generation === this.generation) this.looping = false;
@@ -249,29 +247,28 @@ export class CountsClient {
     if (typeof token !== "string") return token;
     const controller = newAbortController();
     let renewing = false;
-    const timers: unknown[] = [];
+    let timer: unknown;
     const abort = (): void => controller.abort();
     this.abortCurrent = abort;
     this.openedAt = null;
-    const streaming = transport === "sse" || transport === "ws";
     const connection = this.connection(generation, transport, token, controller.signal);
     this.current = connection;
-    if (!streaming) {
+    if (transport !== "sse" && transport !== "ws") {
       const wait = transport === "long-poll" ? this.settings.longPollWaitSeconds * 1000 : 0;
-      timers.push(this.timers.setTimeout(abort, wait + REQUEST_DEADLINE_MS));
+      timer = this.timers.setTimeout(abort, wait + REQUEST_DEADLINE_MS);
     } else if (this.token) {
       // Renew the stream shortly before its token expires, with a token fetched anew.
       const renewIn = this.token.expiresAt - renewMargin(this.token) - this.timers.now();
-      timers.push(this.timers.setTimeout(() => {
+      timer = this.timers.setTimeout(() => {
         renewing = true;
         abort();
-      }, Math.max(renewIn, 0)));
+      }, Math.max(renewIn, 0));
     }
     // A long-poll is live while it is held, once the server has answered this period's requests.
     if (transport === "long-poll" && this.answered) this.store.setStatus("live", transport);
     this.trace({ type: "connect", transport });
     let outcome = await TRANSPORTS[transport === "revalidate" ? "poll" : transport](connection);
-    for (const timer of timers) this.timers.clearTimeout(timer);
+    this.timers.clearTimeout(timer);
     if (this.abortCurrent === abort) this.abortCurrent = null;
     this.current = null;
     if (generation !== this.generation) return null;
@@ -309,17 +306,12 @@ export class CountsClient {
       case "answered":
         this.answered = true;
         this.backoff.reset();
-        if (transport === "revalidate") {
-          if (this.pick() !== "poll") return 0;
-          this.store.setStatus("polling", "poll"); // that answer was this period's first poll
-          return this.pollDelay(outcome.changed);
-        }
-        if (transport === "poll") return this.pollDelay(outcome.changed);
-        return Math.max(0, LONG_POLL_SPACING_MS - outcome.elapsedMs);
+        if (transport === "long-poll") return Math.max(0, LONG_POLL_SPACING_MS - outcome.elapsedMs);
+        // A revalidation with no live transport to try was this period's first poll.
+        return transport === "revalidate" && this.pick() !== "poll" ? 0 : this.pollDelay(outcome.changed);
       case "poll-instead":
         this.backoff.reset();
         this.demote(transport, DEMOTION_MS);
-        this.store.setStatus("polling", "poll");
         return this.pollDelay(outcome.changed);
       case "ended": {
         if (this.openedAt !== null && now - this.openedAt >= PROVEN_MS) this.backoff.reset();
@@ -389,8 +381,10 @@ export class CountsClient {
     this.trace({ type: "demote", transport, ms });
   }
 
-  /** At least the server's X-Poll-Interval; longer while nothing changes; never all in step. */
+  /** Polling from now: the delay before the next poll, at least the server's X-Poll-Interval,
+   * longer while nothing changes, never all in step. */
   private pollDelay(changed: boolean): number {
+    this.store.setStatus("polling", "poll");
     this.unchangedPolls = changed ? 0 : this.unchangedPolls + 1;
     const stretch = 2 ** Math.min(POLL_STRETCH_MAX, Math.floor(this.unchangedPolls / POLL_STRETCH_EVERY));
     const interval = Math.max(this.serverPollMs, (this.options.pollIntervalMs ?? 30_000) * stretch);
