@@ -17,7 +17,7 @@ import { CountsStore } from "./store.js";
 import { type GetToken, type TokenTimes, renewMargin, tokenTimes } from "./token.js";
 import { conditionalGet, longPoll, poll } from "./transports/conditional.js";
 import type { Connection, Outcome, TransportSettings, TransportTable } from "./transports/connection.js";
-import { userPath } from "./transports/connection.js";
+import { describe, userPath } from "./transports/connection.js";
 import { sse } from "./transports/sse.js";
 import { ws } from "./transports/ws.js";
 import type {
@@ -421,7 +421,7 @@ export class CountsClient {
       this.token = times;
       return token;
     } catch (error) {
-      return { kind: "no-token", reason: `getToken failed: ${error instanceof Error ? error.message : String(error)}` };
+      return { kind: "no-token", reason: `getToken failed: ${describe(error)}` };
     }
   }
 
