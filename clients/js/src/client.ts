@@ -113,7 +113,8 @@ export class CountsClient {
   private serverPollMs = 0;
   private unchangedPolls = 0;
   private readonly demotedUntil = new Map<TransportName, number>();
-  private readonly failures = new Map<TransportName, number[]>();
+  /** When each transport last failed to open: a second failure soon after demotes it. */
+  private readonly lastFailure = new Map<TransportName, number>();
   private readonly everOpened = new Set<TransportName>();
 
   readonly getSnapshot: () => CountsSnapshot = this.store.getSnapshot;
@@ -202,7 +203,7 @@ export class CountsClient {
     for (const [transport, until] of this.demotedUntil) {
       if (until !== Infinity) this.demotedUntil.delete(transport); // re-tried on every return
     }
-    this.failures.clear();
+    this.lastFailure.clear();
     const generation = this.generation;
     void this.run(generation, online ? Math.floor(this.random() * ONLINE_JITTER_MS) : 0);
   }
@@ -357,10 +358,9 @@ export class CountsClient {
         this.trouble(outcome.reason, outcome.status);
         if (transport === "long-poll" || transport === "poll" || transport === "revalidate") this.answered = false;
         if (transport !== "poll" && transport !== "revalidate" && !this.everOpened.has(transport)) {
-          const recent = (this.failures.get(transport) ?? []).filter((at) => now - at < QUICK_FAILURES_MS);
-          recent.push(now);
-          this.failures.set(transport, recent);
-          if (recent.length >= 2) {
+          const previous = this.lastFailure.get(transport);
+          this.lastFailure.set(transport, now);
+          if (previous !== undefined && now - previous < QUICK_FAILURES_MS) {
             this.demote(transport, DEMOTION_MS);
             return 0;
           }
