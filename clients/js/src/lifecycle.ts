@@ -39,19 +39,20 @@ export const BROWSER_HIDDEN_GRACE_MS = 30_000;
 export function browserLifecycle(globals: BrowserGlobals, backgroundGraceMs = BROWSER_HIDDEN_GRACE_MS): Lifecycle {
   const { document, window, navigator } = globals;
   let frozen = false;
+  const visible = (): boolean => document.visibilityState !== "hidden";
   return {
-    isForeground: () => !frozen && document.visibilityState !== "hidden",
+    isForeground: () => !frozen && visible(),
     isOnline: () => navigator.onLine !== false,
     backgroundGraceMs,
     subscribe(listener) {
-      const visibility = (): void => listener(document.visibilityState === "hidden" ? "background" : "foreground");
+      const visibility = (): void => listener(visible() ? "foreground" : "background");
       const freeze = (): void => {
         frozen = true;
         listener("background");
       };
       const resume = (): void => {
         frozen = false;
-        if (document.visibilityState !== "hidden") listener("foreground");
+        if (visible()) listener("foreground");
       };
       const online = (): void => listener("online");
       const offline = (): void => listener("offline");

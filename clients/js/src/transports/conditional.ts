@@ -1,7 +1,7 @@
 // One conditional GET of the counts: polling, the long-poll (`Prefer: wait=N`), and the single
 // revalidation sent when an app comes back to the foreground.
 import type { Counts } from "../types.js";
-import { type Connection, type Outcome, failed, refusal, userPath } from "./connection.js";
+import { type Connection, type Outcome, type Transport, failed, refusal, userPath } from "./connection.js";
 
 /** `waitSeconds`: how long the server may hold the request (a long-poll), or 0 (a poll). */
 export async function conditionalGet(connection: Connection, waitSeconds = 0): Promise<Outcome> {
@@ -40,7 +40,7 @@ export async function conditionalGet(connection: Connection, waitSeconds = 0): P
   return { kind: "answered", changed, elapsedMs };
 }
 
-export const poll = (connection: Connection): Promise<Outcome> => conditionalGet(connection);
+export const poll: Transport = conditionalGet;
 
 export const longPoll = (connection: Connection): Promise<Outcome> =>
   conditionalGet(connection, connection.settings.longPollWaitSeconds);
