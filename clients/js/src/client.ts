@@ -95,7 +95,6 @@ export class CountsClient {
   private readonly backoff: Backoff;
 
   private started = false;
-  private starts = 0;
   private generation = 0;
   private looping = false;
   private unlisten: (() => void) | null = null;
@@ -147,17 +146,17 @@ export class CountsClient {
   start(): void {
     if (this.started) return;
     this.started = true;
-    const start = ++this.starts;
     this.unlisten = this.lifecycle.subscribe((event) => this.onLifecycle(event));
+    // Unless something stopped or restarted the loop while the saved counts were read.
+    const generation = this.generation;
     void this.restore().then(() => {
-      if (start === this.starts) this.resume(false);
+      if (generation === this.generation) this.resume(false);
     });
   }
 
   stop(): void {
     if (!this.started) return;
     this.started = false;
-    this.starts++;
     this.unlisten?.();
     this.unlisten = null;
     this.halt("idle");
