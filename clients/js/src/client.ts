@@ -97,15 +97,15 @@ export class CountsClient {
   private started = false;
   private generation = 0;
   private looping = false;
-  private unlisten: (() => void) | null = null;
-  private abortCurrent: (() => void) | null = null;
-  private wake: (() => void) | null = null;
+  private unlisten?: () => void;
+  private abortCurrent?: () => void;
+  private wake?: () => void;
   private graceTimer: unknown;
-  private current: Connection | null = null;
-  private openedAt: number | null = null;
+  private current?: Connection;
+  private openedAt?: number;
   private token: TokenTimes | null = null;
   private forceRefresh = false;
-  private backgroundAt: number | null = null;
+  private backgroundAt?: number;
   /** A request of this foreground period was answered (the server is there). */
   private answered = false;
   private refreshedFor401 = false;
@@ -158,7 +158,7 @@ export class CountsClient {
     if (!this.started) return;
     this.started = false;
     this.unlisten?.();
-    this.unlisten = null;
+    this.unlisten = undefined;
     this.halt("idle");
   }
 
@@ -250,7 +250,7 @@ export class CountsClient {
     let timer: unknown;
     const abort = (): void => controller.abort();
     this.abortCurrent = abort;
-    this.openedAt = null;
+    this.openedAt = undefined;
     const connection = this.connection(generation, transport, token, controller.signal);
     this.current = connection;
     if (transport !== "sse" && transport !== "ws") {
@@ -266,14 +266,14 @@ export class CountsClient {
     }
     // A long-poll is live while it is held, once the server has answered this period's requests.
     if (transport === "long-poll" && this.answered) this.store.setStatus("live", transport);
-    this.trace({ type: "connect", transport });
+    this.options.trace?.({ type: "connect", transport });
     let outcome = await TRANSPORTS[transport === "revalidate" ? "poll" : transport](connection);
     this.timers.clearTimeout(timer);
-    if (this.abortCurrent === abort) this.abortCurrent = null;
-    this.current = null;
+    if (this.abortCurrent === abort) this.abortCurrent = undefined;
+    this.current = undefined;
     if (generation !== this.generation) return null;
     if (renewing) outcome = { kind: "renew" };
-    this.trace({ type: "outcome", transport, outcome });
+    this.options.trace?.({ type: "outcome", transport, outcome });
     return outcome;
   }
 
@@ -314,7 +314,7 @@ export class CountsClient {
         this.demote(transport, DEMOTION_MS);
         return this.pollDelay(outcome.changed);
       case "ended": {
-        if (this.openedAt !== null && now - this.openedAt >= PROVEN_MS) this.backoff.reset();
+        if (this.openedAt !== undefined && now - this.openedAt >= PROVEN_MS) this.backoff.reset();
         this.trouble(outcome.reason);
         if (outcome.retryMs !== undefined) return outcome.retryMs; // the server's hint
         if (this.token && this.token.expiresAt <= now + 1_000) {
@@ -377,7 +377,7 @@ export class CountsClient {
   private demote(transport: TransportName | "revalidate", ms: number): void {
     if (transport === "poll" || transport === "revalidate") return;
     this.demotedUntil.set(transport, this.timers.now() + ms);
-    this.trace({ type: "demote", transport, ms });
+    this.options.trace?.({ type: "demote", transport, ms });
   }
 
   /** Polling from now: the delay before the next poll, at least the server's X-Poll-Interval,
@@ -392,11 +392,11 @@ export class CountsClient {
 
   /** Resolves true after `ms`, or false at once if the generation ends; refresh() cuts it short. */
   private sleep(generation: number, ms: number): Promise<boolean> {
-    this.trace({ type: "wait", ms });
+    this.options.trace?.({ type: "wait", ms });
     return new Promise((resolve) => {
       const done = (): void => {
         this.timers.clearTimeout(timer);
-        if (this.wake === done) this.wake = null;
+        if (this.wake === done) this.wake = undefined;
         resolve(generation === this.generation);
       };
       const timer = this.timers.setTimeout(done, ms);
@@ -445,7 +445,7 @@ export class CountsClient {
       case "background":
         this.backgroundAt = this.timers.now();
         this.timers.clearTimeout(this.graceTimer);
-        if (this.lifecycle.backgroundGraceMs > 0 && this.openedAt !== null) {
+        if (this.lifecycle.backgroundGraceMs > 0 && this.openedAt !== undefined) {
           this.graceTimer = this.timers.setTimeout(() => this.halt("paused"), this.lifecycle.backgroundGraceMs);
         } else {
           this.halt("paused");
@@ -453,8 +453,8 @@ export class CountsClient {
         break;
       case "foreground": {
         this.timers.clearTimeout(this.graceTimer);
-        const away = this.backgroundAt === null ? 0 : this.timers.now() - this.backgroundAt;
-        this.backgroundAt = null;
+        const away = this.backgroundAt === undefined ? 0 : this.timers.now() - this.backgroundAt;
+        this.backgroundAt = undefined;
         if (!this.looping || status === "paused") this.resume(false);
         else if (this.current?.probe) this.current.probe(); // is the socket still there?
         // A stream kept through a longer absence (a frozen page) may have died unseen: one
@@ -489,10 +489,6 @@ export class CountsClient {
     };
     const response = await send(false);
     return response.status === 401 ? send(true) : response;
-  }
-
-  private trace(event: TraceEvent): void {
-    this.options.trace?.(event);
   }
 }
 
