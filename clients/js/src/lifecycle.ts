@@ -72,7 +72,7 @@ export function browserLifecycle(globals: BrowserGlobals, backgroundGraceMs = BR
 /** The browser's lifecycle where there is a page, else none. */
 export function defaultLifecycle(): Lifecycle {
   const globals = globalThis as unknown as Partial<BrowserGlobals>;
-  if (globals.document && globals.window && globals.navigator && typeof globals.document.addEventListener === "function") {
+  if (typeof globals.document?.addEventListener === "function" && globals.window && globals.navigator) {
     return browserLifecycle(globals as BrowserGlobals);
   }
   return alwaysForeground;

@@ -18,8 +18,8 @@ export async function sse(connection: Connection): Promise<Outcome> {
     return failed(error);
   }
   if (response.status !== 200) return refusal(response, true);
-  const reader = response.body?.getReader ? response.body.getReader() : null;
-  if (reader === null) return { kind: "unsupported", reason: "no streaming body" };
+  const reader = response.body?.getReader?.();
+  if (!reader) return { kind: "unsupported", reason: "no streaming body" };
   connection.opened();
 
   // The first `retry:` is the poll interval; one after it comes only right before the server
