@@ -94,9 +94,9 @@ export class CountsClient {
   private readonly random: () => number;
   private readonly backoff: Backoff;
 
-  private started = false;
   private generation = 0;
   private looping = false;
+  /** Set while started: ends the lifecycle subscription. */
   private unlisten?: () => void;
   private abortCurrent?: () => void;
   private wake?: () => void;
@@ -144,8 +144,7 @@ export class CountsClient {
 
   /** Show the saved counts, revalidate them, then stay live while in the foreground. */
   start(): void {
-    if (this.started) return;
-    this.started = true;
+    if (this.unlisten) return;
     this.unlisten = this.lifecycle.subscribe((event) => this.onLifecycle(event));
     // Unless something stopped or restarted the loop while the saved counts were read.
     const generation = this.generation;
@@ -155,9 +154,8 @@ export class CountsClient {
   }
 
   stop(): void {
-    if (!this.started) return;
-    this.started = false;
-    this.unlisten?.();
+    if (!this.unlisten) return;
+    this.unlisten();
     this.unlisten = undefined;
     this.halt("idle");
   }
@@ -166,7 +164,7 @@ export class CountsClient {
    * client stopped by a 401 or 403 (after the user signed in again). */
   async refresh(): Promise<void> {
     this.unchangedPolls = 0;
-    if (!this.started || !this.lifecycle.isForeground() || !this.lifecycle.isOnline()) return;
+    if (!this.unlisten || !this.lifecycle.isForeground() || !this.lifecycle.isOnline()) return;
     const status = this.store.getSnapshot().status;
     if (!this.looping || status === "unauthorized" || status === "forbidden") {
       this.refreshedFor401 = false;
@@ -193,7 +191,7 @@ export class CountsClient {
   // --- the loop -------------------------------------------------------------------------------
 
   private resume(online: boolean): void {
-    if (!this.started) return;
+    if (!this.unlisten) return;
     if (!this.lifecycle.isOnline()) return this.halt("offline");
     if (!this.lifecycle.isForeground()) return this.halt("paused");
     this.halt("connecting");
@@ -438,7 +436,7 @@ export class CountsClient {
   }
 
   private onLifecycle(event: LifecycleEvent): void {
-    if (!this.started) return;
+    if (!this.unlisten) return;
     const status = this.store.getSnapshot().status;
     if (status === "unauthorized" || status === "forbidden") return; // until refresh() or start()
     switch (event) {
