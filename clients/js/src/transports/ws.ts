@@ -68,8 +68,9 @@ function session(connection: Connection, socket: WebSocketLike): Promise<Outcome
       }
       finish({ kind: "ended", reason });
     };
+    // Reachable once open only: through connection.probe and the idle timer, both set by onopen.
     const probe = (): void => {
-      if (!opened || pongDue !== undefined) return;
+      if (pongDue !== undefined) return;
       try {
         socket.send("ping");
       } catch {
