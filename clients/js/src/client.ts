@@ -206,7 +206,7 @@ export class CountsClient {
   }
 
   /** Ends whatever runs now (connection, wait, loop) and shows `status`. */
-  private halt(status: Status, error: CountsError | null = null): void {
+  private halt(status: Status, error?: CountsError): void {
     this.generation++;
     this.timers.clearTimeout(this.graceTimer);
     this.abortCurrent?.();
@@ -474,8 +474,7 @@ export class CountsClient {
     const generation = this.generation;
     const token = await this.connectionToken();
     if (typeof token !== "string" || generation !== this.generation) return;
-    const controller = newAbortController();
-    await conditionalGet(this.connection(generation, "revalidate", token, controller.signal));
+    await conditionalGet(this.connection(generation, "revalidate", token, newAbortController().signal));
   }
 
   private async authorized(method: string, path: string, body?: string) {
