@@ -1,11 +1,12 @@
 // The core's size as an app's bundler ships it: src/index.ts and everything it imports, bundled,
-// minified and gzipped. Fails over the budget (issue 18: under 6 KB). The react-native entry's
-// size is shown beside it.
+// minified and gzipped. Fails over the budget (issue 18: under 6 KB, where KB means 1,000 bytes,
+// so the budget holds however "KB" is read; 6 KiB would be 6,144). The react-native entry's size
+// is shown beside it.
 import { gzipSync } from "node:zlib";
 import { resolve } from "node:path";
 import { build } from "esbuild";
 
-const BUDGET_BYTES = 6 * 1024;
+const BUDGET_BYTES = 6_000;
 const ROOT = resolve(import.meta.dirname, "..");
 
 async function minified(entry) {

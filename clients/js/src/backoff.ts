@@ -4,9 +4,8 @@
 export const BACKOFF_BASE_MS = 1_000;
 export const BACKOFF_CAP_MS = 30_000;
 
-export function fullJitter(attempt: number, random: () => number, baseMs = BACKOFF_BASE_MS,
-  capMs = BACKOFF_CAP_MS): number {
-  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)));
+export function fullJitter(attempt: number, random: () => number): number {
+  return Math.floor(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 30)));
 }
 
 export class Backoff {

@@ -17,7 +17,7 @@ import { CountsStore } from "./store.js";
 import { type GetToken, type TokenTimes, renewMargin, tokenTimes } from "./token.js";
 import { conditionalGet, longPoll, poll } from "./transports/conditional.js";
 import type { Connection, Outcome, TransportSettings, TransportTable } from "./transports/connection.js";
-import { userPath } from "./transports/connection.js";
+import { describe, userPath } from "./transports/connection.js";
 import { sse } from "./transports/sse.js";
 import { ws } from "./transports/ws.js";
 import type {
@@ -94,26 +94,26 @@ export class CountsClient {
   private readonly random: () => number;
   private readonly backoff: Backoff;
 
-  private started = false;
-  private starts = 0;
   private generation = 0;
   private looping = false;
-  private unlisten: (() => void) | null = null;
-  private abortCurrent: (() => void) | null = null;
-  private wake: (() => void) | null = null;
+  /** Set while started: ends the lifecycle subscription. */
+  private unlisten?: () => void;
+  private abortCurrent?: () => void;
+  private wake?: () => void;
   private graceTimer: unknown;
-  private current: Connection | null = null;
-  private openedAt: number | null = null;
+  private current?: Connection;
+  private openedAt?: number;
   private token: TokenTimes | null = null;
   private forceRefresh = false;
-  private backgroundAt: number | null = null;
+  private backgroundAt?: number;
   /** A request of this foreground period was answered (the server is there). */
   private answered = false;
   private refreshedFor401 = false;
   private serverPollMs = 0;
   private unchangedPolls = 0;
   private readonly demotedUntil = new Map<TransportName, number>();
-  private readonly failures = new Map<TransportName, number[]>();
+  /** When each transport last failed to open: a second failure soon after demotes it. */
+  private readonly lastFailure = new Map<TransportName, number>();
   private readonly everOpened = new Set<TransportName>();
 
   readonly getSnapshot: () => CountsSnapshot = this.store.getSnapshot;
@@ -144,21 +144,19 @@ export class CountsClient {
 
   /** Show the saved counts, revalidate them, then stay live while in the foreground. */
   start(): void {
-    if (this.started) return;
-    this.started = true;
-    const start = ++this.starts;
+    if (this.unlisten) return;
     this.unlisten = this.lifecycle.subscribe((event) => this.onLifecycle(event));
+    // Unless something stopped or restarted the loop while the saved counts were read.
+    const generation = this.generation;
     void this.restore().then(() => {
-      if (start === this.starts) this.resume(false);
+      if (generation === this.generation) this.resume(false);
     });
   }
 
   stop(): void {
-    if (!this.started) return;
-    this.started = false;
-    this.starts++;
-    this.unlisten?.();
-    this.unlisten = null;
+    if (!this.unlisten) return;
+    this.unlisten();
+    this.unlisten = undefined;
     this.halt("idle");
   }
 
@@ -166,7 +164,7 @@ export class CountsClient {
    * client stopped by a 401 or 403 (after the user signed in again). */
   async refresh(): Promise<void> {
     this.unchangedPolls = 0;
-    if (!this.started || !this.lifecycle.isForeground() || !this.lifecycle.isOnline()) return;
+    if (!this.unlisten || !this.lifecycle.isForeground() || !this.lifecycle.isOnline()) return;
     const status = this.store.getSnapshot().status;
     if (!this.looping || status === "unauthorized" || status === "forbidden") {
       this.refreshedFor401 = false;
@@ -193,7 +191,7 @@ export class CountsClient {
   // --- the loop -------------------------------------------------------------------------------
 
   private resume(online: boolean): void {
-    if (!this.started) return;
+    if (!this.unlisten) return;
     if (!this.lifecycle.isOnline()) return this.halt("offline");
     if (!this.lifecycle.isForeground()) return this.halt("paused");
     this.halt("connecting");
@@ -202,13 +200,13 @@ export class CountsClient {
     for (const [transport, until] of this.demotedUntil) {
       if (until !== Infinity) this.demotedUntil.delete(transport); // re-tried on every return
     }
-    this.failures.clear();
+    this.lastFailure.clear();
     const generation = this.generation;
     void this.run(generation, online ? Math.floor(this.random() * ONLINE_JITTER_MS) : 0);
   }
 
   /** Ends whatever runs now (connection, wait, loop) and shows `status`. */
-  private halt(status: Status, error: CountsError | null = null): void {
+  private halt(status: Status, error?: CountsError): void {
     this.generation++;
     this.timers.clearTimeout(this.graceTimer);
     this.abortCurrent?.();
@@ -221,16 +219,14 @@ export class CountsClient {
     try {
       if (delayMs > 0 && !(await this.sleep(generation, delayMs))) return;
       // Coming back: one conditional request before anything else.
-      const first = await this.attempt(generation, "revalidate");
-      if (first === null) return;
-      let delay = this.settle("revalidate", first);
-      while (delay !== null) {
-        if (delay > 0 && !(await this.sleep(generation, delay))) return;
-        if (!this.lifecycle.isForeground()) return this.halt("paused");
-        const transport = this.pick();
+      let transport: TransportName | "revalidate" = "revalidate";
+      for (;;) {
         const outcome = await this.attempt(generation, transport);
         if (outcome === null) return;
-        delay = this.settle(transport, outcome);
+        const delay = this.settle(transport, outcome);
+        if (delay === null || (delay > 0 && !(await this.sleep(generation, delay)))) return;
+        if (!this.lifecycle.isForeground()) return this.halt("paused");
+        transport = this.pick();
       }
     } finally {
       if (generation === this.generation) this.looping = false;
@@ -249,34 +245,33 @@ export class CountsClient {
     if (typeof token !== "string") return token;
     const controller = newAbortController();
     let renewing = false;
-    const timers: unknown[] = [];
+    let timer: unknown;
     const abort = (): void => controller.abort();
     this.abortCurrent = abort;
-    this.openedAt = null;
-    const streaming = transport === "sse" || transport === "ws";
+    this.openedAt = undefined;
     const connection = this.connection(generation, transport, token, controller.signal);
     this.current = connection;
-    if (!streaming) {
+    if (transport !== "sse" && transport !== "ws") {
       const wait = transport === "long-poll" ? this.settings.longPollWaitSeconds * 1000 : 0;
-      timers.push(this.timers.setTimeout(abort, wait + REQUEST_DEADLINE_MS));
+      timer = this.timers.setTimeout(abort, wait + REQUEST_DEADLINE_MS);
     } else if (this.token) {
       // Renew the stream shortly before its token expires, with a token fetched anew.
       const renewIn = this.token.expiresAt - renewMargin(this.token) - this.timers.now();
-      timers.push(this.timers.setTimeout(() => {
+      timer = this.timers.setTimeout(() => {
         renewing = true;
         abort();
-      }, Math.max(renewIn, 0)));
+      }, Math.max(renewIn, 0));
     }
     // A long-poll is live while it is held, once the server has answered this period's requests.
     if (transport === "long-poll" && this.answered) this.store.setStatus("live", transport);
-    this.trace({ type: "connect", transport });
+    this.options.trace?.({ type: "connect", transport });
     let outcome = await TRANSPORTS[transport === "revalidate" ? "poll" : transport](connection);
-    for (const timer of timers) this.timers.clearTimeout(timer);
-    if (this.abortCurrent === abort) this.abortCurrent = null;
-    this.current = null;
+    this.timers.clearTimeout(timer);
+    if (this.abortCurrent === abort) this.abortCurrent = undefined;
+    this.current = undefined;
     if (generation !== this.generation) return null;
     if (renewing) outcome = { kind: "renew" };
-    this.trace({ type: "outcome", transport, outcome });
+    this.options.trace?.({ type: "outcome", transport, outcome });
     return outcome;
   }
 
@@ -309,20 +304,15 @@ export class CountsClient {
       case "answered":
         this.answered = true;
         this.backoff.reset();
-        if (transport === "revalidate") {
-          if (this.pick() !== "poll") return 0;
-          this.store.setStatus("polling", "poll"); // that answer was this period's first poll
-          return this.pollDelay(outcome.changed);
-        }
-        if (transport === "poll") return this.pollDelay(outcome.changed);
-        return Math.max(0, LONG_POLL_SPACING_MS - outcome.elapsedMs);
+        if (transport === "long-poll") return Math.max(0, LONG_POLL_SPACING_MS - outcome.elapsedMs);
+        // A revalidation with no live transport to try was this period's first poll.
+        return transport === "revalidate" && this.pick() !== "poll" ? 0 : this.pollDelay(outcome.changed);
       case "poll-instead":
         this.backoff.reset();
         this.demote(transport, DEMOTION_MS);
-        this.store.setStatus("polling", "poll");
         return this.pollDelay(outcome.changed);
       case "ended": {
-        if (this.openedAt !== null && now - this.openedAt >= PROVEN_MS) this.backoff.reset();
+        if (this.openedAt !== undefined && now - this.openedAt >= PROVEN_MS) this.backoff.reset();
         this.trouble(outcome.reason);
         if (outcome.retryMs !== undefined) return outcome.retryMs; // the server's hint
         if (this.token && this.token.expiresAt <= now + 1_000) {
@@ -365,10 +355,9 @@ export class CountsClient {
         this.trouble(outcome.reason, outcome.status);
         if (transport === "long-poll" || transport === "poll" || transport === "revalidate") this.answered = false;
         if (transport !== "poll" && transport !== "revalidate" && !this.everOpened.has(transport)) {
-          const recent = (this.failures.get(transport) ?? []).filter((at) => now - at < QUICK_FAILURES_MS);
-          recent.push(now);
-          this.failures.set(transport, recent);
-          if (recent.length >= 2) {
+          const previous = this.lastFailure.get(transport);
+          this.lastFailure.set(transport, now);
+          if (previous !== undefined && now - previous < QUICK_FAILURES_MS) {
             this.demote(transport, DEMOTION_MS);
             return 0;
           }
@@ -386,11 +375,13 @@ export class CountsClient {
   private demote(transport: TransportName | "revalidate", ms: number): void {
     if (transport === "poll" || transport === "revalidate") return;
     this.demotedUntil.set(transport, this.timers.now() + ms);
-    this.trace({ type: "demote", transport, ms });
+    this.options.trace?.({ type: "demote", transport, ms });
   }
 
-  /** At least the server's X-Poll-Interval; longer while nothing changes; never all in step. */
+  /** Polling from now: the delay before the next poll, at least the server's X-Poll-Interval,
+   * longer while nothing changes, never all in step. */
   private pollDelay(changed: boolean): number {
+    this.store.setStatus("polling", "poll");
     this.unchangedPolls = changed ? 0 : this.unchangedPolls + 1;
     const stretch = 2 ** Math.min(POLL_STRETCH_MAX, Math.floor(this.unchangedPolls / POLL_STRETCH_EVERY));
     const interval = Math.max(this.serverPollMs, (this.options.pollIntervalMs ?? 30_000) * stretch);
@@ -399,11 +390,11 @@ export class CountsClient {
 
   /** Resolves true after `ms`, or false at once if the generation ends; refresh() cuts it short. */
   private sleep(generation: number, ms: number): Promise<boolean> {
-    this.trace({ type: "wait", ms });
+    this.options.trace?.({ type: "wait", ms });
     return new Promise((resolve) => {
       const done = (): void => {
         this.timers.clearTimeout(timer);
-        if (this.wake === done) this.wake = null;
+        if (this.wake === done) this.wake = undefined;
         resolve(generation === this.generation);
       };
       const timer = this.timers.setTimeout(done, ms);
@@ -427,7 +418,7 @@ export class CountsClient {
       this.token = times;
       return token;
     } catch (error) {
-      return { kind: "no-token", reason: `getToken failed: ${error instanceof Error ? error.message : String(error)}` };
+      return { kind: "no-token", reason: `getToken failed: ${describe(error)}` };
     }
   }
 
@@ -445,14 +436,14 @@ export class CountsClient {
   }
 
   private onLifecycle(event: LifecycleEvent): void {
-    if (!this.started) return;
+    if (!this.unlisten) return;
     const status = this.store.getSnapshot().status;
     if (status === "unauthorized" || status === "forbidden") return; // until refresh() or start()
     switch (event) {
       case "background":
         this.backgroundAt = this.timers.now();
         this.timers.clearTimeout(this.graceTimer);
-        if (this.lifecycle.backgroundGraceMs > 0 && this.openedAt !== null) {
+        if (this.lifecycle.backgroundGraceMs > 0 && this.openedAt !== undefined) {
           this.graceTimer = this.timers.setTimeout(() => this.halt("paused"), this.lifecycle.backgroundGraceMs);
         } else {
           this.halt("paused");
@@ -460,8 +451,8 @@ export class CountsClient {
         break;
       case "foreground": {
         this.timers.clearTimeout(this.graceTimer);
-        const away = this.backgroundAt === null ? 0 : this.timers.now() - this.backgroundAt;
-        this.backgroundAt = null;
+        const away = this.backgroundAt === undefined ? 0 : this.timers.now() - this.backgroundAt;
+        this.backgroundAt = undefined;
         if (!this.looping || status === "paused") this.resume(false);
         else if (this.current?.probe) this.current.probe(); // is the socket still there?
         // A stream kept through a longer absence (a frozen page) may have died unseen: one
@@ -483,8 +474,7 @@ export class CountsClient {
     const generation = this.generation;
     const token = await this.connectionToken();
     if (typeof token !== "string" || generation !== this.generation) return;
-    const controller = newAbortController();
-    await conditionalGet(this.connection(generation, "revalidate", token, controller.signal));
+    await conditionalGet(this.connection(generation, "revalidate", token, newAbortController().signal));
   }
 
   private async authorized(method: string, path: string, body?: string) {
@@ -496,10 +486,6 @@ export class CountsClient {
     };
     const response = await send(false);
     return response.status === 401 ? send(true) : response;
-  }
-
-  private trace(event: TraceEvent): void {
-    this.options.trace?.(event);
   }
 }
 

@@ -39,19 +39,20 @@ export const BROWSER_HIDDEN_GRACE_MS = 30_000;
 export function browserLifecycle(globals: BrowserGlobals, backgroundGraceMs = BROWSER_HIDDEN_GRACE_MS): Lifecycle {
   const { document, window, navigator } = globals;
   let frozen = false;
+  const visible = (): boolean => document.visibilityState !== "hidden";
   return {
-    isForeground: () => !frozen && document.visibilityState !== "hidden",
+    isForeground: () => !frozen && visible(),
     isOnline: () => navigator.onLine !== false,
     backgroundGraceMs,
     subscribe(listener) {
-      const visibility = (): void => listener(document.visibilityState === "hidden" ? "background" : "foreground");
+      const visibility = (): void => listener(visible() ? "foreground" : "background");
       const freeze = (): void => {
         frozen = true;
         listener("background");
       };
       const resume = (): void => {
         frozen = false;
-        if (document.visibilityState !== "hidden") listener("foreground");
+        if (visible()) listener("foreground");
       };
       const online = (): void => listener("online");
       const offline = (): void => listener("offline");
@@ -71,7 +72,7 @@ export function browserLifecycle(globals: BrowserGlobals, backgroundGraceMs = BR
 /** The browser's lifecycle where there is a page, else none. */
 export function defaultLifecycle(): Lifecycle {
   const globals = globalThis as unknown as Partial<BrowserGlobals>;
-  if (globals.document && globals.window && globals.navigator && typeof globals.document.addEventListener === "function") {
+  if (typeof globals.document?.addEventListener === "function" && globals.window && globals.navigator) {
     return browserLifecycle(globals as BrowserGlobals);
   }
   return alwaysForeground;

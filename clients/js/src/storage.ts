@@ -24,7 +24,7 @@ export async function loadPersisted(storage: StorageLike, userId: string): Promi
     const text = await storage.getItem(storageKey(userId));
     if (!text) return null;
     const saved = JSON.parse(text) as Partial<Persisted>;
-    if (typeof saved.etag !== "string" || !saved.counts || saved.counts.user_id !== userId) return null;
+    if (typeof saved.etag !== "string" || saved.counts?.user_id !== userId) return null;
     return { etag: saved.etag, counts: saved.counts, savedAt: typeof saved.savedAt === "number" ? saved.savedAt : 0 };
   } catch {
     return null; // a broken entry costs one 200, never a failure

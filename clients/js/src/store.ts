@@ -6,8 +6,9 @@ import type { Counts, CountsError, CountsSnapshot, Status, TransportName } from 
 
 const REMEMBERED_ETAGS = 64;
 
-export function sameEtag(a: string | null, b: string | null): boolean {
-  return a !== null && b !== null && a.replace(/^W\//, "") === b.replace(/^W\//, "");
+/** An ETag without its weak prefix: `W/"x"` and `"x"` name the same counts. */
+function strong(etag: string): string {
+  return etag.replace(/^W\//, "");
 }
 
 export class CountsStore {
@@ -15,6 +16,7 @@ export class CountsStore {
     counts: null, etag: null, status: "idle", transport: null, updatedAt: null, error: null,
   });
   private readonly listeners = new Set<() => void>();
+  /** The last ETags adopted, strong forms. */
   private readonly held: string[] = [];
 
   readonly getSnapshot = (): CountsSnapshot => this.snapshot;
@@ -26,15 +28,12 @@ export class CountsStore {
     };
   };
 
-  /** Whether this ETag was ever held (then its counts are old or already known). */
-  wasHeld(etag: string): boolean {
-    return this.held.some((known) => sameEtag(known, etag));
-  }
-
-  /** Adopt new counts; false (nothing changes) for an ETag held now or before. */
+  /** Adopt new counts; false (nothing changes) for an ETag held now or before (then its counts
+   * are old or already known). */
   adopt(etag: string, counts: Counts, at: number): boolean {
-    if (this.wasHeld(etag)) return false;
-    this.held.push(etag);
+    const held = strong(etag);
+    if (this.held.includes(held)) return false;
+    this.held.push(held);
     if (this.held.length > REMEMBERED_ETAGS) this.held.shift();
     this.replace({ counts, etag, updatedAt: at });
     return true;

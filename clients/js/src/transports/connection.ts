@@ -91,3 +91,8 @@ export function isAbort(signal: AbortSignalLike): boolean {
 export function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** A request that threw (the network, an abort, a body that is not JSON). */
+export function failed(error: unknown): Outcome {
+  return { kind: "failed", reason: describe(error) };
+}

@@ -22,10 +22,9 @@ export function createSseParser(handlers: SseHandlers): (chunk: string) => void 
       data = [];
       return;
     }
-    if (text[0] === ":") return; // a comment: heartbeats
-    const colon = text.indexOf(":");
-    const field = colon < 0 ? text : text.slice(0, colon);
-    const value = colon < 0 ? "" : text.slice(colon + 1).replace(/^ /, "");
+    // A comment (heartbeats) starts with a colon: its field is "", which no branch below takes.
+    const [field, ...rest] = text.split(":");
+    const value = rest.join(":").replace(/^ /, "");
     if (field === "event") type = value;
     else if (field === "data") data.push(value);
     else if (field === "id" && !value.includes("\0")) id = value;

@@ -2,7 +2,7 @@
 // cannot send, and a watchdog on the server's heartbeats, which EventSource does not keep.
 import { newTextDecoder } from "../platform.js";
 import type { Counts } from "../types.js";
-import { type Connection, type Outcome, describe, refusal, userPath } from "./connection.js";
+import { type Connection, type Outcome, describe, failed, refusal, userPath } from "./connection.js";
 import { createSseParser } from "./sse-parser.js";
 
 export async function sse(connection: Connection): Promise<Outcome> {
@@ -15,11 +15,11 @@ export async function sse(connection: Connection): Promise<Outcome> {
   try {
     response = await connection.fetch(userPath(connection, "/unread-counts/stream"), { headers, signal: connection.signal });
   } catch (error) {
-    return { kind: "failed", reason: describe(error) };
+    return failed(error);
   }
   if (response.status !== 200) return refusal(response, true);
-  const reader = response.body?.getReader ? response.body.getReader() : null;
-  if (reader === null) return { kind: "unsupported", reason: "no streaming body" };
+  const reader = response.body?.getReader?.();
+  if (!reader) return { kind: "unsupported", reason: "no streaming body" };
   connection.opened();
 
   // The first `retry:` is the poll interval; one after it comes only right before the server

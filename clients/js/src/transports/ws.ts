@@ -3,7 +3,7 @@
 // Protocol pings are invisible to JavaScript, so liveness is a text `ping` answered by `pong`.
 import type { WebSocketLike } from "../platform.js";
 import type { Counts } from "../types.js";
-import { type Connection, type Outcome, describe, refusal, userPath } from "./connection.js";
+import { type Connection, type Outcome, describe, failed, refusal, userPath } from "./connection.js";
 
 const POLICY_VIOLATION = 1008; // the token behind the socket expired
 const SERVICE_RESTART = 1012; // the server is shutting down; its reason says when to come back
@@ -16,7 +16,7 @@ async function streamTicket(connection: Connection): Promise<string | Outcome> {
     if (response.status !== 201) return refusal(response, true);
     return ((await response.json()) as { ticket: string }).ticket;
   } catch (error) {
-    return { kind: "failed", reason: describe(error) };
+    return failed(error);
   }
 }
 
@@ -40,7 +40,7 @@ export async function ws(connection: Connection): Promise<Outcome> {
   try {
     socket = (options ? new Socket(url, undefined, options) : new Socket(url)) as WebSocketLike;
   } catch (error) {
-    return { kind: "failed", reason: describe(error) };
+    return failed(error);
   }
   return session(connection, socket);
 }
@@ -68,8 +68,9 @@ function session(connection: Connection, socket: WebSocketLike): Promise<Outcome
       }
       finish({ kind: "ended", reason });
     };
+    // Reachable once open only: through connection.probe and the idle timer, both set by onopen.
     const probe = (): void => {
-      if (!opened || pongDue !== undefined) return;
+      if (pongDue !== undefined) return;
       try {
         socket.send("ping");
       } catch {
