@@ -118,7 +118,10 @@ class PushWorker:
             self._log.close()
 
     def stop(self) -> None:
-        """SIGKILL it if it is still running (a test's cleanup)."""
-        if self.process is not None and self.process.poll() is None:
+        """SIGKILL it if it is still running, and close its log either way (a test's cleanup:
+        a test may have killed it already, and the log must not be left to the collector)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.kill()
-            self.wait()
+        self.wait()
