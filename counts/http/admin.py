@@ -115,11 +115,14 @@ def jwks_state(keys, metrics_dir: str | None) -> str:
 
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    """Prometheus text exposition, summed over every gunicorn worker, with the push queue."""
+    """Prometheus text exposition, summed over every gunicorn worker, with the push queue and
+    the poll interval."""
+    res = current_app.extensions["counts"]
     try:
-        queue = metrics.push_queue(*current_app.extensions["counts"].push_queue.get())
+        queue = metrics.push_queue(*res.push_queue.get())
     except DependencyUnavailable:
         queue = []
     body, content_type = metrics.exposition(
-        current_app.extensions["counts"].settings.server.metrics_dir, queue)
+        res.settings.server.metrics_dir,
+        [*queue, metrics.poll_interval(res.settings.http.poll_interval)])
     return Response(body, content_type=content_type)

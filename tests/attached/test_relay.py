@@ -114,11 +114,11 @@ def test_relays_woken_by_the_same_commits_never_bump_a_row_twice(chat, start_rel
     lock = threading.Lock()
     real_bump = markers.bump
 
-    def counting_bump(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None):
+    def counting_bump(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None, written_at=None):
         user_ids = list(user_ids)
         with lock:
             bumped.update(user_ids)
-        return real_bump(client, user_ids, ttl, wal)
+        return real_bump(client, user_ids, ttl, wal, written_at)
 
     monkeypatch.setattr(markers, "bump", counting_bump)
     for _ in range(3):

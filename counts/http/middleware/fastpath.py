@@ -80,6 +80,10 @@ class FastPath:
             found = COUNTS_PATH.fullmatch(environ.get("PATH_INFO", ""))
             if found is not None:
                 environ[ROUTE_KEY] = COUNTS_ROUTE
+                # Each answer to a poll or a long-poll is a request and a wake-up of its device.
+                transport = "long_poll" if environ.get("HTTP_PREFER") else "polling"
+                metrics.DEVICE_REQUESTS.labels(transport).inc()
+                metrics.WAKEUPS.labels(transport).inc()
                 headers = self.not_modified(environ, found.group(1))
                 if headers is not None and environ.get("HTTP_PREFER"):
                     headers = self.long_poll(environ, found.group(1).lower(), headers)
