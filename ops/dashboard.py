@@ -16,7 +16,7 @@ ENGAGEMENT = """\
 **Engagement belongs to the app.** counts knows when a device polled, held a connection or was \
 pushed to, not whether a person read anything: a read is the app's write (`POST \
 /v1/conversations/{id}/read`, or its own table in attached mode). What counts gives the app to \
-compute it is in docs/operations.md (Engagement)."""
+compute it is in docs/operations.md (The five metrics, 5)."""
 
 
 @dataclass
