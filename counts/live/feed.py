@@ -180,6 +180,7 @@ class Feed:
                             waiter.delivered("long_poll")
                             return fresh, True
                         waiter.marker = fresh.token  # the client holds this one too (an ETag list)
+                        waiter.written_at = None  # not delivered: the next change is timed afresh
             finally:
                 self.remove(waiter)
         current = markers.read(self.redis, user, self.marker_ttl)
@@ -303,11 +304,10 @@ class Feed:
             log.warning("feed: re-check of %d users failed, retrying: %s", len(users),
                         describe(error))
             metrics.redis_failed("feed_recheck")
-            with self._lock:  # kept for the retry
-                for user in users:
-                    if user in written:
-                        self._written.setdefault(user, written[user])
+            self._keep_written(users, written)
             return users
+        unread = [user for user in users if user not in tokens]
+        self._keep_written(unread, written)
         with self._lock:
             for user, token in tokens.items():
                 for waiter in self._waiters.get(user, ()):
@@ -316,7 +316,14 @@ class Feed:
                         if waiter.written_at is None:
                             waiter.written_at = written.get(user)
                         waiter.wake()
-        return [user for user in users if user not in tokens]
+        return unread
+
+    def _keep_written(self, users: list[str], written: dict[str, float]) -> None:
+        """Keep the commit times of users whose re-check failed, for the retry."""
+        with self._lock:
+            for user in users:
+                if user in written:
+                    self._written[user] = min(written[user], self._written.get(user, written[user]))
 
     def _write_presence(self, changes: dict[str, bool]) -> None:
         """Write presence changes: opened (or still open) users get two heartbeats more."""
