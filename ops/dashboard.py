@@ -49,7 +49,8 @@ FIVE_METRICS = [
           [(q.PUSH_LATENCY[0.5], "p50"), (q.PUSH_LATENCY[0.99], "p99")]),
     Panel("Battery: wake-ups per active device per hour",
           "Live: events and heartbeats written per open stream. Long-poll: answers per held "
-          "connection. Polling: one per poll interval asked (X-Poll-Interval).", "short",
+          "connection. Polling: one per poll interval asked (X-Poll-Interval). Push: pushes "
+          "accepted per registered device.", "short",
           [(expression, transport) for transport, expression in q.WAKEUPS_PER_DEVICE.items()]),
     Panel("Battery: requests and wake-ups per hour, all devices",
           "Requests devices made (polls, long-polls, streams opened) and wake-ups the service "

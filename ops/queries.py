@@ -64,11 +64,15 @@ def _per_connected_device(transport: str) -> str:
 
 
 # 3. Battery: wake-ups per active device per hour. A connected device is one the service holds a
-# connection for; a polling device wakes once per interval it is asked to poll at.
+# connection for; a polling device wakes once per interval it is asked to poll at; a push device
+# is one registered.
 WAKEUPS_PER_DEVICE = {
     "live": _per_connected_device("live"),
     "long_poll": _per_connected_device("long_poll"),
     "polling": f"3600 / max({sel('counts_poll_interval_seconds', API)})",
+    # Pushes accepted over the devices registered (every process reads the same count).
+    "push": ("3600 * " + total("counts_wakeups_total", PUSH, 'transport="push"')
+             + " / sum(max by (platform) (counts_push_devices))"),
 }
 REQUESTS_PER_HOUR = "3600 * " + total("counts_device_requests_total", API, by="transport")
 WAKEUPS_PER_HOUR = "3600 * " + total("counts_wakeups_total", by="transport")  # push: dispatchers'

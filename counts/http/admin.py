@@ -115,14 +115,10 @@ def jwks_state(keys, metrics_dir: str | None) -> str:
 
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    """Prometheus text exposition, summed over every gunicorn worker, with the push queue and
-    the poll interval."""
+    """Prometheus text exposition, summed over every gunicorn worker, with the push queue, the
+    devices and the poll interval."""
     res = current_app.extensions["counts"]
-    try:
-        queue = metrics.push_queue(*res.push_queue.get())
-    except DependencyUnavailable:
-        queue = []
     body, content_type = metrics.exposition(
         res.settings.server.metrics_dir,
-        [*queue, metrics.poll_interval(res.settings.http.poll_interval)])
+        [*res.push_queue.families(), metrics.poll_interval(res.settings.http.poll_interval)])
     return Response(body, content_type=content_type)

@@ -136,6 +136,15 @@ def push_providers(providers: Iterable[str]) -> None:
             PUSH_SENT.labels(provider, outcome)
 
 
+def push_devices(by_platform: dict[str, int]) -> GaugeMetricFamily:
+    """Devices registered for push, by platform, read from Postgres at scrape time."""
+    family = GaugeMetricFamily("counts_push_devices", "Devices registered for push, by platform.",
+                               labels=["platform"])
+    for platform, devices in sorted(by_platform.items()):
+        family.add_metric([platform], devices)
+    return family
+
+
 def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:
     """The push queue's gauges, read from Postgres at scrape time (any process can)."""
     return [GaugeMetricFamily("counts_push_queue_depth", "Push jobs waiting (due or not).", depth),
