@@ -29,6 +29,7 @@ from counts.observability import metrics
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION, SERVICE_RESTART = 1008, 1012
+WAKEUPS = metrics.WAKEUPS.labels("live")
 
 
 def frame(update: Update) -> str:
@@ -134,5 +135,5 @@ class Session:
 
     def _send(self, event: Event) -> None:
         """Write one event's bytes (each wakes the device's radio: pings and pongs too)."""
-        metrics.WAKEUPS.labels("live").inc()
+        WAKEUPS.inc()
         self.sock.sendall(self.connection.send(event))
