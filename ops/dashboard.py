@@ -58,8 +58,8 @@ FIVE_METRICS = [
           [(q.REQUESTS_PER_HOUR, "requests {{transport}}"),
            (q.WAKEUPS_PER_HOUR, "wake-ups {{transport}}")]),
     Panel("Database reads per second",
-          "Statements the API sent to Postgres, and the reads its 304s answered from Redis "
-          "alone.", "reqps",
+          "Statements the API sent to Postgres (the counts reads, and the writes' own "
+          "statements), and the reads its 304s answered from Redis alone.", "reqps",
           [(q.PG_READS, "Postgres statements"), (q.PG_READS_SAVED, "saved by 304s")]),
     Panel("Engagement", "", "", text=ENGAGEMENT),
 ]
@@ -67,7 +67,9 @@ FIVE_METRICS = [
 HEALTH = [
     Panel("Polls answered 304 (from Redis alone)", "Share of counts GETs answered 304.",
           "percentunit", [(q.NOT_MODIFIED_SHARE, "304 share")]),
-    Panel("Postgres reads per poll", "Statements sent per counts GET (304s send none).", "short",
+    Panel("Postgres reads per poll",
+          "Statements the API sent per counts GET (a 304 sends none; writes' statements count "
+          "too, so a quiet hour shows the reads alone).", "short",
           [(q.READS_PER_POLL, "reads per poll")]),
     Panel("Live connections, by transport", "Long-polls held and streams open.", "short",
           [(q.LIVE_CONNECTIONS, "{{transport}}")]),
