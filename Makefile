@@ -44,6 +44,16 @@ browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# tests/ops runs Debian's prometheus and promtool (a process of its own on a free port): apt
+# installs them when missing, without recommends, and the system service apt may start is
+# stopped and disabled at once (the tests never use it).
+.PHONY: prometheus
+prometheus:
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		prometheus >/dev/null; $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || \
+		$(SUDO) service prometheus stop >/dev/null 2>&1 || true; }
+
 # The JS client, clients/js (@counts/client): npm ci from its lockfile (again whenever the lockfile
 # changes), then typecheck, unit tests, size budget, build, the API types against the service's
 # /openapi.json, and the contract, React Native and browser tests against the real service
@@ -61,7 +71,7 @@ js: install redis-tools browser $(JS)/node_modules/.installed
 
 # Against the machine's Postgres and Redis (started if down), else embedded ones. Tests create
 # their own database and use Redis db 13 only.
-test: lint redis-tools browser js
+test: lint redis-tools browser prometheus js
 	@set -e; set -a; eval "$$($(BIN)/python -m dev.services env --data-dir $(DATA) --prefer-local)"; set +a; \
 	COUNTS_TEST_ADMIN_URL="$$DATABASE_URL" COUNTS_TEST_REDIS_URL="$${REDIS_URL%/*}/13" SE_OFFLINE=true \
 	$(BIN)/python -m pytest -n 2 --dist loadfile

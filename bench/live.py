@@ -21,7 +21,7 @@ import psutil
 import uvloop
 from tqdm import tqdm
 
-from bench import pg
+from bench import battery, pg
 from bench.dataset import World
 from bench.httpclient import HttpError, Pool, post_request
 from bench.live_clients import Client, run_client
@@ -70,6 +70,7 @@ class LiveResult:
     cpu_cores: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     profile: dict | None = None
+    service: dict[str, float] = field(default_factory=dict)  # the service's counters' growth
 
 
 def worker_rss(pids: list[int]) -> int:
@@ -81,8 +82,9 @@ class LiveRun:
     """One run against a started server: open, measure idle memory, write, judge."""
 
     def __init__(self, world: World, cfg: LiveConfig, port: int, database_url: str,
-                 worker_pids: list[int], cpu_groups: dict[str, list[int]], profiler=None):
-        self.world, self.cfg, self.port = world, cfg, port
+                 worker_pids: list[int], cpu_groups: dict[str, list[int]], profiler=None,
+                 metrics_url: str | None = None):
+        self.world, self.cfg, self.port, self.metrics_url = world, cfg, port, metrics_url
         self.database_url, self.worker_pids = database_url, worker_pids
         self.cpu_groups, self.profiler = cpu_groups, profiler
         self.result = LiveResult(cfg)
@@ -145,6 +147,7 @@ class LiveRun:
             pg.reset_statements(cur)
         requests0 = sum(c.requests for c in self.clients)
         events0 = sum(len(c.arrivals) for c in self.clients)
+        counted = battery.counters(self.metrics_url) if self.metrics_url else {}
         meter = CpuMeter({**self.cpu_groups, "load generator": [os.getpid()]}).start()
         pool = Pool("127.0.0.1", self.port, 16, timeout=10)
         rate = cfg.message_rate(len(self.world.users))
@@ -161,6 +164,8 @@ class LiveRun:
         await asyncio.gather(*writers, return_exceptions=True)
         result.seconds = time.monotonic() - started
         meter.stop()
+        if self.metrics_url:
+            result.service = battery.growth(counted, battery.counters(self.metrics_url))
         await asyncio.sleep(SETTLE_SECONDS)
         with stats.cursor() as cur:
             result.pg_unread = pg.calls_by_kind(cur)["unread"]
@@ -270,7 +275,8 @@ class LiveRun:
 
 
 def run_live(world: World, cfg: LiveConfig, port: int, database_url: str, worker_pids: list[int],
-             cpu_groups: dict[str, list[int]], profiler=None) -> LiveResult:
+             cpu_groups: dict[str, list[int]], profiler=None,
+             metrics_url: str | None = None) -> LiveResult:
     """One live run on a fresh uvloop event loop."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = cfg.connections + 1000  # a socket per connection, and then some
@@ -278,4 +284,4 @@ def run_live(world: World, cfg: LiveConfig, port: int, database_url: str, worker
         limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     return uvloop.run(LiveRun(world, cfg, port, database_url, worker_pids, cpu_groups,
-                              profiler).run())
+                              profiler, metrics_url).run())

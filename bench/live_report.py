@@ -1,5 +1,6 @@
 """The live section of RESULTS.md: the targets of issue #10 and what the live run measured."""
 
+from bench import battery
 from bench.live import LiveResult
 from bench.report import fmt, pct, profile_lines, table, verdict
 
@@ -43,6 +44,25 @@ def live_targets(live: LiveResult | None) -> list[list[str]]:
     ]
 
 
+def battery_lines(live: LiveResult) -> list[str]:
+    """Battery impact per strategy (issue 17), from the service's counters around the window."""
+    if not live.service:
+        return []
+    users = max(1, sum(live.opened.values()))
+    rows = battery.per_device_hour(live.service, live.seconds, live.config.time_compression,
+                                   60 / POLLS_PER_MINUTE, live.count_changes / users)
+    return ["### Battery: requests and wake-ups per device per hour (issue 17)", "",
+            "From the service's own counters (`counts_device_requests_total`, "
+            "`counts_wakeups_total`, `counts_live_connections`, on its operators' address) over the "
+            "window above, for the same users: what each way of staying current costs a device. "
+            "A wake-up is a write to the device (counts, a heartbeat or ping, a long-poll's answer, "
+            "a push). At the seed's rate: the writes' share divided by the time compression "
+            f"(x{live.config.time_compression:g}), keep-alives unchanged; push and polling are "
+            "derived (one push per count change at most; one poll per interval).", "",
+            *table(["strategy", "devices", "requests", "wake-ups (measured)",
+                    "wake-ups at the seed's rate"], rows), ""]
+
+
 def live_section(live: LiveResult | None) -> list[str]:
     """How the live run went, in full."""
     if live is None:
@@ -75,6 +95,7 @@ def live_section(live: LiveResult | None) -> list[str]:
              "the write was sent (0 when they arrived before the 201). Final states: every "
              "client's last total against the service's own query, 3 s after the writes stopped.",
              "", *table(["", ""], rows), ""]
+    lines += battery_lines(live)
     if live.final_errors:
         lines += ["Missed final states (first ten):", "", *(f"- {e}" for e in live.final_errors), ""]
     return lines + profile_lines("Where the service's CPU goes with live connections (py-spy)",

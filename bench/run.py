@@ -159,10 +159,12 @@ def run_live_bench(args: argparse.Namespace, b: Backends, world: dataset.World) 
                      time_compression=args.time_compression)
     env = service_env(url, b.redis_url, outbox_drain_interval=args.drain_interval, rate_limit=NO_LIMIT,
                       poll_interval=3, max_streams=cfg.connections)
-    with gunicorn(env, workers=args.workers, worker_class="gevent") as server:
+    # The operators' address: the battery figure is read from the service's own counters.
+    with gunicorn(env, workers=args.workers, worker_class="gevent", admin=True) as server:
         groups = {"service": server.pids(), "redis": [b.redis_pid], "postgres": [b.pg_pid]}
         profiler = functools.partial(PySpy, server.process.pid, output=OUT / "profile-live.txt")
-        return run_live(state, cfg, server.port, url, list(server.worker_pids()), groups, profiler)
+        return run_live(state, cfg, server.port, url, list(server.worker_pids()), groups, profiler,
+                        server.admin_url)
 
 
 def main(argv: list[str] | None = None) -> int:

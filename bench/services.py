@@ -93,12 +93,13 @@ def service_env(database_url: str, redis_url: str, **settings: str) -> dict[str,
 
 
 def gunicorn(env: dict[str, str], app: str = "wsgi:app", *, worker_class: str = "gthread",
-             **options) -> Gunicorn:
+             admin: bool = False, **options) -> Gunicorn:
     """A gunicorn of the bench's serving `app`: gthread unless told otherwise (pass cpus= to pin
-    it), no operators' address, its log in bench/out/gunicorn-<port>.log."""
+    it), no operators' address unless `admin` (its /metrics), its log in
+    bench/out/gunicorn-<port>.log."""
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    return Gunicorn(env, app=app, worker_class=worker_class, admin=False, port=port,
+    return Gunicorn(env, app=app, worker_class=worker_class, admin=admin, port=port,
                     log_path=OUT / f"gunicorn-{port}.log", **options)
 
 

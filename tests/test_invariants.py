@@ -34,11 +34,12 @@ def test_bump_happens_after_commit(api, pg, pair, monkeypatch):
     seen_at_bump = {}
     real_bump = markers.bump
 
-    def bump_checking_visibility(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None):
+    def bump_checking_visibility(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None,
+                                 written_at=None):
         # Another connection sees only committed data: at bump time the message must be there.
         for uid in user_ids:
             seen_at_bump.setdefault(uid, []).append(true_total(pg, uid))
-        return real_bump(client, user_ids, ttl, wal)
+        return real_bump(client, user_ids, ttl, wal, written_at)
 
     monkeypatch.setattr(markers, "bump", bump_checking_visibility)
     assert api.send(conversation, alice).status_code == 201

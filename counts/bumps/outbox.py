@@ -13,6 +13,7 @@ drainer after it found the committed rows, it is past the commit of every change
 """
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
@@ -52,17 +53,17 @@ def write_then_bump(db: Database, client: redis.Redis, ttl: int,
 
     result, user_ids, outbox_id = db.run(work_and_enqueue)
     if outbox_id is not None:
-        bump_and_forget(db, client, ttl, [outbox_id], user_ids, wal)
+        bump_and_forget(db, client, ttl, [outbox_id], user_ids, wal, time.time())
     return result
 
 
 def bump_and_forget(db: Database, client: redis.Redis, ttl: int, outbox_ids: list[int],
-                    user_ids: list[UUID], wal: Wal = None) -> bool:
-    """Bump committed changes and delete their outbox rows (keeping the users a failed Redis
-    node holds); False if some users were not bumped."""
+                    user_ids: list[UUID], wal: Wal = None, written_at: float | None = None) -> bool:
+    """Bump changes committed at `written_at` and delete their outbox rows (keeping the users a
+    failed Redis node holds); False if some users were not bumped."""
     failed = []
     try:
-        markers.bump(client, user_ids, ttl, wal)
+        markers.bump(client, user_ids, ttl, wal, written_at)
     except markers.PartialBump as partial:
         log.warning("bump of %d users deferred to the outbox: %r", len(partial.failed),
                     partial.cause)
@@ -118,8 +119,11 @@ def bump_batch(cur: cursor, client: redis.Redis, ttl: int, min_age_seconds: floa
     rows = bumps.take_bumps(cur, min_age_seconds, batch_size)
     if not rows:
         return 0, 0, False
+    # The oldest row's write: a batch's latency is its slowest change's.
+    written_at = min(created for _, _, created in rows)
     try:
-        bumped = markers.bump(client, {uid for _, users in rows for uid in users}, ttl, wal)
+        bumped = markers.bump(client, {uid for _, users, _ in rows for uid in users}, ttl, wal,
+                              written_at)
     except markers.PartialBump as partial:
         bumps.enqueue_bumps(cur, partial.failed)
         return len(rows), partial.bumped, True

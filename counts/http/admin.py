@@ -115,11 +115,10 @@ def jwks_state(keys, metrics_dir: str | None) -> str:
 
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    """Prometheus text exposition, summed over every gunicorn worker, with the push queue."""
-    try:
-        queue = metrics.push_queue(*current_app.extensions["counts"].push_queue.get())
-    except DependencyUnavailable:
-        queue = []
+    """Prometheus text exposition, summed over every gunicorn worker, with the push queue, the
+    devices and the poll interval."""
+    res = current_app.extensions["counts"]
     body, content_type = metrics.exposition(
-        current_app.extensions["counts"].settings.server.metrics_dir, queue)
+        res.settings.server.metrics_dir,
+        [*res.push_queue.families(), metrics.poll_interval(res.settings.http.poll_interval)])
     return Response(body, content_type=content_type)

@@ -41,7 +41,8 @@ BATCH = 1000  # users per re-read
 class Waiter:
     """One live connection (a long-poll, an SSE or WebSocket stream) waiting on one user."""
 
-    __slots__ = ("_event", "closing", "fresh", "live", "marker", "retry_ms", "user")
+    __slots__ = ("_event", "closing", "fresh", "live", "marker", "retry_ms", "transport", "user",
+                 "written_at")
 
     def __init__(self, user: str, marker: str | None, live: bool = False):
         self.user = user
@@ -51,6 +52,9 @@ class Waiter:
         self.closing = False  # the worker is shutting down: end now, suggesting retry_ms
         self.retry_ms = 0
         self.live = live  # a stream: it counts for presence (long-polls do not)
+        self.transport = "live" if live else "long_poll"
+        # When the write behind `fresh` committed (from the feed's message), until it is delivered.
+        self.written_at: float | None = None
         self._event = threading.Event()
 
     def wake(self) -> None:
@@ -65,7 +69,16 @@ class Waiter:
     def take(self) -> markers.MarkerRead | None:
         """The newer marker, if one was found since the last take (and is not the one held)."""
         fresh, self.fresh = self.fresh, None
-        return None if fresh is None or fresh.token == self.marker else fresh
+        if fresh is None or fresh.token == self.marker:
+            self.written_at = None  # nothing new to deliver: a later change is timed afresh
+            return None
+        return fresh
+
+    def delivered(self, transport: str) -> None:
+        """The change `take` gave was written to the client: observe commit-to-frame latency."""
+        if self.written_at is not None:
+            metrics.LIVE_LATENCY.labels(transport).observe(max(0.0, time.time() - self.written_at))
+            self.written_at = None
 
 
 class Feed:
@@ -86,6 +99,7 @@ class Feed:
         self._live: dict[str, int] = {}  # user -> open streams here (presence)
         self._presence: dict[str, bool] = {}  # presence changes to write: True open, False gone
         self._pending: set[str] = set()  # users to re-check
+        self._written: dict[str, float] = {}  # user -> earliest commit their feed messages carried
         self._lock = threading.Lock()
         self._work = threading.Event()
         self._stopped = threading.Event()
@@ -118,7 +132,7 @@ class Feed:
                 if self._live[waiter.user] == 1:
                     self._presence[waiter.user] = True
                     self._work.set()
-        metrics.LIVE_WAITERS.inc()
+        metrics.LIVE_WAITERS.labels(waiter.transport).inc()
         return True
 
     def remove(self, waiter: Waiter) -> None:
@@ -138,7 +152,7 @@ class Feed:
                     del self._live[waiter.user]
                     self._presence[waiter.user] = False
                     self._work.set()
-        metrics.LIVE_WAITERS.dec()
+        metrics.LIVE_WAITERS.labels(waiter.transport).dec()
 
     def recheck(self, user: str) -> None:
         """Re-read a user's marker soon (batched) and wake the waiters it moved for."""
@@ -163,8 +177,10 @@ class Feed:
                     fresh = waiter.take()
                     if fresh is not None:
                         if not still_current(fresh.token):
+                            waiter.delivered("long_poll")
                             return fresh, True
                         waiter.marker = fresh.token  # the client holds this one too (an ETag list)
+                        waiter.written_at = None  # not delivered: the next change is timed afresh
             finally:
                 self.remove(waiter)
         current = markers.read(self.redis, user, self.marker_ttl)
@@ -223,9 +239,13 @@ class Feed:
             subscriber = self._held.get(str(user))
             return subscriber is not None and str(user) in subscriber.confirmed
 
-    def _woken(self, users: Iterable[str]) -> None:
-        """A subscriber's call (under the lock): re-check these users."""
+    def _woken(self, users: Iterable[str], written_at: float | None = None) -> None:
+        """A subscriber's call (under the lock): re-check these users, one of whose writes
+        committed at `written_at` if the message said."""
         self._pending.update(users)
+        if written_at is not None:
+            for user in users:
+                self._written[user] = min(written_at, self._written.get(user, written_at))
         self._work.set()
 
     def _reroute(self, subscriber: Subscriber) -> bool:
@@ -260,9 +280,10 @@ class Feed:
             with self._lock:
                 users = [u for u in self._pending if u in self._waiters]
                 self._pending.clear()
+                written, self._written = self._written, {}
                 changes, self._presence = self._presence, {}
             failed = [user for i in range(0, len(users), BATCH)
-                      for user in self._recheck_batch(users[i:i + BATCH])]
+                      for user in self._recheck_batch(users[i:i + BATCH], written)]
             if failed:  # retried soon: a lost re-check would cost a heartbeat
                 with self._lock:
                     self._pending.update(failed)
@@ -274,7 +295,7 @@ class Feed:
                     changes.update(dict.fromkeys(self._live, True))
             self._write_presence(changes)
 
-    def _recheck_batch(self, users: list[str]) -> list[str]:
+    def _recheck_batch(self, users: list[str], written: dict[str, float]) -> list[str]:
         """One read (per Redis server) for these users; wake each waiter whose marker moved. The
         users that could not be read (all of them if Redis failed; a Cluster node's if it did)."""
         try:
@@ -283,14 +304,26 @@ class Feed:
             log.warning("feed: re-check of %d users failed, retrying: %s", len(users),
                         describe(error))
             metrics.redis_failed("feed_recheck")
+            self._keep_written(users, written)
             return users
+        unread = [user for user in users if user not in tokens]
+        self._keep_written(unread, written)
         with self._lock:
             for user, token in tokens.items():
                 for waiter in self._waiters.get(user, ()):
                     if token != waiter.marker:
                         waiter.fresh = markers.MarkerRead(token, 0, lsns[user])
+                        if waiter.written_at is None:
+                            waiter.written_at = written.get(user)
                         waiter.wake()
-        return [user for user in users if user not in tokens]
+        return unread
+
+    def _keep_written(self, users: list[str], written: dict[str, float]) -> None:
+        """Keep the commit times of users whose re-check failed, for the retry."""
+        with self._lock:
+            for user in users:
+                if user in written:
+                    self._written[user] = min(written[user], self._written.get(user, written[user]))
 
     def _write_presence(self, changes: dict[str, bool]) -> None:
         """Write presence changes: opened (or still open) users get two heartbeats more."""

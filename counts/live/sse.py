@@ -29,12 +29,17 @@ def retry(milliseconds: int) -> bytes:
 def events(sub: Subscription, first: Update | None, retry_ms: int,
            heartbeat: float) -> Iterator[bytes]:
     """The stream's bytes until the client leaves, its token expires or the worker stops."""
+    # Every write wakes the device's radio, heartbeats too: counts_wakeups_total{transport="live"}.
+    wakeup = metrics.WAKEUPS.labels("live")
+    metrics.DEVICE_REQUESTS.labels("live").inc()
     try:
+        wakeup.inc()
         yield retry(retry_ms) + (event(first) if first else b": connected\n\n")
         next_beat = time.monotonic() + heartbeat
         while True:
             sub.wait(next_beat - time.monotonic())
             if sub.closing:
+                wakeup.inc()
                 yield retry(sub.waiter.retry_ms)
                 return
             if not sub.trusted:
@@ -42,10 +47,13 @@ def events(sub: Subscription, first: Update | None, retry_ms: int,
             update = sub.change()
             if update is not None:
                 metrics.LIVE_EVENTS.labels("sse").inc()
-                yield event(update)
+                wakeup.inc()
+                yield event(update)  # resumed once the server has written it
+                sub.waiter.delivered("sse")
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + heartbeat
                 sub.heartbeat()
+                wakeup.inc()
                 yield HEARTBEAT
     finally:
         sub.close()

@@ -51,6 +51,14 @@ KINDS = {b"message": "message", b"subscribe": "subscribe", b"unsubscribe": "unsu
          b"smessage": "message", b"ssubscribe": "subscribe", b"sunsubscribe": "unsubscribe"}
 
 
+def written_at(message: bytes) -> float | None:
+    """When the bumped write committed, as its feed message says (after "@"); None if unknown."""
+    try:
+        return float(message.rpartition(b"@")[2]) if b"@" in message else None
+    except ValueError:
+        return None
+
+
 def describe(error: Exception) -> str:
     """An error for a log line (redis-py 8's repr hides the message: 'network:ConnectionError')."""
     return f"{type(error).__name__}: {error}"
@@ -227,7 +235,7 @@ class Subscriber:
         kind, user = KINDS.get(reply[0]), keys.channel_user(reply[1])
         with self._lock:
             if kind == "message" and user in self.users:
-                self.feed._woken([user])
+                self.feed._woken([user], written_at(reply[2]))
             elif kind == "subscribe" and user in self.users:
                 self.confirmed.add(user)
                 if not self._resubscribing:

@@ -29,6 +29,7 @@ from counts.observability import metrics
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION, SERVICE_RESTART = 1008, 1012
+WAKEUPS = metrics.WAKEUPS.labels("live")
 
 
 def frame(update: Update) -> str:
@@ -52,6 +53,7 @@ class Session:
 
         watcher = get_hub().loop.io(self.sock.fileno(), 1)  # 1: readable
         watcher.start(self._on_readable)
+        metrics.DEVICE_REQUESTS.labels("live").inc()
         try:
             self._send(AcceptConnection(extensions=[]))  # no permessage-deflate, whatever offered
             # From here on the protocol alone: the handshake (and its h11 parser) is let go.
@@ -125,11 +127,13 @@ class Session:
         """One counts frame."""
         metrics.LIVE_EVENTS.labels("ws").inc()
         self._send(TextMessage(frame(update)))
+        self.sub.waiter.delivered("ws")
 
     def _close(self, code: int, reason: str) -> None:
         """Start the closing handshake (the client's answer is not waited for)."""
         self._send(CloseConnection(code, reason))
 
     def _send(self, event: Event) -> None:
-        """Write one event's bytes."""
+        """Write one event's bytes (each wakes the device's radio: pings and pongs too)."""
+        WAKEUPS.inc()
         self.sock.sendall(self.connection.send(event))

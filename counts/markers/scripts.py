@@ -33,11 +33,14 @@ end
 # (feed_channel: the marker key with ":feed" for ":marker"), which wakes their live connections.
 # A message is only a wake-up (pub/sub is at-most-once): waiters re-read the marker. On a Cluster
 # node it is SPUBLISH (see MarkerScript): a sharded channel, delivered by the node holding the user's slot.
+# After "@" it carries when the bumped write committed (Unix seconds, or nothing if unknown), so a
+# live connection can measure commit-to-frame latency without another read.
 PUBLISH_ALL = """
-local function publish_all(first, n)
+local function publish_all(first, n, written_at)
     for i = 1, n do
         local key = ARGV[first + i]
-        redis.call('PUBLISH', string.sub(key, 1, -7) .. 'feed', ARGV[1] .. '.' .. i .. '.' .. epoch)
+        redis.call('PUBLISH', string.sub(key, 1, -7) .. 'feed',
+                   ARGV[1] .. '.' .. i .. '.' .. epoch .. '@' .. written_at)
     end
 end
 """
@@ -90,8 +93,8 @@ return result
 """
 
 # ARGV[1] = a fresh marker base, ARGV[2] = TTL, ARGV[3] = the WAL position (16 hex) read after
-# the users' changes committed, or '' (no replicas); ARGV[4..] = the marker keys of the users to
-# bump (all on this server).
+# the users' changes committed, or '' (no replicas); ARGV[4] = when the changes committed (Unix
+# seconds) or ''; ARGV[5..] = the marker keys of the users to bump (all on this server).
 # Each user gets ARGV[1] .. "." .. their position: new for every bump (ARGV[1] is random), and
 # different for every user in it (invariant 5). One command per server however many users: a
 # 10,000-user pipeline spent ~11 us per SET in redis-py before anything was sent.
@@ -102,27 +105,27 @@ return result
 # Then every user's new token is published on their feed channel (PUBLISH_ALL).
 # Returns {users bumped, the pending tag, positions of the users left pending...}.
 BUMP_MARKERS = EPOCH + PUBLISH_ALL + """
-local n = #ARGV - 3
+local n = #ARGV - 4
 if ARGV[3] == '' then
     for i = 1, n do
-        redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
+        redis.call('SET', ARGV[4 + i], ARGV[1] .. '.' .. i, 'EX', ARGV[2])
     end
-    publish_all(3, n)
+    publish_all(4, n, ARGV[4])
     return {n}
 end
 local pending = '?' .. ARGV[1] .. epoch
 local result = {n, pending}
 for i = 1, n do
-    local _, record = split(redis.call('GET', ARGV[3 + i]) or '')
+    local _, record = split(redis.call('GET', ARGV[4 + i]) or '')
     local lsn, tag = ARGV[3], pending
     if record then
         if string.sub(record, -16) > lsn then lsn = string.sub(record, -16) end
         if trusted_lsn(record) then tag = epoch end
     end
-    redis.call('SET', ARGV[3 + i], ARGV[1] .. '.' .. i .. '|' .. tag .. lsn, 'EX', ARGV[2])
+    redis.call('SET', ARGV[4 + i], ARGV[1] .. '.' .. i .. '|' .. tag .. lsn, 'EX', ARGV[2])
     if tag ~= epoch then result[#result + 1] = i end
 end
-publish_all(3, n)
+publish_all(4, n, ARGV[4])
 return result
 """
 

@@ -104,22 +104,25 @@ class PartialBump(redis.RedisError):
 
 
 def bump(client: Any, user_ids: Iterable[UUID | str], ttl: int = DEFAULT_MARKER_TTL,
-         wal: Wal = None) -> int:
+         wal: Wal = None, written_at: float | None = None) -> int:
     """Give each user a new marker, one round trip per server; how many were bumped.
 
     Call it only after the transaction that changed the counts has committed (invariant 1).
     `wal` (set when Postgres replicas answer reads) reads the primary's WAL position now: it is
     recorded beside the markers, and read once more to confirm records a loss made pending.
+    `written_at` (Unix seconds: when the changes committed, if known) rides on the feed's message,
+    for the commit-to-live-frame latency (counts_live_latency_seconds).
     Raises PartialBump if some servers failed and others did not, else the error itself.
     """
     users = list(dict.fromkeys(str(uid) for uid in user_ids))
     if not users:
         return 0
     position = lsn_hex(wal()) if wal is not None else ""
+    written = "" if written_at is None else f"{written_at:.3f}"
 
     def bump_group(group: topology.ServerGroup) -> Any:
         return scripts.bump_markers.on(group.cluster_node)(
-            [], [new_marker(), ttl, position, *(marker_key(uid) for uid in group.user_ids)],
+            [], [new_marker(), ttl, position, written, *(marker_key(uid) for uid in group.user_ids)],
             client=group.client)
 
     bumped, failed, errors, pending = 0, [], [], []

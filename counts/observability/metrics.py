@@ -4,6 +4,8 @@ gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any
 this module; each worker then writes its samples to files there, and /metrics sums them.
 """
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -54,12 +56,38 @@ PUSH_LATENCY = Histogram("counts_push_latency_seconds",
                          "From the write that queued a push (in its transaction) to its acceptance.",
                          buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
 
-LIVE_WAITERS = Gauge("counts_live_connections", "Long-polls and streams waiting for a change.",
-                     multiprocess_mode="livesum")
+LIVE_WAITERS = Gauge("counts_live_connections",
+                     "Connections waiting for a change, by transport: long_poll, live (SSE, WebSocket).",
+                     ["transport"], multiprocess_mode="livesum")
+LIVE_LATENCY = Histogram(
+    "counts_live_latency_seconds",
+    "From a write's commit (as its bump says) to its counts written on a live connection, by "
+    "transport: sse, ws, long_poll (released to answer).", ["transport"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+# Battery: what each way of staying current costs a device, from the service's side.
+DEVICE_REQUESTS = Counter(
+    "counts_device_requests_total",
+    "Requests devices made to stay current, by transport: polling, long_poll, live (a stream opened).",
+    ["transport"])
+WAKEUPS = Counter(
+    "counts_wakeups_total",
+    "Times the service woke a device's radio, by transport: polling and long_poll (each answer), "
+    "live (each event or heartbeat written), push (each push a provider accepted).", ["transport"])
 LIVE_EVENTS = Counter("counts_live_events_total", "Counts sent on streams (SSE events, WebSocket frames).",
                       ["transport"])
 FEED_RESUBSCRIBED = Counter("counts_feed_resubscribed_total",
                             "Times a worker's feed subscriber (re)connected and re-checked every waiter.")
+
+# Labelled series exist from the start, at 0: a rate needs a sample from before the first event,
+# so a series born at its first increment shows (and alerts on) nothing until its second.
+for _transport in ("sse", "ws", "long_poll"):
+    LIVE_LATENCY.labels(_transport)
+for _transport in ("live", "long_poll"):
+    LIVE_WAITERS.labels(_transport)
+for _transport in ("polling", "long_poll", "live"):
+    DEVICE_REQUESTS.labels(_transport)
+    WAKEUPS.labels(_transport)
+PUSH_OUTCOMES = ("accepted", "retried", "gone", "failed", "expired")
 
 _degraded: dict[str, bool] = {}
 
@@ -86,8 +114,35 @@ def jwks_fetched(ok: bool, keys: int) -> None:
 
 
 def push_sent(provider: str, outcome: str) -> None:
-    """Count one push's outcome."""
+    """Count one push's outcome (an accepted one will wake its device)."""
     PUSH_SENT.labels(provider, outcome).inc()
+    if outcome == "accepted":
+        WAKEUPS.labels("push").inc()
+
+
+def poll_interval(seconds: int) -> GaugeMetricFamily:
+    """The poll interval clients are asked for (X-Poll-Interval), when workers are not saturated:
+    a polling device's wake-ups per hour are 3,600 over it."""
+    return GaugeMetricFamily("counts_poll_interval_seconds",
+                             "The poll interval clients are asked for when the service is not busy.",
+                             seconds)
+
+
+def push_providers(providers: Iterable[str]) -> None:
+    """Give each provider a dispatcher pushes through its outcome series (and push wake-ups), at 0."""
+    WAKEUPS.labels("push")
+    for provider in providers:
+        for outcome in PUSH_OUTCOMES:
+            PUSH_SENT.labels(provider, outcome)
+
+
+def push_devices(by_platform: dict[str, int]) -> GaugeMetricFamily:
+    """Devices registered for push, by platform, read from Postgres at scrape time."""
+    family = GaugeMetricFamily("counts_push_devices", "Devices registered for push, by platform.",
+                               labels=["platform"])
+    for platform, devices in sorted(by_platform.items()):
+        family.add_metric([platform], devices)
+    return family
 
 
 def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:

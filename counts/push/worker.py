@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from counts import markers, sources
 from counts.markers import presence
+from counts.observability import metrics
 from counts.postgres.pool import Database
 from counts.push import providers
 from counts.push.dispatcher import Dispatcher
@@ -37,6 +38,7 @@ def run_worker(settings: Settings) -> None:
         signal.signal(signum, lambda *_: dispatcher.stop())
     push = settings.push
     if push.metrics_port:
+        metrics.push_providers(dispatcher.providers)
         REGISTRY.register(QueueCollector(QueueStats(dispatcher.db)))
         start_http_server(push.metrics_port, addr=push.metrics_host)
         log.info("push metrics on http://%s:%d/metrics", push.metrics_host, push.metrics_port)

@@ -9,6 +9,8 @@ import pytest
 
 from counts import markers
 from counts.bumps.relay import APPLICATION_NAME, Relay
+from counts.live.subscribers import written_at
+from counts.markers import keys
 from counts.postgres.pool import Database
 from counts.settings import DEFAULT_MARKER_TTL, parse_redis_url
 from tests.support.api import new_user
@@ -77,6 +79,26 @@ def test_a_commit_moves_the_marker_through_the_relay(chat, start_relay, redis_cl
     wait_until(lambda: chat.queued_for([user]) == 0, timeout=RELAY_BOUND, what="the row forgotten")
 
 
+def test_the_relay_carries_the_sql_writes_transaction_time_to_the_feed(chat, start_relay,
+                                                                       redis_client):
+    start_relay()
+    user = new_user()
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.feed_channel(user))
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    with chat.admin() as conn, conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT extract(epoch FROM now())::float8")
+        began = cur.fetchone()[0]
+        cur.execute("SELECT counts.bump(%s::uuid[])", ([str(user)],))
+        cur.execute("COMMIT")
+    message = pubsub.get_message(timeout=RELAY_BOUND)
+    pubsub.close()
+    # The outbox row's created_at: now() in the writer's transaction, where latency starts.
+    assert message is not None and message["type"] == "message"
+    assert written_at(message["data"]) == pytest.approx(began, abs=0.001)
+
+
 def test_the_relay_catches_up_with_commits_made_before_it_listened(chat, start_relay, redis_client):
     user = new_user()
     moved = marker_moves(redis_client, user)
@@ -114,11 +136,11 @@ def test_relays_woken_by_the_same_commits_never_bump_a_row_twice(chat, start_rel
     lock = threading.Lock()
     real_bump = markers.bump
 
-    def counting_bump(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None):
+    def counting_bump(client, user_ids, ttl=DEFAULT_MARKER_TTL, wal=None, written_at=None):
         user_ids = list(user_ids)
         with lock:
             bumped.update(user_ids)
-        return real_bump(client, user_ids, ttl, wal)
+        return real_bump(client, user_ids, ttl, wal, written_at)
 
     monkeypatch.setattr(markers, "bump", counting_bump)
     for _ in range(3):

@@ -349,3 +349,24 @@ def test_read_markers_returns_trusted_positions(store):
     tokens, positions = markers.read_markers_and_lsns(store, [bumped, fresh], TTL)
     assert positions == {str(bumped): wal.position, str(fresh): None}
     assert tokens[str(bumped)] == read_marker(store, bumped, TTL)
+
+
+@pytest.mark.parametrize("wal", [None, lambda: 0x16B3748], ids=["no replicas", "replicas"])
+def test_a_bump_publishes_each_users_marker_and_its_writes_commit_time(store, wal):
+    users = [uuid.uuid4(), uuid.uuid4()]
+    pubsub = store.pubsub()
+    pubsub.subscribe(*(keys.feed_channel(u) for u in users))
+    for _ in users:
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    markers.bump(store, users, TTL, wal, written_at=1_765_000_000.25)
+    markers.bump(store, users[:1], TTL, wal)  # a bump that does not know: nothing after "@"
+    published = [pubsub.get_message(timeout=5) for _ in range(3)]
+    pubsub.close()
+    by_user = {}
+    for message in published:
+        by_user.setdefault(keys.channel_user(message["channel"]), []).append(message["data"])
+    # The token a poll would read, then "@" and the commit time (3 decimals), or nothing.
+    assert by_user[str(users[1])] == [f"{read_marker(store, users[1])}@1765000000.250".encode()]
+    first, second = by_user[str(users[0])]
+    assert first.endswith(b"@1765000000.250") and first != second
+    assert second == f"{read_marker(store, users[0])}@".encode()

@@ -24,6 +24,7 @@ def test_the_queue_shows_on_the_services_metrics_and_readyz(push_api, push_servi
     metrics = samples(admin.get("/metrics").get_data(as_text=True))
     assert metrics[("counts_push_queue_depth", ())] == 1
     assert metrics[("counts_push_oldest_job_age_seconds", ())] >= 0
+    assert metrics[("counts_push_devices", (("platform", "webpush"),))] == 1
     ready = admin.get("/readyz").get_json()
     assert ready["push"]["queued"] == 1 and ready["push"]["oldest_seconds"] >= 0
 

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 COUNTS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts")
 COUNTS_ROUTE = "/v1/users/<user_id>/unread-counts"  # as Flask names the view's rule
+# A poll's (False) and a long-poll's (True) counters, bound once: labels() costs ~3 us a call,
+# half a percent of the 304 path each.
+COUNTED = {prefers: (metrics.DEVICE_REQUESTS.labels(transport), metrics.WAKEUPS.labels(transport))
+           for prefers, transport in ((False, "polling"), (True, "long_poll"))}
 
 # RFC 7240 preferences: token [= word] *( ";" parameter ), comma-separated.
 _WAIT = re.compile(r'\s*wait\s*=\s*(?:"(\d{1,9})"|(\d{1,9}))\s*(?:;.*)?', re.IGNORECASE | re.DOTALL)
@@ -80,6 +84,9 @@ class FastPath:
             found = COUNTS_PATH.fullmatch(environ.get("PATH_INFO", ""))
             if found is not None:
                 environ[ROUTE_KEY] = COUNTS_ROUTE
+                # Each answer to a poll or a long-poll is a request and a wake-up of its device.
+                for counter in COUNTED[bool(environ.get("HTTP_PREFER"))]:
+                    counter.inc()
                 headers = self.not_modified(environ, found.group(1))
                 if headers is not None and environ.get("HTTP_PREFER"):
                     headers = self.long_poll(environ, found.group(1).lower(), headers)

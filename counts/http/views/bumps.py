@@ -1,5 +1,7 @@
 """The bump API, for writers that change counts where counts does not see them (both modes)."""
 
+import time
+
 import redis
 from flask import Blueprint, Response
 
@@ -22,8 +24,9 @@ def bump_markers() -> Response:
     user_ids = load_body(schemas.bump)["user_ids"]
     res = resources()
     try:
+        # The writer calls this right after its commit: the commit-to-live-frame clock starts now.
         return json_response({"bumped": markers.bump(res.redis, user_ids, res.marker_ttl,
-                                                     res.postgres.wal)})
+                                                     res.postgres.wal, time.time())})
     except markers.PartialBump as partial:  # some Redis Cluster nodes took it, others did not
         metrics.redis_failed("bump")
         bumped, queue = {"bumped": partial.bumped}, partial.failed

@@ -18,7 +18,7 @@ DELETE FROM marker_outbox WHERE id IN (
     ORDER BY id LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, user_ids
+RETURNING id, user_ids, extract(epoch FROM created_at)::float8
 """
 
 PENDING_BUMPS = "SELECT count(*) FROM marker_outbox"
@@ -46,11 +46,12 @@ def requeue_bumps(cur, outbox_ids: list[int], failed: list[UUID | str]) -> None:
         enqueue_bumps(cur, failed)
 
 
-def take_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID]]]:
+def take_bumps(cur, min_age_seconds: float, limit: int) -> list[tuple[int, list[UUID], float]]:
     """Delete up to `limit` outbox rows older than `min_age_seconds`, nobody else's in this
-    instant, and return them: gone once this transaction commits, back if it rolls back."""
+    instant, and return them (id, users, when their write's transaction began, in Unix seconds):
+    gone once this transaction commits, back if it rolls back."""
     cur.execute(TAKE_BUMPS, (min_age_seconds, limit))
-    return [(row_id, users) for row_id, users in cur.fetchall()]
+    return [(row_id, users, created) for row_id, users, created in cur.fetchall()]
 
 
 def pending_bumps(cur) -> int:

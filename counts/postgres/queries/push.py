@@ -175,6 +175,8 @@ SELECT extract(epoch FROM min(greatest(j.due_at, l.until)) - clock_timestamp()):
 FROM push_jobs j LEFT JOIN push_leases l USING (user_id)
 """
 
+DEVICES_BY_PLATFORM = "SELECT platform, count(*) FROM push_devices GROUP BY platform"
+
 QUEUE_STATS = """
 SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0)
 FROM push_jobs
@@ -264,6 +266,12 @@ def seconds_to_next_due(cur) -> float | None:
     """Seconds until the earliest job is due (negative: overdue), or None when the queue is empty."""
     cur.execute(SECONDS_TO_NEXT_DUE)
     return cur.fetchone()[0]
+
+
+def devices_by_platform(cur) -> dict[str, int]:
+    """Devices registered, by platform."""
+    cur.execute(DEVICES_BY_PLATFORM)
+    return dict(cur.fetchall())
 
 
 def queue_stats(cur) -> tuple[int, float]:
