@@ -39,3 +39,8 @@ def ticket_key(ticket: str) -> str:
 def presence_key(user_id: UUID | str) -> str:
     """The workers holding a live (SSE or WebSocket) connection of the user, scored by expiry."""
     return f"counts:{{{user_id}}}:live"
+
+
+def send_rate_key(provider: str) -> str:
+    """A push provider's token bucket, shared by every dispatcher (its own slot: not a user's)."""
+    return f"counts:{{push-rate:{provider}}}"

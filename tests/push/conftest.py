@@ -12,6 +12,7 @@ from counts.push.worker import make_dispatcher
 from tests.support.api import Api
 from tests.support.environment import settings_for
 from tests.support.pushfakes.apns import ApnsWorld
+from tests.support.pushfakes.expo import ExpoService
 from tests.support.pushfakes.fcm import FcmService
 from tests.support.pushfakes.server import FakeServer
 
@@ -92,3 +93,19 @@ def fcm(pki, tmp_path):
 def fcm_config(push_config, fcm) -> dict:
     return {**push_config, "COUNTS_FCM_CREDENTIALS_FILE": fcm.credentials_file,
             "COUNTS_FCM_URL": fcm.server.url}
+
+
+@pytest.fixture
+def expo(pki):
+    """Expo's push service, with push security on (an access token required)."""
+    service = ExpoService(access_token="expo-access-token-for-tests")
+    server = FakeServer(service, pki).start()
+    service.server = server
+    yield service
+    server.stop()
+
+
+@pytest.fixture
+def expo_config(push_config, expo) -> dict:
+    return {**push_config, "COUNTS_EXPO_PUSH": "on", "COUNTS_EXPO_URL": expo.server.url,
+            "COUNTS_EXPO_ACCESS_TOKEN": expo.access_token, "COUNTS_EXPO_CHANNEL_ID": "messages"}
