@@ -12,7 +12,6 @@ from counts.push.worker import make_dispatcher
 from tests.support.api import Api
 from tests.support.environment import settings_for
 from tests.support.pushfakes.apns import ApnsWorld
-from tests.support.pushfakes.expo import ExpoService
 from tests.support.pushfakes.fcm import FcmService
 from tests.support.pushfakes.server import FakeServer
 
@@ -93,16 +92,6 @@ def fcm(pki, tmp_path):
 def fcm_config(push_config, fcm) -> dict:
     return {**push_config, "COUNTS_FCM_CREDENTIALS_FILE": fcm.credentials_file,
             "COUNTS_FCM_URL": fcm.server.url}
-
-
-@pytest.fixture
-def expo(pki):
-    """Expo's push service, with push security on (an access token required)."""
-    service = ExpoService(access_token="expo-access-token-for-tests")
-    server = FakeServer(service, pki).start()
-    service.server = server
-    yield service
-    server.stop()
 
 
 @pytest.fixture
