@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 LISTENER_NAME = "counts-push-listener"  # its LISTEN connection in pg_stat_activity
 
-LiveUsers = Callable[[list[str]], set[str]]
+# The devices live streams named, by user ("*": a stream that named none): counts.markers.presence.
+LiveDevices = Callable[[list[str]], dict[str, set[str]]]
 # Seconds to wait before sending (provider, pushes, pushes a second): a rate shared by every
 # dispatcher (counts.markers.sendrate).
 Reserve = Callable[[str, int, float], float]
@@ -79,12 +80,13 @@ class Dispatcher:
     """Leases due push jobs' users, pushes their current counts, records what the providers said."""
 
     def __init__(self, db: Database, providers: dict[str, Provider], settings: PushSettings,
-                 live_users: LiveUsers | None = None, counts_of: CountsOf | None = None,
+                 live_devices: LiveDevices | None = None, counts_of: CountsOf | None = None,
                  reserve: Reserve | None = None):
         self.db, self.providers = db, providers
         self.reserve = reserve or (lambda provider, count, per_second: 0.0)
         self.receipts = Receipts(db, providers, settings.poll_interval)
-        self.live_users = live_users or (lambda user_ids: set())
+        self.live_devices = live_devices or (lambda user_ids: {})
+        self.presence = settings.presence
         self.counts_of = counts_of or OwnSource().unread_counts
         self.coalesce = settings.coalesce
         self.max_age = settings.max_age
@@ -128,15 +130,16 @@ class Dispatcher:
         """The leased users' devices, and their counts as a poll would answer now."""
         return [Device(*row) for row in push_sql.devices_of(cur, users)], self.counts_of(cur, users)
 
-    def _live(self, users: list[UUID]) -> set[str]:
-        """Users with a live connection open (no alert for them); nobody, if that cannot be known."""
+    def _live(self, users: list[UUID]) -> dict[str, set[str]]:
+        """The devices of these users with a live connection open, by user (no alert for them);
+        none, if that cannot be known."""
         try:
-            return self.live_users([str(uid) for uid in users])
+            return self.live_devices([str(uid) for uid in users])
         except Exception as error:  # noqa: BLE001 - presence is an optimisation: alert rather than miss
             log.warning("presence unknown, alerting everyone this round: %r", error)
-            return set()
+            return {}
 
-    def _push_all(self, deliveries: list[Delivery], counts: dict, live: set[str],
+    def _push_all(self, deliveries: list[Delivery], counts: dict, live: dict[str, set[str]],
                   start_by: float) -> list[Outcome]:
         """Push every delivery concurrently (a batch provider's in batches), none started after
         `start_by` (monotonic); one outcome each, in order."""
@@ -170,7 +173,8 @@ class Dispatcher:
                         late, len(outcomes))
         return outcomes
 
-    def _prepare(self, delivery: Delivery, counts: dict, live: set[str], now: float) -> Outcome | Push:
+    def _prepare(self, delivery: Delivery, counts: dict, live: dict[str, set[str]],
+                 now: float) -> Outcome | Push:
         """The push for one device; or why there is none now (its provider is off, it is too
         late, or its device or host must wait)."""
         device = delivery.device
@@ -189,8 +193,14 @@ class Dispatcher:
             return Outcome(DEFERRED, retry_after=wait)
         return Push(str(device.user_id), counts["total"], counts["unread_conversations"],
                     None if delivery.conversation_id is None else str(delivery.conversation_id),
-                    alert=delivery.alert and str(device.user_id) not in live,
+                    alert=delivery.alert and not self._in_foreground(device, live),
                     expires_at=delivery.newest + self.max_age)
+
+    def _in_foreground(self, device: Device, live: dict[str, set[str]]) -> bool:
+        """Whether the device is taken to be in front of its user: it has a live stream of its
+        own, or (the per-user rule) any device of the user has one."""
+        devices = live.get(str(device.user_id), set())
+        return bool(devices) and (self.presence == "user" or str(device.id) in devices)
 
     def _send(self, device: Device, push: Push, start_by: float) -> list[Outcome]:
         """Push to one device, unless the round's lease would end before the send did."""

@@ -27,7 +27,7 @@ def make_dispatcher(settings: Settings) -> Dispatcher:
     client = markers.connect(settings.redis.topology, settings.redis.timeout,
                              settings.redis.pool_size)
     return Dispatcher(db, providers.build(settings), settings.push,
-                      partial(presence.live_users, client), counts_source.unread_counts,
+                      partial(presence.live_devices, client), counts_source.unread_counts,
                       partial(sendrate.reserve, client))
 
 
