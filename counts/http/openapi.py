@@ -170,6 +170,8 @@ REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd"
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
                    "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
                    "SubscriptionKeys": webpush.SubscriptionKeys, "Subscription": webpush.Subscription,
+                   "OldSubscription": webpush.OldSubscription,
+                   "Resubscription": webpush.Resubscription,
                    **DEVICE_SCHEMAS}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
@@ -387,6 +389,11 @@ def push_paths(body_errors: tuple[int, ...]) -> dict[str, dict]:
         "/v1/push/webpush-key": {"get": operation(
             "The Web Push applicationServerKey", "webpushKey",
             {200: response_with_body("The VAPID public key.", "WebPushKey")}, (404,), public=True)},
+        "/v1/push/webpush/resubscribe": {"post": operation(
+            "Replace a browser's subscription from its service worker (pushsubscriptionchange), "
+            "authorised by the old subscription's endpoint and auth secret", "resubscribeWebPush",
+            {200: response_with_body("Replaced; the device keeps its id.", "DeviceCreated")},
+            (400, 403, 404, 413, 415, 422, 429, 503), "Resubscription", public=True)},
     }
 
 

@@ -47,7 +47,7 @@ JWKS_KEYLESS = Gauge("counts_jwks_keyless", "1 while this worker holds no key fr
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
                        ["outcome"])
-# Push (counts.push.dispatcher). outcome: accepted, retried, gone, failed, expired; and
+# Push (counts.push.dispatcher). outcome: accepted, retried, gone, failed, expired, withheld; and
 # delivered, from a provider's receipt (Expo's), for pushes accepted earlier.
 PUSH_SENT = Counter("counts_push_sent_total", "Pushes the dispatcher dealt with, by provider and outcome.",
                     ["provider", "outcome"])

@@ -32,7 +32,7 @@ from counts.push.backoff import HostBackoff
 from counts.push.devices import Device
 from counts.push.payload import Push
 from counts.push.plan import Delivery, Job, plan
-from counts.push.providers import ACCEPTED, GONE, RETRY, BatchProvider, Outcome, Provider
+from counts.push.providers import ACCEPTED, GONE, RETRY, WITHHELD, BatchProvider, Outcome, Provider
 from counts.push.receipts import Receipts
 from counts.settings import PushSettings
 from counts.sources.own import OwnSource
@@ -276,7 +276,7 @@ class Dispatcher:
             elif kind == GONE:
                 record.gone.append(device.id)
                 log.info("push device %s (%s) is gone: %s", device.hint, device.platform, outcome.detail)
-            elif kind != EXPIRED:
+            elif kind not in (EXPIRED, WITHHELD):
                 log.warning("push to device %s (%s) %s: %s", device.hint, device.platform,
                             "will be retried" if kind == RETRY else "failed", outcome.detail)
         return record

@@ -31,13 +31,17 @@ for _name in ("httpx", "httpcore", "h2", "hpack", "google.auth", "google_auth_ht
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 ACCEPTED, RETRY, GONE, FAILED = "accepted", "retry", "gone", "failed"
+# Not sent, by rule: the push service's browser would punish this push (Safari revokes a
+# subscription after pushes that show nothing). Counted; the job is done.
+WITHHELD = "withheld"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a provider said about one push."""
 
-    kind: str  # ACCEPTED, RETRY (later, maybe after `retry_after`), GONE (forget the device), FAILED
+    kind: str  # ACCEPTED, RETRY (later, maybe after `retry_after`), GONE (forget the device),
+    # FAILED, WITHHELD
     detail: str = ""  # for the log: status and reason, never the token
     retry_after: float | None = None  # seconds the provider asked us to wait
     unreachable: bool = False  # no answer at all (refused, reset, timed out): back off the host
