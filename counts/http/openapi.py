@@ -285,6 +285,10 @@ def live_paths() -> dict[str, dict]:
              "description": "The ETag the client holds: nothing is resent if it is current."}
     ticket = {"in": "query", "name": "ticket", "required": False, "schema": {"type": "string"},
               "description": "A stream ticket, instead of the Authorization header (browsers)."}
+    device = {"in": "query", "name": "device_id", "required": False,
+              "schema": {"type": "string", "format": "uuid"},
+              "description": "The push device this app is (its registration's device_id): while "
+                             "the stream is open, that device gets no alerts (COUNTS_PUSH_PRESENCE)."}
     events = {"description": "Event `counts` (id: the ETag, data: the counts) at once and on "
                              "every change; comment heartbeats.",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}
@@ -294,7 +298,7 @@ def live_paths() -> dict[str, dict]:
         101: {"description": 'Frames {"etag", "counts"} at once and on every change.'},
         426: {"description": "Not a WebSocket upgrade."}}, (404,))
     for spec in (stream, websocket):
-        spec["parameters"], spec["x-counts-stream"] = [since, ticket], True
+        spec["parameters"], spec["x-counts-stream"] = [since, ticket, device], True
     return {
         "/v1/users/{user_id}/stream-tickets": {"parameters": ["user_id"], "post": operation(
             "A single-use ticket to this user's stream (that user, or services)",
