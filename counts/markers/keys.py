@@ -42,5 +42,11 @@ def presence_key(user_id: UUID | str) -> str:
 
 
 def send_rate_key(provider: str) -> str:
-    """A push provider's token bucket, shared by every dispatcher (its own slot: not a user's)."""
+    """A push provider's sends reserved in the last second, shared by every dispatcher (its own
+    slot: not a user's)."""
     return f"counts:{{push-rate:{provider}}}"
+
+
+def send_rate_sequence_key(provider: str) -> str:
+    """The counter that makes each reservation of a provider's sends unique (beside them)."""
+    return f"counts:{{push-rate:{provider}}}:seq"

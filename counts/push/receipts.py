@@ -38,8 +38,11 @@ class Receipts:
 
     def check_due(self) -> None:
         """Read the receipts that are due, if it is time to look; never raises for a provider."""
-        if not self.providers or time.monotonic() < self._next:
-            return
+        if self.providers and time.monotonic() >= self._next:
+            self.check_now()
+
+    def check_now(self) -> None:
+        """Read the receipts that are due now."""
         self._next = time.monotonic() + self.every
         for provider in self.providers:
             for _ in range(ROUNDS):
