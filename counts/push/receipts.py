@@ -37,17 +37,21 @@ class Receipts:
         self._next = 0.0
 
     def check_due(self) -> None:
-        """Read the receipts that are due, if it is time to look; never raises for a provider."""
+        """Read the receipts that are due, if it is time to look; never raises."""
         if self.providers and time.monotonic() >= self._next:
             self.check_now()
 
     def check_now(self) -> None:
-        """Read the receipts that are due now."""
+        """Read the receipts that are due now; never raises (a failure is logged, and its
+        tickets are asked for again later)."""
         self._next = time.monotonic() + self.every
         for provider in self.providers:
-            for _ in range(ROUNDS):
-                if self.check(provider) < provider.receipt_batch:
-                    break
+            try:
+                for _ in range(ROUNDS):
+                    if self.check(provider) < provider.receipt_batch:
+                        break
+            except Exception:  # receipts must not stop the pushes: their tickets wait
+                log.exception("push receipts from %s not read this time", provider.name)
 
     def check(self, provider: BatchProvider) -> int:
         """One request's worth of due tickets: read their receipts and act; how many were due."""

@@ -261,3 +261,33 @@ def test_the_fake_enforces_expos_batch_limits():
     fresh.clock = lambda: 1000.0  # seven hundreds within one second
     statuses = [fresh.push([{"to": token}] * 100)[0] for _ in range(7)]
     assert statuses == [200] * 6 + [429]
+
+
+def test_a_receipt_check_that_fails_keeps_the_tickets_and_the_dispatcher_going(expo_api, expo, one_round,
+                                                                              pg, monkeypatch):
+    alice, bob = new_user(), new_user()
+    conversation = expo_api.conversation(alice, bob)
+    device_id = register_expo(expo_api, bob, expo.device())
+    dispatcher = one_round(COUNTS_EXPO_RECEIPT_DELAY=0.05)
+    expo_api.send(conversation, alice)
+    assert dispatcher.run_once() == 1
+    provider = dispatcher.providers["expo"]
+
+    def broken(ticket_ids):
+        raise ValueError("a bug in reading receipts")
+
+    monkeypatch.setattr(provider, "receipts", broken)
+    wait_until(lambda: pg_due(pg, device_id), what="the ticket to be due")
+    dispatcher.receipts.check_now()  # logged, not raised
+    assert tickets_of(pg, device_id) == 1
+    monkeypatch.undo()
+    expo_api.send(conversation, alice)
+    wait_until(lambda: dispatcher.run_once() == 1, what="the next round")  # after the coalescing window
+    assert len(expo.sent) == 2
+
+
+def pg_due(pg, device_id) -> bool:
+    with pg.cursor() as cur:
+        cur.execute("SELECT bool_and(check_at <= clock_timestamp()) FROM push_tickets WHERE device_id = %s",
+                    (str(device_id),))
+        return bool(cur.fetchone()[0])
