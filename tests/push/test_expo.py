@@ -142,7 +142,7 @@ def test_a_ticket_error_device_not_registered_removes_the_device_at_once(expo_ap
     assert sent("gone", "expo") - before == 1
 
 
-def test_receipts_prune_exactly_the_unregistered_device(expo_api, expo, one_round, pg):
+def test_receipts_prune_exactly_the_unregistered_device(expo_api, expo, one_round, pg, caplog):
     """Three devices of one user: one Expo later calls unregistered, one whose credentials Expo
     rejects (never deleted), and one delivered; then a token unregistered at the send but
     registered again since is kept."""
@@ -168,6 +168,7 @@ def test_receipts_prune_exactly_the_unregistered_device(expo_api, expo, one_roun
         assert {row[0] for row in cur.fetchall()} == {misconfigured, fine}
     assert sent("delivered", "expo") - delivered == 1
     assert receipt_errors("InvalidCredentials") - credentials == 1
+    assert "InvalidCredentials" in caplog.text and misconfigured not in caplog.text  # tokens are secrets
 
     # The same token unregistered at the send, registered again (a reinstall) before the receipt.
     expo.receipt_errors[misconfigured] = "DeviceNotRegistered"

@@ -108,6 +108,7 @@ RECEIPT_BATCH = 1000  # ids per getReceipts request (Expo's limit)
 GZIP_ABOVE = 1024  # bytes: as the Node SDK does
 # The errors a ticket or receipt may carry that say the token will never work again.
 GONE_ERRORS = {"DeviceNotRegistered"}
+EMBEDDED_TOKEN = re.compile(r"Expo(?:nent)?PushToken\[[^\]]*\]?")
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Expo:
             return Outcome(GONE, f"ticket {error}")
         if error == "MessageRateExceeded":
             return Outcome(RETRY, f"ticket {error}")
-        return Outcome(FAILED, f"ticket {error}: {str(ticket.get('message', ''))[:200]}")
+        return Outcome(FAILED, f"ticket {error}: {_scrubbed(ticket.get('message', ''))}")
 
     def receipts(self, ticket_ids: list[str]) -> dict[str, Receipt] | None:
         """The receipts Expo has for these tickets (at most 1,000), by ticket id; None when Expo
@@ -206,7 +207,7 @@ class Expo:
         for ticket_id, receipt in data.items():
             if isinstance(receipt, dict):
                 found[ticket_id] = Receipt(receipt.get("status") == "ok", _error_code(receipt),
-                                           str(receipt.get("message", ""))[:200])
+                                           _scrubbed(receipt.get("message", "")))
         return found
 
     def _post(self, path: str, body: object) -> httpx.Response | Outcome:
@@ -219,6 +220,11 @@ class Expo:
             return self.client.post(self.base_url + path, content=content, headers=headers)
         except httpx.HTTPError as error:
             return transport_failure(error)
+
+
+def _scrubbed(message: object) -> str:
+    """Expo's message for the log: tokens (Expo names them in its messages) replaced."""
+    return EMBEDDED_TOKEN.sub("<token>", str(message))[:200]
 
 
 def _json(response: httpx.Response) -> dict:

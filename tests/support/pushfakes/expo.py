@@ -147,8 +147,8 @@ class ExpoService:
         ticket = str(uuid.uuid4())
         self.sent.append(Sent(token, message, ticket))
         error = self.receipt_errors.get(token)
-        receipt = {"status": "ok"} if error is None else {
-            "status": "error", "message": error, "details": {"error": error}}
+        receipt = {"status": "ok"} if error is None else {  # Expo's messages name the token
+            "status": "error", "message": f'"{token}" failed: {error}', "details": {"error": error}}
         self.receipts[ticket] = (time.monotonic(), receipt)
         return {"status": "ok", "id": ticket}
 
