@@ -27,6 +27,10 @@ RATE_EXCEEDED_HOLD = 60.0  # seconds a device told MessageRateExceeded waits (Ex
 ROUNDS = 10  # receipt requests per check at most, so a backlog cannot hold up the pushes
 
 
+class NoAnswer(Exception):
+    """The provider did not answer for its receipts (its tickets wait)."""
+
+
 class Receipts:
     """Reads due receipts for each provider that has them, at most once per `every` seconds."""
 
@@ -35,6 +39,8 @@ class Receipts:
         self.providers = [cast(BatchProvider, provider) for provider in providers.values()
                           if hasattr(provider, "receipts")]
         self._next = 0.0
+        self._failures: dict[str, int] = {}
+        self._quiet_until: dict[str, float] = {}  # a provider that failed is left alone till then
 
     def check_due(self) -> None:
         """Read the receipts that are due, if it is time to look; never raises."""
@@ -46,12 +52,24 @@ class Receipts:
         tickets are asked for again later)."""
         self._next = time.monotonic() + self.every
         for provider in self.providers:
+            if time.monotonic() < self._quiet_until.get(provider.name, 0.0):
+                continue
             try:
                 for _ in range(ROUNDS):
                     if self.check(provider) < provider.receipt_batch:
                         break
+                self._failures[provider.name] = 0
+            except NoAnswer:
+                self._failed(provider)
             except Exception:  # receipts must not stop the pushes: their tickets wait
                 log.exception("push receipts from %s not read this time", provider.name)
+                self._failed(provider)
+
+    def _failed(self, provider: BatchProvider) -> None:
+        """Leave a provider's receipts alone for longer each time they fail (up to RECHECK): a
+        hung provider would otherwise cost every round a timeout, in the loop that pushes."""
+        failures = self._failures[provider.name] = self._failures.get(provider.name, 0) + 1
+        self._quiet_until[provider.name] = time.monotonic() + min(RECHECK, self.every * 2 ** failures)
 
     def check(self, provider: BatchProvider) -> int:
         """One request's worth of due tickets: read their receipts and act; how many were due."""
@@ -64,7 +82,7 @@ class Receipts:
             return 0
         receipts = provider.receipts([ticket_id for ticket_id, _, _ in due])
         if receipts is None:
-            return 0  # asked again after `again`
+            raise NoAnswer(provider.name)  # these tickets are asked for again after `again`
         read, gone, held = [], [], []
         for ticket_id, device_id, sent_at in due:
             receipt = receipts.get(ticket_id)

@@ -292,3 +292,20 @@ def pg_due(pg, device_id) -> bool:
         cur.execute("SELECT bool_and(check_at <= clock_timestamp()) FROM push_tickets WHERE device_id = %s",
                     (str(device_id),))
         return bool(cur.fetchone()[0])
+
+
+def test_receipts_a_provider_did_not_answer_for_are_left_alone_for_a_while(expo_api, expo, one_round, pg):
+    """A refused (or hung) getReceipts must not cost every dispatcher loop a request: the next
+    checks skip the provider, for longer each time, and the tickets wait."""
+    alice, bob = new_user(), new_user()
+    conversation = expo_api.conversation(alice, bob)
+    device_id = register_expo(expo_api, bob, expo.device())
+    dispatcher = one_round(COUNTS_EXPO_RECEIPT_DELAY=0.05)
+    expo_api.send(conversation, alice)
+    assert dispatcher.run_once() == 1
+    wait_until(lambda: pg_due(pg, device_id), what="the ticket to be due")
+    expo.trouble.fail(503)
+    dispatcher.receipts.check_now()
+    dispatcher.receipts.check_now()
+    assert expo.trouble.requests_refused == 1  # the second check left Expo alone
+    assert tickets_of(pg, device_id) == 1
