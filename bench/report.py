@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.expo_push import ExpoResult, expo_section
 from bench.hotpath import CONFIGURED_CLASS, ES256, MIX_200, HotpathResult
 from bench.push import P99_TARGET_S, PushResult
 from bench.scaling import (
@@ -42,6 +43,7 @@ class Run:
     hotpath: HotpathResult | None = None
     scaling: ScalingResult | None = None
     push: PushResult | None = None
+    expo: "ExpoResult | None" = None
     topology: TopologyResult | None = None
     live: "LiveResult | None" = None
     client: "ClientResult | None" = None
@@ -536,5 +538,6 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
 
     lines += [*hotpath_section(run.hotpath), *live_section(run.live), *client_section(run.client),
               *scaling_section(run.scaling), *topology_section(run.topology), *push_section(run.push),
+              *expo_section(run.expo),
               *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")

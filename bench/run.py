@@ -24,6 +24,7 @@ import psutil
 import redis
 
 from bench import chart, dataset, pg, report
+from bench.expo_push import run_expo
 from bench.hotpath import run_hotpath
 from bench.js_client import run_client_bench
 from bench.live import LiveConfig, LiveResult, run_live
@@ -70,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     push = parser.add_argument_group("push")
     push.add_argument("--push-users", type=int, default=None, help="users with a device (default --users)")
     push.add_argument("--push-jobs", type=int, default=5000, help="pushes queued for the throughput run")
+    push.add_argument("--expo-seconds", type=float, default=10,
+                      help="seconds of Expo's 600 pushes a second offered to one dispatcher")
     push.add_argument("--push-duration", type=float, default=40,
                       help="seconds of writes for the latency run (rate: --messages-per-user-day "
                            "x --time-compression)")
@@ -90,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measured foreground seconds (background: a third of it)")
     client.add_argument("--client-writes-per-second", type=float, default=20)
     parser.add_argument("--skip", default="",
-                        help="comma-separated: hotpath, simulate, scaling, live, client, topology, push")
+                        help="comma-separated: hotpath, simulate, scaling, live, client, topology, "
+                             "push, expo")
     return parser.parse_args(argv)
 
 
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             run.push = run_push(b.pg_admin_url, b.redis_url, args.push_users or args.users,
                                 args.push_duration, args.messages_per_user_day, args.time_compression,
                                 args.push_jobs, workers=args.workers, threads=args.threads)
+        if "expo" not in skip:
+            run.expo = run_expo(b.pg_admin_url, b.redis_url, args.expo_seconds)
         if "topology" not in skip:
             run.topology = run_topology(b.redis_url)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -25,6 +25,7 @@ from tests.support.identity import JwksServer, SigningKey
 from tests.support.postgres import throwaway_database
 from tests.support.proxy import TcpProxy
 from tests.support.push import VAPID_SUBJECT, PushWorker
+from tests.support.pushfakes.expo import ExpoService
 from tests.support.pushfakes.server import FakeServer
 from tests.support.pushfakes.tls import make_pki
 from tests.support.pushfakes.webpush import PushService
@@ -200,6 +201,17 @@ def push_service(pki):
     service = PushService()
     server = FakeServer(service, pki).start()
     service.origin = server.url
+    service.server = server
+    yield service
+    server.stop()
+
+
+@pytest.fixture
+def expo(pki):
+    """Expo's push service on https://127.0.0.1:<port>, with push security on (an access token
+    required)."""
+    service = ExpoService(access_token="expo-access-token-for-tests")
+    server = FakeServer(service, pki).start()
     service.server = server
     yield service
     server.stop()

@@ -170,6 +170,8 @@ REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd"
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
                    "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
                    "SubscriptionKeys": webpush.SubscriptionKeys, "Subscription": webpush.Subscription,
+                   "OldSubscription": webpush.OldSubscription,
+                   "Resubscription": webpush.Resubscription,
                    **DEVICE_SCHEMAS}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
@@ -283,6 +285,10 @@ def live_paths() -> dict[str, dict]:
              "description": "The ETag the client holds: nothing is resent if it is current."}
     ticket = {"in": "query", "name": "ticket", "required": False, "schema": {"type": "string"},
               "description": "A stream ticket, instead of the Authorization header (browsers)."}
+    device = {"in": "query", "name": "device_id", "required": False,
+              "schema": {"type": "string", "format": "uuid"},
+              "description": "The push device this app is (its registration's device_id): while "
+                             "the stream is open, that device gets no alerts (COUNTS_PUSH_PRESENCE)."}
     events = {"description": "Event `counts` (id: the ETag, data: the counts) at once and on "
                              "every change; comment heartbeats.",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}
@@ -292,7 +298,7 @@ def live_paths() -> dict[str, dict]:
         101: {"description": 'Frames {"etag", "counts"} at once and on every change.'},
         426: {"description": "Not a WebSocket upgrade."}}, (404,))
     for spec in (stream, websocket):
-        spec["parameters"], spec["x-counts-stream"] = [since, ticket], True
+        spec["parameters"], spec["x-counts-stream"] = [since, ticket, device], True
     return {
         "/v1/users/{user_id}/stream-tickets": {"parameters": ["user_id"], "post": operation(
             "A single-use ticket to this user's stream (that user, or services)",
@@ -387,6 +393,11 @@ def push_paths(body_errors: tuple[int, ...]) -> dict[str, dict]:
         "/v1/push/webpush-key": {"get": operation(
             "The Web Push applicationServerKey", "webpushKey",
             {200: response_with_body("The VAPID public key.", "WebPushKey")}, (404,), public=True)},
+        "/v1/push/webpush/resubscribe": {"post": operation(
+            "Replace a browser's subscription from its service worker (pushsubscriptionchange), "
+            "authorised by the old subscription's endpoint and auth secret", "resubscribeWebPush",
+            {200: response_with_body("Replaced; the device keeps its id.", "DeviceCreated")},
+            (400, 403, 404, 413, 415, 422, 429, 503), "Resubscription", public=True)},
     }
 
 

@@ -41,10 +41,11 @@ BATCH = 1000  # users per re-read
 class Waiter:
     """One live connection (a long-poll, an SSE or WebSocket stream) waiting on one user."""
 
-    __slots__ = ("_event", "closing", "fresh", "live", "marker", "retry_ms", "transport", "user",
-                 "written_at")
+    __slots__ = ("_event", "closing", "device", "fresh", "live", "marker", "retry_ms", "transport",
+                 "user", "written_at")
 
-    def __init__(self, user: str, marker: str | None, live: bool = False):
+    def __init__(self, user: str, marker: str | None, live: bool = False,
+                 device: str | None = None):
         self.user = user
         self.marker = marker  # what the client holds; None when Redis could not say
         # A newer marker found by the checker, with the WAL position a replica needs for it.
@@ -55,6 +56,7 @@ class Waiter:
         self.transport = "live" if live else "long_poll"
         # When the write behind `fresh` committed (from the feed's message), until it is delivered.
         self.written_at: float | None = None
+        self.device = device  # the push device the stream said it is on, if it said
         self._event = threading.Event()
 
     def wake(self) -> None:
@@ -96,8 +98,10 @@ class Feed:
         self._waiters: dict[str, set[Waiter]] = {}
         self._subscribers: dict[str | None, Subscriber] = {}  # by topology.feed_server
         self._held: dict[str, Subscriber] = {}  # user -> the subscriber holding their channel
-        self._live: dict[str, int] = {}  # user -> open streams here (presence)
-        self._presence: dict[str, bool] = {}  # presence changes to write: True open, False gone
+        # (user, device or None) -> open streams here (presence)
+        self._live: dict[presence.Present, int] = {}
+        # presence changes to write: True open, False gone
+        self._presence: dict[presence.Present, bool] = {}
         self._pending: set[str] = set()  # users to re-check
         self._written: dict[str, float] = {}  # user -> earliest commit their feed messages carried
         self._lock = threading.Lock()
@@ -128,9 +132,10 @@ class Feed:
                 self._pending.add(waiter.user)
                 self._work.set()
             if waiter.live:
-                self._live[waiter.user] = self._live.get(waiter.user, 0) + 1
-                if self._live[waiter.user] == 1:
-                    self._presence[waiter.user] = True
+                present = (waiter.user, waiter.device)
+                self._live[present] = self._live.get(present, 0) + 1
+                if self._live[present] == 1:
+                    self._presence[present] = True
                     self._work.set()
         metrics.LIVE_WAITERS.labels(waiter.transport).inc()
         return True
@@ -147,10 +152,11 @@ class Feed:
                 del self._waiters[waiter.user]
                 self._held.pop(waiter.user).drop(waiter.user)
             if waiter.live:
-                self._live[waiter.user] -= 1
-                if not self._live[waiter.user]:
-                    del self._live[waiter.user]
-                    self._presence[waiter.user] = False
+                present = (waiter.user, waiter.device)
+                self._live[present] -= 1
+                if not self._live[present]:
+                    del self._live[present]
+                    self._presence[present] = False
                     self._work.set()
         metrics.LIVE_WAITERS.labels(waiter.transport).dec()
 
@@ -325,10 +331,10 @@ class Feed:
                 if user in written:
                     self._written[user] = min(written[user], self._written.get(user, written[user]))
 
-    def _write_presence(self, changes: dict[str, bool]) -> None:
-        """Write presence changes: opened (or still open) users get two heartbeats more."""
-        opened = [user for user, live in changes.items() if live]
-        gone = [user for user, live in changes.items() if not live]
+    def _write_presence(self, changes: dict[presence.Present, bool]) -> None:
+        """Write presence changes: opened (or still open) users' devices get two heartbeats more."""
+        opened = [present for present, live in changes.items() if live]
+        gone = [present for present, live in changes.items() if not live]
         try:
             if opened:
                 presence.mark_live(self.redis, self.worker_id, opened,
@@ -338,5 +344,5 @@ class Feed:
         except redis.RedisError as error:
             log.info("feed: presence not written (it lapses by itself): %s", describe(error))
             with self._lock:
-                for user, live in changes.items():
-                    self._presence.setdefault(user, live)
+                for present, live in changes.items():
+                    self._presence.setdefault(present, live)

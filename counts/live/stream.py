@@ -38,13 +38,14 @@ class Subscription:
     """One stream of one user's counts, registered on the worker's feed while open."""
 
     def __init__(self, resources: Any, user_id: UUID, first: markers.MarkerRead | None,
-                 principal: Principal):
+                 principal: Principal, device_id: UUID | None = None):
         self.res = resources
         self.user_id = user_id
         self.principal = principal
         self.expires_at = principal.expires_at
         self.first_lsn = None if first is None else first.lsn
-        self.waiter = Waiter(str(user_id), None if first is None else first.token, live=True)
+        self.waiter = Waiter(str(user_id), None if first is None else first.token, live=True,
+                             device=None if device_id is None else str(device_id))
 
     def open(self) -> bool:
         """Register on the feed; False when the worker is full or shutting down."""
@@ -106,8 +107,8 @@ class Subscription:
         return Update(etag, json.dumps(counts_body(self.user_id, counts)))
 
 
-def open_subscription(res: Any, uid: UUID, principal: Principal,
-                      since: str | None) -> tuple[Subscription, Update | None]:
+def open_subscription(res: Any, uid: UUID, principal: Principal, since: str | None,
+                      device_id: UUID | None = None) -> tuple[Subscription, Update | None]:
     """For a caller allowed to see `uid`'s counts: the stream's place on the feed and its first
     counts. A full worker (503) raises a Problem before the stream starts."""
     if res.feed.full:
@@ -117,7 +118,7 @@ def open_subscription(res: Any, uid: UUID, principal: Principal,
     except redis.RedisError:
         metrics.redis_failed("read_marker")
         first = None  # degraded: counts labelled with no marker; the feed re-checks later
-    sub = Subscription(res, uid, first, principal)
+    sub = Subscription(res, uid, first, principal, device_id)
     if not sub.open():
         refuse_at_capacity(res)
     try:

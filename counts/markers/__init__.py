@@ -8,6 +8,7 @@
   holds which users.
 - `presence`: who has a live stream open (for push).
 - `ratelimit`: per-user and per-IP request counters.
+- `sendrate`: a push provider's send rate across dispatchers (Expo's 600 a second).
 """
 
 from counts.markers.store import (

@@ -39,3 +39,14 @@ def ticket_key(ticket: str) -> str:
 def presence_key(user_id: UUID | str) -> str:
     """The workers holding a live (SSE or WebSocket) connection of the user, scored by expiry."""
     return f"counts:{{{user_id}}}:live"
+
+
+def send_rate_key(provider: str) -> str:
+    """A push provider's sends reserved in the last second, shared by every dispatcher (its own
+    slot: not a user's)."""
+    return f"counts:{{push-rate:{provider}}}"
+
+
+def send_rate_sequence_key(provider: str) -> str:
+    """The counter that makes each reservation of a provider's sends unique (beside them)."""
+    return f"counts:{{push-rate:{provider}}}:seq"

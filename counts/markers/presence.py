@@ -1,8 +1,12 @@
-"""Who is in the foreground: the workers holding a user's live streams, as push reads it.
+"""Who is in the foreground: the workers holding a user's live streams, and on which devices.
 
-A worker's feed writes its streams' users here every heartbeat (counts.live.feed); the push
-dispatcher skips alerts for users found here. A SIGKILLed worker stops refreshing, and its
-entries lapse within two heartbeats.
+A worker's feed writes its streams' users here every heartbeat (counts.live.feed), each with the
+push device the stream named (`?device_id=`), if it named one; the push dispatcher skips alerts
+to the devices found here (or to every device of a user found here: COUNTS_PUSH_PRESENCE=user).
+A SIGKILLed worker stops refreshing, and its entries lapse within two heartbeats.
+
+One sorted set per user, scored by expiry; a member is "<device>|<worker>", "*" standing for a
+stream that named no device.
 """
 
 import time
@@ -12,28 +16,36 @@ import redis
 
 from counts.markers.keys import presence_key
 
+Present = tuple[str, str | None]  # (user id, device id or None): what a live stream stands for
+ANY_DEVICE = "*"  # a stream that named no device
 
-def mark_live(client: redis.Redis, worker: str, user_ids: Iterable[str], expires_at: float) -> None:
-    """Say that `worker` holds live connections of these users until `expires_at` (unix time)."""
+
+def _member(worker: str, device: str | None) -> str:
+    return f"{device or ANY_DEVICE}|{worker}"
+
+
+def mark_live(client: redis.Redis, worker: str, present: Iterable[Present], expires_at: float) -> None:
+    """Say that `worker` holds live connections of these (user, device)s until `expires_at`."""
     pipe = client.pipeline(transaction=False)
     ttl = max(1, int(expires_at - time.time()) + 1)
-    for uid in user_ids:
+    for uid, device in present:
         key = presence_key(uid)
-        pipe.zadd(key, {worker: expires_at})
+        pipe.zadd(key, {_member(worker, device): expires_at})
         pipe.expire(key, ttl)
     pipe.execute()
 
 
-def unmark_live(client: redis.Redis, worker: str, user_ids: Iterable[str]) -> None:
-    """Say that `worker` holds no live connection of these users any more."""
+def unmark_live(client: redis.Redis, worker: str, present: Iterable[Present]) -> None:
+    """Say that `worker` holds no live connection of these (user, device)s any more."""
     pipe = client.pipeline(transaction=False)
-    for uid in user_ids:
-        pipe.zrem(presence_key(uid), worker)
+    for uid, device in present:
+        pipe.zrem(presence_key(uid), _member(worker, device))
     pipe.execute()
 
 
-def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:
-    """The users with at least one open SSE or WebSocket connection, in one round trip.
+def live_devices(client: redis.Redis, user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """For each of these users with an open SSE or WebSocket connection, the devices those
+    connections named ("*" for one that named none), in one round trip.
 
     Long-polls do not count: an app between two polls is not known to be in the foreground.
     """
@@ -41,5 +53,14 @@ def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for uid in user_ids:
-        pipe.zcount(presence_key(uid), f"({now}", "+inf")
-    return {uid for uid, n in zip(user_ids, pipe.execute(), strict=True) if n}
+        pipe.zrangebyscore(presence_key(uid), f"({now}", "+inf")
+    found = {}
+    for uid, members in zip(user_ids, pipe.execute(), strict=True):
+        if members:
+            found[uid] = {(m.decode() if isinstance(m, bytes) else m).split("|", 1)[0] for m in members}
+    return found
+
+
+def live_users(client: redis.Redis, user_ids: Iterable[str]) -> set[str]:
+    """The users with at least one open SSE or WebSocket connection, on any device."""
+    return set(live_devices(client, user_ids))

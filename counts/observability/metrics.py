@@ -49,12 +49,20 @@ JWKS_KEYLESS = Gauge("counts_jwks_keyless", "1 while this worker holds no key fr
 JWKS_FETCHES = Counter("counts_jwks_fetches_total",
                        "Fetches of the identity provider's JWKS (COUNTS_JWKS_URL), by outcome.",
                        ["outcome"])
-# Push (counts.push.dispatcher). outcome: accepted, retried, gone, failed, expired.
+# Push (counts.push.dispatcher). outcome: accepted, retried, gone, failed, expired, withheld; and
+# delivered, from a provider's receipt (Expo's), for pushes accepted earlier.
 PUSH_SENT = Counter("counts_push_sent_total", "Pushes the dispatcher dealt with, by provider and outcome.",
                     ["provider", "outcome"])
 PUSH_LATENCY = Histogram("counts_push_latency_seconds",
                          "From the write that queued a push (in its transaction) to its acceptance.",
                          buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
+PUSH_RECEIPT_ERRORS = Counter(
+    "counts_push_receipt_errors_total", "Receipts (and tickets) reporting an error, by provider "
+    "and its error: DeviceNotRegistered, MessageRateExceeded, MessageTooBig, MismatchSenderId, "
+    "InvalidCredentials...", ["provider", "error"])
+PUSH_RECEIPTS_UNFETCHED = Counter(
+    "counts_push_receipts_unfetched_total", "Tickets whose receipt was not read before the "
+    "provider forgot it (24 h at Expo): dropped.", ["provider"])
 
 LIVE_WAITERS = Gauge("counts_live_connections",
                      "Connections waiting for a change, by transport: long_poll, live (SSE, WebSocket).",
@@ -143,6 +151,11 @@ def push_devices(by_platform: dict[str, int]) -> GaugeMetricFamily:
     for platform, devices in sorted(by_platform.items()):
         family.add_metric([platform], devices)
     return family
+
+
+def push_receipt_error(provider: str, error: str) -> None:
+    """Count a receipt error (or a ticket's) by its provider's code."""
+    PUSH_RECEIPT_ERRORS.labels(provider, error).inc()
 
 
 def push_queue(depth: int, oldest_seconds: float) -> list[GaugeMetricFamily]:

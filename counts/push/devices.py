@@ -5,14 +5,16 @@ counts.push.registry puts them together for the device endpoints.
 """
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
 from psycopg2.extensions import cursor
 
-from counts.errors import NotFound
+from counts.errors import Forbidden, NotFound
 from counts.postgres.queries import push as push_sql
+from counts.push.vapid import b64url_decode
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,17 @@ def remove(cur: cursor, user_id: UUID, device_id: UUID) -> None:
     """Forget one of a user's devices, or 404."""
     if not push_sql.delete_device(cur, user_id, device_id):
         raise NotFound(f"User {user_id} has no device {device_id}.")
+
+
+def resubscribe(cur: cursor, old_endpoint: str, old_auth: bytes, endpoint: str, settings: dict) -> UUID:
+    """Replace a browser's subscription (pushsubscriptionchange, in a service worker, where no
+    user token is): allowed to whoever knows the old subscription's endpoint and auth secret,
+    the two things only that browser and this service hold. The device keeps its id; 403 if
+    the old subscription is not one this service holds (gone already, or never)."""
+    found = push_sql.find_subscription(cur, old_endpoint)
+    if found is None or not hmac.compare_digest(b64url_decode(found[1]["auth"]), old_auth):
+        raise Forbidden("The old subscription is not one this service holds: register the new "
+                        "one from the page, with the user's token.")
+    push_sql.replace_subscription(cur, found[0], endpoint, settings)
+    return found[0]
+

@@ -13,11 +13,12 @@ notification costs latency, never a push.
 
 import logging
 import random
-import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 from uuid import UUID, uuid4
 
 from psycopg2.extensions import connection
@@ -26,10 +27,13 @@ from counts.observability import metrics
 from counts.postgres.listen import Listener
 from counts.postgres.pool import Database
 from counts.postgres.queries import push as push_sql
+from counts.postgres.queries import tickets as tickets_sql
+from counts.push.backoff import HostBackoff
 from counts.push.devices import Device
 from counts.push.payload import Push
 from counts.push.plan import Delivery, Job, plan
-from counts.push.providers import ACCEPTED, GONE, RETRY, Outcome, Provider
+from counts.push.providers import ACCEPTED, GONE, RETRY, WITHHELD, BatchProvider, Outcome, Provider
+from counts.push.receipts import Receipts
 from counts.settings import PushSettings
 from counts.sources.own import OwnSource
 
@@ -37,7 +41,11 @@ log = logging.getLogger(__name__)
 
 LISTENER_NAME = "counts-push-listener"  # its LISTEN connection in pg_stat_activity
 
-LiveUsers = Callable[[list[str]], set[str]]
+# The devices live streams named, by user ("*": a stream that named none): counts.markers.presence.
+LiveDevices = Callable[[list[str]], dict[str, set[str]]]
+# Seconds to wait before sending (provider, pushes, pushes a second): a rate shared by every
+# dispatcher (counts.markers.sendrate).
+Reserve = Callable[[str, int, float], float]
 # The read path's counts (counts.sources): the badge is what a poll would answer.
 CountsOf = Callable[..., dict[UUID, dict]]
 
@@ -57,33 +65,6 @@ LEASE_TIMEOUTS = 2 * SEND_TIMEOUTS
 LEASE_ENDING = "the round's lease is ending"  # a DEFERRED delivery's detail
 
 
-class HostBackoff:
-    """Hosts that did not answer are left alone for a while, so one hung provider cannot hold
-    every round for its timeout. Per dispatcher process; it forgets a host once it answers."""
-
-    def __init__(self, base: float, cap: float):
-        self.base, self.cap = base, cap
-        self._until: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, host: str, now: float) -> float:
-        """Seconds left before `host` may be tried again (0: go)."""
-        return max(0.0, self._until.get(host, 0.0) - now)
-
-    def failed(self, host: str, now: float) -> None:
-        """`host` gave no answer: wait longer each time, up to the cap."""
-        with self._lock:
-            failures = self._failures[host] = self._failures.get(host, 0) + 1
-            self._until[host] = now + min(self.cap, self.base * 2 ** (failures - 1))
-
-    def answered(self, host: str) -> None:
-        """`host` answered: forget its failures."""
-        with self._lock:
-            self._until.pop(host, None)
-            self._failures.pop(host, None)
-
-
 @dataclass
 class Record:
     """What a round writes down once its pushes are over."""
@@ -92,15 +73,20 @@ class Record:
     gone: list[UUID] = field(default_factory=list)  # forgotten
     retries: list[tuple] = field(default_factory=list)  # rows for push_sql.retry_jobs
     settings: list[tuple[UUID, dict]] = field(default_factory=list)  # learnt while pushing
+    tickets: list[tuple] = field(default_factory=list)  # rows for tickets_sql.record_tickets
 
 
 class Dispatcher:
     """Leases due push jobs' users, pushes their current counts, records what the providers said."""
 
     def __init__(self, db: Database, providers: dict[str, Provider], settings: PushSettings,
-                 live_users: LiveUsers | None = None, counts_of: CountsOf | None = None):
+                 live_devices: LiveDevices | None = None, counts_of: CountsOf | None = None,
+                 reserve: Reserve | None = None):
         self.db, self.providers = db, providers
-        self.live_users = live_users or (lambda user_ids: set())
+        self.reserve = reserve or (lambda provider, count, per_second: 0.0)
+        self.receipts = Receipts(db, providers, settings.poll_interval)
+        self.live_devices = live_devices or (lambda user_ids: {})
+        self.presence = settings.presence
         self.counts_of = counts_of or OwnSource().unread_counts
         self.coalesce = settings.coalesce
         self.max_age = settings.max_age
@@ -144,34 +130,53 @@ class Dispatcher:
         """The leased users' devices, and their counts as a poll would answer now."""
         return [Device(*row) for row in push_sql.devices_of(cur, users)], self.counts_of(cur, users)
 
-    def _live(self, users: list[UUID]) -> set[str]:
-        """Users with a live connection open (no alert for them); nobody, if that cannot be known."""
+    def _live(self, users: list[UUID]) -> dict[str, set[str]]:
+        """The devices of these users with a live connection open, by user (no alert for them);
+        none, if that cannot be known."""
         try:
-            return self.live_users([str(uid) for uid in users])
+            return self.live_devices([str(uid) for uid in users])
         except Exception as error:  # noqa: BLE001 - presence is an optimisation: alert rather than miss
             log.warning("presence unknown, alerting everyone this round: %r", error)
-            return set()
+            return {}
 
-    def _push_all(self, deliveries: list[Delivery], counts: dict, live: set[str],
+    def _push_all(self, deliveries: list[Delivery], counts: dict, live: dict[str, set[str]],
                   start_by: float) -> list[Outcome]:
-        """Push every delivery concurrently, none started after `start_by` (monotonic); one
-        outcome each, in order."""
+        """Push every delivery concurrently (a batch provider's in batches), none started after
+        `start_by` (monotonic); one outcome each, in order."""
         now = time.time()
-        futures = []
-        for delivery in deliveries:
-            futures.append(self.pool.submit(self._push_one, delivery, counts[delivery.device.user_id],
-                                            str(delivery.device.user_id) in live, now, start_by))
-        outcomes = [future.result() for future in futures]
+        outcomes: list[Outcome] = [Outcome(SKIPPED)] * len(deliveries)
+        singles: list[tuple[int, Push]] = []
+        batched: dict[str, list[tuple[int, Push]]] = defaultdict(list)
+        for i, delivery in enumerate(deliveries):
+            ready = self._prepare(delivery, counts[delivery.device.user_id], live, now)
+            if isinstance(ready, Outcome):
+                outcomes[i] = ready
+            elif hasattr(self.providers[delivery.device.platform], "send_batch"):
+                batched[delivery.device.platform].append((i, ready))
+            else:
+                singles.append((i, ready))
+        futures = [([i], self.pool.submit(self._send, deliveries[i].device, push, start_by))
+                   for i, push in singles]
+        for platform, items in batched.items():
+            provider = cast(BatchProvider, self.providers[platform])
+            for first in range(0, len(items), provider.batch_size):
+                chunk = items[first:first + provider.batch_size]
+                futures.append(([i for i, _ in chunk], self.pool.submit(
+                    self._send_batch, provider, [(deliveries[i].device, push) for i, push in chunk],
+                    start_by)))
+        for indexes, future in futures:
+            for i, outcome in zip(indexes, future.result(), strict=True):
+                outcomes[i] = outcome
         late = sum(outcome.detail == LEASE_ENDING for outcome in outcomes)
         if late:
             log.warning("push round out of time: %d of %d pushes wait for the next round",
                         late, len(outcomes))
         return outcomes
 
-    def _push_one(self, delivery: Delivery, counts: dict, live: bool, now: float,
-                  start_by: float) -> Outcome:
-        """Push one device, unless it is too late, its provider is off, its host backed off, or
-        the round's lease would end before the send did."""
+    def _prepare(self, delivery: Delivery, counts: dict, live: dict[str, set[str]],
+                 now: float) -> Outcome | Push:
+        """The push for one device; or why there is none now (its provider is off, it is too
+        late, or its device or host must wait)."""
         device = delivery.device
         provider = self.providers.get(device.platform)
         if provider is None:
@@ -183,25 +188,64 @@ class Dispatcher:
             # was still sending (so they could not see its window): one push at the window's end,
             # which the retry's due time takes from the device row itself (queries.push.RETRY_JOBS).
             return Outcome(DEFERRED, retry_after=0.0)
-        host = provider.destination(device)
-        wait = self.hosts.wait(host, now)
+        wait = self.hosts.wait(provider.destination(device), now)
         if wait > 0:
             return Outcome(DEFERRED, retry_after=wait)
-        if time.monotonic() > start_by:
-            return Outcome(DEFERRED, LEASE_ENDING, retry_after=0.0)
-        push = Push(str(device.user_id), counts["total"], counts["unread_conversations"],
+        return Push(str(device.user_id), counts["total"], counts["unread_conversations"],
                     None if delivery.conversation_id is None else str(delivery.conversation_id),
-                    alert=delivery.alert and not live, expires_at=delivery.newest + self.max_age)
+                    alert=delivery.alert and not self._in_foreground(device, live),
+                    expires_at=delivery.newest + self.max_age)
+
+    def _in_foreground(self, device: Device, live: dict[str, set[str]]) -> bool:
+        """Whether the device is taken to be in front of its user: it has a live stream of its
+        own, or (the per-user rule) any device of the user has one."""
+        devices = live.get(str(device.user_id), set())
+        return bool(devices) and (self.presence == "user" or str(device.id) in devices)
+
+    def _send(self, device: Device, push: Push, start_by: float) -> list[Outcome]:
+        """Push to one device, unless the round's lease would end before the send did."""
+        if time.monotonic() > start_by:
+            return [Outcome(DEFERRED, LEASE_ENDING, retry_after=0.0)]
+        provider = self.providers[device.platform]
         try:
             outcome = provider.send(device, push)
         except Exception:  # a bug in a provider must not lose the round's other pushes
             log.exception("push provider %s raised for device %s", device.platform, device.hint)
             outcome = Outcome(RETRY, "provider raised")
-        if outcome.unreachable:
+        self._heard(provider.destination(device), [outcome])
+        return [outcome]
+
+    def _send_batch(self, provider: BatchProvider, items: list[tuple[Device, Push]],
+                    start_by: float) -> list[Outcome]:
+        """Push a batch in one request, at the provider's rate shared by every dispatcher."""
+        wait = self._reserve(provider, len(items))
+        if time.monotonic() + wait > start_by:
+            return [Outcome(DEFERRED, LEASE_ENDING, retry_after=0.0)] * len(items)
+        if wait > 0:
+            time.sleep(wait)  # pacing to the provider's rate, which every dispatcher shares
+        try:
+            outcomes = provider.send_batch(items)
+        except Exception:  # a bug in a provider must not lose the round's other pushes
+            log.exception("push provider %s raised for a batch of %d", provider.name, len(items))
+            outcomes = [Outcome(RETRY, "provider raised")] * len(items)
+        self._heard(provider.destination(items[0][0]), outcomes)
+        return outcomes
+
+    def _reserve(self, provider: BatchProvider, count: int) -> float:
+        """Seconds to wait before sending `count` pushes through `provider`; none if the shared
+        rate cannot be read (the provider's own 429s then pace us)."""
+        try:
+            return self.reserve(provider.name, count, provider.send_rate)
+        except Exception as error:  # noqa: BLE001 - pacing is a courtesy: send rather than stall
+            log.warning("push send rate unknown, sending unpaced: %r", error)
+            return 0.0
+
+    def _heard(self, host: str, outcomes: list[Outcome]) -> None:
+        """Back `host` off if it gave no answer; forget its failures if it did."""
+        if any(outcome.unreachable for outcome in outcomes):
             self.hosts.failed(host, time.time())
         else:
             self.hosts.answered(host)
-        return outcome
 
     def _verdict(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> Record:
         """What each push came to, counted and logged once (the record may be retried)."""
@@ -225,11 +269,14 @@ class Dispatcher:
             metrics.push_sent(device.platform, {RETRY: "retried"}.get(kind, kind))
             if kind == ACCEPTED:
                 record.pushed.append(device.id)
+                if outcome.ticket is not None:
+                    record.tickets.append((outcome.ticket, device.platform, device.id,
+                                           self._receipt_delay(device.platform)))
                 metrics.PUSH_LATENCY.observe(now - delivery.oldest)
             elif kind == GONE:
                 record.gone.append(device.id)
                 log.info("push device %s (%s) is gone: %s", device.hint, device.platform, outcome.detail)
-            elif kind != EXPIRED:
+            elif kind not in (EXPIRED, WITHHELD):
                 log.warning("push to device %s (%s) %s: %s", device.hint, device.platform,
                             "will be retried" if kind == RETRY else "failed", outcome.detail)
         return record
@@ -241,9 +288,14 @@ class Dispatcher:
             push_sql.update_device_settings(cur, device_id, settings)
         push_sql.hold_devices(cur, record.pushed, self.coalesce)
         push_sql.forget_devices(cur, record.gone)
+        tickets_sql.record_tickets(cur, record.tickets)
         push_sql.retry_jobs(cur, record.retries)
         push_sql.forget_jobs(cur, job_ids)
         push_sql.end_leases(cur, users, holder)
+
+    def _receipt_delay(self, platform: str) -> float:
+        """Seconds after a send before its provider's receipt is asked for."""
+        return cast(BatchProvider, self.providers[platform]).receipt_delay
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number `attempt`: the provider's Retry-After when it gave one,
@@ -269,6 +321,7 @@ class Dispatcher:
     def act(self, conn: connection) -> float:
         """One round; the seconds until the next is due (0: at once, more is probably due)."""
         handled = self.run_once()
+        self.receipts.check_due()
         return 0.0 if handled >= self.batch else self._idle_seconds(handled)
 
     def _idle_seconds(self, handled: int) -> float:

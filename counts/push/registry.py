@@ -11,10 +11,11 @@ from uuid import UUID
 from marshmallow import ValidationError
 from psycopg2.extensions import cursor
 
-from counts.errors import InvalidInput
+from counts.errors import InvalidInput, NotFound
 from counts.postgres.queries import push as push_sql
 from counts.push import providers, vapid
 from counts.push.devices import token_hint
+from counts.push.providers import webpush
 from counts.push.providers.webpush import WebPushSettings
 from counts.settings import Settings
 
@@ -49,6 +50,18 @@ class Registry:
             raise InvalidInput(f"Push through {platform} is not configured on this service.")
         token, device_settings = module.accept(valid, section)
         return platform, token, device_settings
+
+    def accept_resubscription(self, body: Any) -> tuple[str, bytes, str, dict]:
+        """(old endpoint, old auth secret, new endpoint, new settings) of a resubscription body:
+        422 when it is not one, or the new endpoint is not on an allowed push service; 404 when
+        this service does not push to browsers."""
+        module, section = self.platforms["webpush"]
+        if not section.configured:
+            raise NotFound("Web Push is not configured on this service.")
+        valid = webpush.Resubscription().load(body if isinstance(body, dict) else {})
+        token, device_settings = module.accept({"subscription": valid["subscription"]}, section)
+        return (valid["old"]["endpoint"], vapid.b64url_decode(valid["old"]["auth"]), token,
+                device_settings)
 
     def describe(self, row: tuple) -> dict:
         """A device as the API shows it: never the token, only its hint."""

@@ -7,7 +7,7 @@ from functools import partial
 from prometheus_client import REGISTRY, start_http_server
 
 from counts import markers, sources
-from counts.markers import presence
+from counts.markers import presence, sendrate
 from counts.observability import metrics
 from counts.postgres.pool import Database
 from counts.push import providers
@@ -28,7 +28,8 @@ def make_dispatcher(settings: Settings) -> Dispatcher:
     client = markers.connect(settings.redis.topology, settings.redis.timeout,
                              settings.redis.pool_size)
     return Dispatcher(db, providers.build(settings), settings.push,
-                      partial(presence.live_users, client), counts_source.unread_counts)
+                      partial(presence.live_devices, client), counts_source.unread_counts,
+                      partial(sendrate.reserve, client))
 
 
 def run_worker(settings: Settings) -> None:

@@ -241,6 +241,10 @@ class PushSettings:
                                 number(float, above=0))
     retry_max: float = setting("COUNTS_PUSH_RETRY_MAX", 900.0, "Longest retry delay.",
                                number(float, above=0))
+    presence: str = setting(
+        "COUNTS_PUSH_PRESENCE", "device", "Whose alerts a live stream silences: device (only the "
+        "device that opened it, named by ?device_id=) or user (every device of its user: active "
+        "on the desktop, no alerts on the phone).", choice("device", "user"))
     max_devices: int = setting("COUNTS_PUSH_MAX_DEVICES", 10, "Devices kept per user (the oldest "
                                "go).", number(int, minimum=1))
     metrics_port: int = setting("COUNTS_PUSH_METRICS_PORT", 0, "Where a dispatcher serves its "

@@ -57,6 +57,7 @@ def test_attached_upgrade_creates_only_schema_counts_and_leaves_the_app_alone(ap
     created = relations(app_url) - before
     assert {"counts.marker_outbox", "counts.marker_outbox_id_seq", "counts.schema_migrations",
             "counts.bump", "counts.push_jobs", "counts.push_devices", "counts.push_leases",
+            "counts.push_tickets",
             "counts.push"} <= created
     assert all(name.startswith("counts.") for name in created), created
     assert query(app_url, "SELECT version FROM public.schema_migrations") == [("20240101_app",)]

@@ -4,14 +4,17 @@ and a real `flask --app app push-worker` process attached to the app's database,
 each push from the app's unread function. The test is the browser, as in tests/push/test_webpush.py.
 """
 
+import json
+import subprocess
+
 import pytest
 
 from counts.app import create_app
 from tests.support.api import Api, Tokens, new_user
 from tests.support.environment import settings_for
 from tests.support.push import VAPID_SUBJECT, subscribe, vapid_claims, worker_env
-from tests.support.services import wait_until
-from tests.support.supabase_chat import UNREAD_FUNCTION, attached_settings
+from tests.support.services import Gunicorn, wait_until
+from tests.support.supabase_chat import UNREAD_FUNCTION, attached_env, attached_settings
 
 
 @pytest.fixture
@@ -67,4 +70,45 @@ def test_a_message_written_by_sql_reaches_the_subscriber_and_a_read_by_sql_clear
         "conversation_id": conversation, "alert": False}
     assert bobs_browser.received()[1].headers["urgency"] == "low"
     assert push_service.rejected == []
+    assert "Traceback" not in dispatcher.log()
+
+
+def test_an_expo_token_registered_with_curl_gets_the_alert_and_the_cleared_badge(
+        chat, pki, expo, workers, writer, tmp_path):
+    """Expo in attached mode: an app registers its Expo push token with curl against the
+    service under gunicorn; messages and reads written by plain SQL reach Expo's fake."""
+    expo_env = {"COUNTS_EXPO_PUSH": "on", "COUNTS_EXPO_URL": expo.server.url,
+                "COUNTS_EXPO_ACCESS_TOKEN": expo.access_token, "COUNTS_PUSH_CA_FILE": pki.ca_file,
+                "COUNTS_PUSH_COALESCE": "0.3", "COUNTS_PUSH_POLL_INTERVAL": "1",
+                "COUNTS_PUSH_TIMEOUT": "2"}
+    env = {**attached_env(chat), **expo_env}
+    alice, bob = new_user(), new_user()
+    conversation = writer.create_conversation(alice, [bob])
+    token = expo.device()
+    with Gunicorn(env, log_path=tmp_path / "gunicorn.log") as server:
+        registered = subprocess.run(
+            ["curl", "-s", "-w", "\\n%{http_code}", "-X", "POST",
+             f"{server.url}/v1/users/{bob}/devices",
+             "-H", f"Authorization: {Tokens().user(bob)['Authorization']}",
+             "-H", "Content-Type: application/json",
+             "-d", json.dumps({"platform": "expo", "token": token})],
+            capture_output=True, text=True, timeout=30, check=True)
+        body, status = registered.stdout.rsplit("\n", 1)
+        assert status == "201", registered.stdout
+        assert token not in body and "device_id" in json.loads(body)
+    dispatcher = workers(env)
+
+    writer.send(conversation, alice, "Lunch?")  # as PostgREST: role authenticated, Alice's claims
+    wait_until(lambda: len(expo.messages_to(token)) == 1, what="the alert at Expo")
+    alert = expo.messages_to(token)[0]
+    assert alert["data"] == {"type": "unread", "user_id": str(bob), "total": 1,
+                             "unread_conversations": 1, "conversation_id": conversation,
+                             "alert": True}
+    assert alert["badge"] == 1 and "title" in alert and "Lunch" not in json.dumps(alert)
+
+    writer.read(conversation, bob)  # read elsewhere: the app icon's badge must clear
+    wait_until(lambda: len(expo.messages_to(token)) == 2, what="the badge-only push")
+    assert expo.messages_to(token)[1]["badge"] == 0
+    assert "title" not in expo.messages_to(token)[1]
+    assert expo.errors == []
     assert "Traceback" not in dispatcher.log()

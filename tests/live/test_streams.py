@@ -5,6 +5,7 @@ import os
 import signal
 import statistics
 import time
+import uuid
 
 import pytest
 import requests
@@ -332,6 +333,8 @@ def test_past_max_streams_a_new_stream_gets_503_with_jittered_retry_after(live, 
 
 
 def test_presence_follows_open_streams_not_long_polls(user, redis_client):
+    """A stream that names no device: present as "*" (every device of its user, under
+    COUNTS_PUSH_PRESENCE=user)."""
     assert presence.live_users(redis_client, [user.id]) == set()
     stream = SseStream(user.stream_url, user.auth)
     stream.next()
@@ -341,6 +344,30 @@ def test_presence_follows_open_streams_not_long_polls(user, redis_client):
     # A client that hung up is seen at the next write (the heartbeat): then it is gone.
     wait_until(lambda: presence.live_users(redis_client, [user.id]) == set(), timeout=10,
                what="presence to go")
+
+
+def test_a_stream_naming_its_device_makes_that_device_present(user, redis_client):
+    """?device_id= on SSE and on a WebSocket: presence per device (COUNTS_PUSH_PRESENCE)."""
+    phone, laptop = str(uuid.uuid4()), str(uuid.uuid4())
+    sse = SseStream(f"{user.stream_url}?device_id={phone}", user.auth)
+    ws = websocket.create_connection(f"{user.ws_url}?ticket={user.ticket()}&device_id={laptop}",
+                                     timeout=10)
+    try:
+        sse.next()
+        wait_until(lambda: presence.live_devices(redis_client, [user.id]) == {user.id: {phone, laptop}},
+                   what="both devices to be present")
+    finally:
+        sse.close()
+        ws.close()
+    wait_until(lambda: presence.live_devices(redis_client, [user.id]) == {}, timeout=10,
+               what="presence to go")
+
+
+@pytest.mark.parametrize("device_id", ["phone", "1234"])
+def test_a_device_id_that_is_not_a_uuid_is_a_400_problem(user, device_id):
+    stream = SseStream(f"{user.stream_url}?device_id={device_id}", user.auth)
+    assert stream.status == 400
+    assert stream.headers["Content-Type"] == "application/problem+json"
 
 
 def test_presence_of_a_killed_worker_lapses_within_two_heartbeats(user, server, redis_client):

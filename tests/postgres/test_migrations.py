@@ -10,7 +10,7 @@ from counts.postgres.queries import migrations as migration_sql
 from tests.support.postgres import query, throwaway_database
 
 TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
-          "push_devices", "push_jobs", "push_leases"}
+          "push_devices", "push_jobs", "push_leases", "push_tickets"}
 
 
 def tables(url: str) -> set[str]:

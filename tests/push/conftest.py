@@ -92,3 +92,9 @@ def fcm(pki, tmp_path):
 def fcm_config(push_config, fcm) -> dict:
     return {**push_config, "COUNTS_FCM_CREDENTIALS_FILE": fcm.credentials_file,
             "COUNTS_FCM_URL": fcm.server.url}
+
+
+@pytest.fixture
+def expo_config(push_config, expo) -> dict:
+    return {**push_config, "COUNTS_EXPO_PUSH": "on", "COUNTS_EXPO_URL": expo.server.url,
+            "COUNTS_EXPO_ACCESS_TOKEN": expo.access_token, "COUNTS_EXPO_CHANNEL_ID": "messages"}

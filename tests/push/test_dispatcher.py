@@ -64,18 +64,38 @@ def test_deferrals_from_two_rounds_come_due_together_at_the_windows_end(push_api
         dispatcher.db.close()
 
 
-def test_a_user_with_a_live_connection_gets_a_badge_only_push(push_api, push_service, dispatchers,
-                                                              monkeypatch):
+def live_on(redis_client, user, *devices) -> None:
+    """As a worker's feed writes it: streams of `user` open on these devices (None: unnamed)."""
+    presence.mark_live(redis_client, "test-worker", [(str(user), d) for d in devices], time.time() + 60)
+
+
+def test_a_live_stream_silences_the_alerts_of_its_own_device_only(push_api, push_service,
+                                                                  dispatchers, redis_client):
+    """A desktop tab left open must not silence the phone in a pocket (COUNTS_PUSH_PRESENCE=device)."""
     alice, bob = new_user(), new_user()
-    monkeypatch.setattr(presence, "live_users", lambda client, user_ids: {str(bob)} & set(user_ids))
     conversation = push_api.conversation(alice, bob)
-    browser = subscribe(push_api, push_service, bob)
+    desktop, phone = subscribe(push_api, push_service, bob), subscribe(push_api, push_service, bob)
+    live_on(redis_client, bob, desktop.device_id, None)  # a stream naming no device silences none
     dispatchers()
     push_api.send(conversation, alice, "seen live")
-    wait_until(browser.messages, what="the push")
-    assert browser.messages()[0]["alert"] is False
-    assert browser.messages()[0]["total"] == 1
-    assert browser.received()[0].headers["urgency"] == "low"
+    wait_until(lambda: desktop.messages() and phone.messages(), what="both pushes")
+    assert desktop.messages()[0]["alert"] is False and desktop.messages()[0]["total"] == 1
+    assert desktop.received()[0].headers["urgency"] == "low"
+    assert phone.messages()[0]["alert"] is True
+
+
+def test_the_per_user_rule_silences_every_device_of_a_live_user(push_api, push_service,
+                                                                dispatchers, redis_client):
+    """COUNTS_PUSH_PRESENCE=user (Slack's rule): active on the desktop, no alerts on the phone."""
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    desktop, phone = subscribe(push_api, push_service, bob), subscribe(push_api, push_service, bob)
+    live_on(redis_client, bob, None)
+    dispatchers(COUNTS_PUSH_PRESENCE="user")
+    push_api.send(conversation, alice, "seen live")
+    wait_until(lambda: desktop.messages() and phone.messages(), what="both pushes")
+    assert [b.messages()[0]["alert"] for b in (desktop, phone)] == [False, False]
+    assert phone.messages()[0]["total"] == 1
 
 
 def test_a_gone_subscription_is_forgotten_and_counted(push_api, push_service, dispatchers, pg):

@@ -2,8 +2,10 @@
 
 import time
 
-from tests.support.api import new_user
-from tests.support.push import VAPID_SUBJECT, subscribe, vapid_claims
+from counts.push.vapid import b64url
+from tests.support.api import Api, assert_problem, new_user
+from tests.support.push import VAPID_SUBJECT, devices_of, sent, subscribe, vapid_claims
+from tests.support.pushfakes.webpush import Subscriber
 from tests.support.services import wait_until
 
 
@@ -79,3 +81,67 @@ def test_a_push_job_exists_exactly_when_its_write_committed(push_api, push_servi
     with pg.cursor() as cur:
         cur.execute("SELECT user_id::text, alert, conversation_id::text FROM push_jobs")
         assert cur.fetchall() == [(str(bob), True, conversation)]
+
+
+def resubscribe(push_api, old: Subscriber, new: Subscriber, auth: str | None = None):
+    """What the JS service-worker module sends on pushsubscriptionchange (no bearer token)."""
+    old_json = old.subscription()
+    return push_api.client.post("/v1/push/webpush/resubscribe", json={
+        "old": {"endpoint": old_json["endpoint"], "auth": auth or old_json["keys"]["auth"]},
+        "subscription": new.subscription()})
+
+
+def test_pushsubscriptionchange_replaces_the_subscription_authorised_by_the_old_one(
+        push_api, push_service, dispatchers, pg):
+    alice, bob = new_user(), new_user()
+    conversation = push_api.conversation(alice, bob)
+    old = subscribe(push_api, push_service, bob)
+    key = push_api.client.get("/v1/push/webpush-key").get_json()["public_key"]
+    new = Subscriber(push_service, push_service.origin, key)
+    replaced = resubscribe(push_api, old, new)
+    assert replaced.status_code == 200
+    assert replaced.get_json() == {"device_id": old.device_id}  # the same device, and the same user
+    dispatchers()
+    push_api.send(conversation, alice)
+    wait_until(new.messages, what="the push at the new subscription")
+    assert new.messages()[0]["total"] == 1 and old.received() == []
+    assert devices_of(pg, bob) == 1
+    # The old subscription proves nothing any more: it has been replaced.
+    assert resubscribe(push_api, old, Subscriber(push_service, push_service.origin, key)).status_code == 403
+
+
+def test_a_resubscription_without_the_old_auth_secret_is_refused(push_api, push_service, pg):
+    bob = new_user()
+    old = subscribe(push_api, push_service, bob)
+    key = push_api.client.get("/v1/push/webpush-key").get_json()["public_key"]
+    new = Subscriber(push_service, push_service.origin, key)
+    wrong = resubscribe(push_api, old, new, auth=b64url(b"0123456789abcdef"))
+    assert_problem(wrong, 403)
+    unknown = Subscriber(push_service, push_service.origin, key)  # never registered
+    assert_problem(resubscribe(push_api, unknown, new), 403)
+    no_old = push_api.client.post("/v1/push/webpush/resubscribe", headers=push_api.tokens.user(bob),
+                                  json={"subscription": new.subscription()})
+    assert_problem(no_old, 422)  # a user's bearer token is not what authorises it
+    with pg.cursor() as cur:
+        cur.execute("SELECT token FROM push_devices WHERE user_id = %s", (str(bob),))
+        assert cur.fetchall() == [(old.endpoint,)]
+
+
+def test_an_alerts_only_push_service_never_gets_a_badge_only_push(
+        app_factory, push_config, push_service, tokens, dispatchers):
+    """Safari revokes a subscription after three pushes that show nothing: its push service
+    (COUNTS_WEBPUSH_ALERTS_ONLY_HOSTS, web.push.apple.com by default) gets alerts only."""
+    config = {**push_config, "COUNTS_WEBPUSH_ALERTS_ONLY_HOSTS": push_service.server.host}
+    api = Api(app_factory(**config).test_client(), tokens)
+    alice, bob = new_user(), new_user()
+    conversation = api.conversation(alice, bob)
+    safari = subscribe(api, push_service, bob)
+    withheld = sent("withheld")
+    dispatchers(**config)
+    api.send(conversation, alice)
+    wait_until(safari.messages, what="the alert")
+    api.read(conversation, bob)
+    wait_until(lambda: sent("withheld") - withheld == 1, what="the badge-only push withheld")
+    api.send(conversation, alice)
+    wait_until(lambda: len(safari.messages()) == 2, what="the next alert")
+    assert [m["alert"] for m in safari.messages()] == [True, True]

@@ -46,6 +46,14 @@ def register_fcm(api, user, token: str) -> str:
     return response.get_json()["device_id"]
 
 
+def register_expo(api, user, token: str) -> str:
+    """Register an Expo app install of `user`; its device id."""
+    response = api.client.post(f"/v1/users/{user}/devices", headers=api.tokens.user(user),
+                               json={"platform": "expo", "token": token})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["device_id"]
+
+
 def sent(outcome: str, provider: str = "webpush") -> float:
     """counts_push_sent_total for this process."""
     return REGISTRY.get_sample_value("counts_push_sent_total",

@@ -45,6 +45,9 @@ export interface CountsClientOptions {
   storage?: StorageLike;
   /** How a WebSocket authenticates: "ticket" (browsers, the default) or "header" (React Native). */
   wsAuth?: "header" | "ticket";
+  /** The push device id this app install registered (`registerDevice`): its streams then
+   * silence only its own alerts, not the user's other devices'. */
+  deviceId?: string;
   /** The shortest interval between polls; the server's X-Poll-Interval wins when longer. */
   pollIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -139,6 +142,7 @@ export class CountsClient {
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       wsAuth: options.wsAuth ?? "ticket",
       longPollWaitSeconds: options.longPollWaitSeconds ?? 25,
+      deviceId: options.deviceId,
     };
   }
 

@@ -1,8 +1,9 @@
-"""Push devices: register, list (tokens masked), delete; the Web Push application server key."""
+"""Push devices: register, list (tokens masked), delete; the Web Push application server key, and
+a browser's re-subscription (pushsubscriptionchange)."""
 
 from uuid import UUID
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from counts.errors import NotFound
 from counts.http.auth import parse_path_uuid, requires_user
@@ -47,3 +48,15 @@ def webpush_key() -> Response:
     if key is None:
         raise NotFound("Web Push is not configured on this service.")
     return json_response({"public_key": key})
+
+
+@bp.post("/v1/push/webpush/resubscribe")
+def resubscribe_webpush() -> Response:
+    """A service worker's pushsubscriptionchange: replace its subscription, authorised by the old
+    one (its endpoint and auth secret), since no user token is at hand there."""
+    res = resources()
+    res.rate_limit.check_anonymous(res.redis, request.remote_addr or "unknown",
+                                   res.load.poll_interval())
+    old_endpoint, old_auth, token, settings = res.push.accept_resubscription(load_json())
+    device_id = res.db.run(devices.resubscribe, old_endpoint, old_auth, token, settings)
+    return json_response({"device_id": str(device_id)})

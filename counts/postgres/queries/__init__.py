@@ -5,6 +5,8 @@
 - `bumps`: the marker outbox (bumps recorded in the writing transaction, drained later) and
   the channel counts.bump() notifies.
 - `attached`: the app's unread function (attached mode): calling it, checking it at start-up.
+- `push`: the device registry, the push job queue, the dispatcher's leases.
+- `tickets`: push tickets kept until their receipts are read (Expo).
 - `migrations`: the record of applied schema migrations.
 - `session`: settings our connections make once (attached mode's search_path).
 

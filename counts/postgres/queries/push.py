@@ -36,6 +36,21 @@ WHERE user_id = %s ORDER BY registered_at, id
 
 DELETE_DEVICE = "DELETE FROM push_devices WHERE id = %s AND user_id = %s"
 
+# pushsubscriptionchange: the browser's new subscription replaces the old one in place (same
+# device id and user). Locked: two service workers replacing one subscription at once.
+FIND_SUBSCRIPTION = """
+SELECT id, settings FROM push_devices WHERE platform = 'webpush' AND token = %s FOR UPDATE
+"""
+
+# A new endpoint registered already (the page re-subscribed first) is that same browser.
+REPLACE_SUBSCRIPTION = """
+WITH dropped AS (
+    DELETE FROM push_devices WHERE platform = 'webpush' AND token = %(token)s AND id <> %(id)s
+)
+UPDATE push_devices SET token = %(token)s, settings = %(settings)s, registered_at = now()
+WHERE id = %(id)s
+"""
+
 
 def register_device(cur, device_id: UUID, user_id: UUID, platform: str, token: str,
                     settings: dict, keep: int) -> tuple[UUID, bool]:
@@ -53,6 +68,18 @@ def user_devices(cur, user_id: UUID) -> list[tuple]:
     """(id, platform, token, settings, registered_at) of each of a user's devices."""
     cur.execute(USER_DEVICES, (str(user_id),))
     return cur.fetchall()
+
+
+def find_subscription(cur, endpoint: str) -> tuple[UUID, dict] | None:
+    """(id, settings) of the browser subscribed at `endpoint`, locked; None if none is."""
+    cur.execute(FIND_SUBSCRIPTION, (endpoint,))
+    return cur.fetchone()
+
+
+def replace_subscription(cur, device_id: UUID, endpoint: str, settings: dict) -> None:
+    """Point a browser's device at its new subscription."""
+    cur.execute(REPLACE_SUBSCRIPTION, {"id": str(device_id), "token": endpoint,
+                                       "settings": Json(settings)})
 
 
 def delete_device(cur, user_id: UUID, device_id: UUID) -> bool:

@@ -31,17 +31,22 @@ for _name in ("httpx", "httpcore", "h2", "hpack", "google.auth", "google_auth_ht
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 ACCEPTED, RETRY, GONE, FAILED = "accepted", "retry", "gone", "failed"
+# Not sent, by rule: the push service's browser would punish this push (Safari revokes a
+# subscription after pushes that show nothing). Counted; the job is done.
+WITHHELD = "withheld"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a provider said about one push."""
 
-    kind: str  # ACCEPTED, RETRY (later, maybe after `retry_after`), GONE (forget the device), FAILED
+    kind: str  # ACCEPTED, RETRY (later, maybe after `retry_after`), GONE (forget the device),
+    # FAILED, WITHHELD
     detail: str = ""  # for the log: status and reason, never the token
     retry_after: float | None = None  # seconds the provider asked us to wait
     unreachable: bool = False  # no answer at all (refused, reset, timed out): back off the host
     settings: dict[str, Any] | None = None  # device settings learnt (an APNs token's environment)
+    ticket: str | None = None  # accepted by a provider that answers later (Expo): its receipt's id
 
 
 class Provider(Protocol):
@@ -57,6 +62,22 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Close kept-open connections."""
+
+
+class BatchProvider(Provider, Protocol):
+    """A push service taking many devices' pushes in one request, at a rate shared by every
+    dispatcher, and answering later in receipts (Expo)."""
+
+    batch_size: int  # pushes per request, at most
+    send_rate: float  # pushes a second, across every dispatcher
+    receipt_delay: float  # seconds after a send before its receipt is asked for
+    receipt_batch: int  # receipts per request, at most
+
+    def send_batch(self, items: list[tuple[Device, Push]]) -> list[Outcome]:
+        """Push to many devices at once; an outcome each, in order."""
+
+    def receipts(self, ticket_ids: list[str]) -> dict[str, Any] | None:
+        """The receipts there are for these tickets, by id; None when the provider did not answer."""
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -95,7 +116,7 @@ def transport_failure(error: httpx.HTTPError) -> Outcome:
 # environment), REGISTRATION (the marshmallow schema of a device registration), accept(body,
 # section) -> (token, settings) (or InvalidInput), shown(token, settings) -> what the device list
 # shows, and from_settings(section, push settings) -> the Provider.
-PLATFORMS = ("webpush", "apns", "fcm")
+PLATFORMS = ("webpush", "apns", "fcm", "expo")
 
 
 def modules() -> dict[str, ModuleType]:

@@ -31,6 +31,7 @@ from counts.push.providers import (
     FAILED,
     GONE,
     RETRY,
+    WITHHELD,
     Outcome,
     http_client,
     retry_after,
@@ -43,6 +44,10 @@ from counts.settings.parse import setting, text, words
 # at one of them, or the dispatcher would POST wherever a client asked it to.
 DEFAULT_HOSTS = ("fcm.googleapis.com", "android.googleapis.com",
                  "updates.push.services.mozilla.com", "*.notify.windows.com", "web.push.apple.com")
+# Safari's: a push must show a notification, or after three the subscription is revoked. The
+# others (Chrome, Firefox, Edge) get badge-only pushes too, and the service worker shows a quiet
+# notification for each (clients/js service-worker: Chrome shows its own notice otherwise).
+ALERTS_ONLY_HOSTS = ("web.push.apple.com",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class WebPushSettings:
         "COUNTS_WEBPUSH_ALLOWED_HOSTS", DEFAULT_HOSTS, "Hosts a subscription's endpoint may be on: "
         "host or *.domain, with :port (default 443), comma-separated; the default is the "
         "browsers' push services.", words)
+    alerts_only_hosts: tuple[str, ...] = setting(
+        "COUNTS_WEBPUSH_ALERTS_ONLY_HOSTS", ALERTS_ONLY_HOSTS, "Push services (as above) that "
+        "get alerts only, never a badge-only push: Safari revokes a subscription after three "
+        "pushes that show no notification.", words)
 
     def __post_init__(self) -> None:
         if self.private_key and not (self.subject or "").startswith(("mailto:", "https:")):
@@ -67,6 +76,10 @@ class WebPushSettings:
             HostRules(self.allowed_hosts)
         except ValueError as error:
             raise SettingsError(f"COUNTS_WEBPUSH_ALLOWED_HOSTS: {error}") from None
+        try:
+            HostRules(self.alerts_only_hosts)
+        except ValueError as error:
+            raise SettingsError(f"COUNTS_WEBPUSH_ALERTS_ONLY_HOSTS: {error}") from None
 
     @property
     def configured(self) -> bool:
@@ -155,6 +168,20 @@ class WebPushDevice(Schema):
     subscription = fields.Nested(Subscription, required=True)
 
 
+class OldSubscription(Schema):
+    """What proves a service worker's claim to a subscription: its endpoint and auth secret."""
+
+    endpoint = fields.String(required=True, validate=validate.Length(min=9, max=2048))
+    auth = fields.String(required=True, validate=_b64url_bytes(16, "auth secret"))
+
+
+class Resubscription(Schema):
+    """`POST /v1/push/webpush/resubscribe`: pushsubscriptionchange's old and new subscriptions."""
+
+    old = fields.Nested(OldSubscription, required=True)
+    subscription = fields.Nested(Subscription, required=True)
+
+
 def accept(body: dict, own: WebPushSettings) -> tuple[str, dict]:
     """The (token, settings) to store for a valid registration, or 422 where we won't push."""
     subscription = body["subscription"]
@@ -197,8 +224,10 @@ class WebPush:
 
     name = "webpush"
 
-    def __init__(self, vapid: Vapid, subject: str, hosts: HostRules, client: httpx.Client):
+    def __init__(self, vapid: Vapid, subject: str, hosts: HostRules, client: httpx.Client,
+                 alerts_only: HostRules | None = None):
         self.vapid, self.subject, self.hosts, self.client = vapid, subject, hosts, client
+        self.alerts_only = alerts_only or HostRules(())
         self._tokens: dict[str, tuple[str, float]] = {}  # origin -> (Authorization, expires)
         self._lock = threading.Lock()
 
@@ -227,6 +256,8 @@ class WebPush:
         endpoint = device.token
         if not self.hosts.allows(endpoint):  # the allowlist may have narrowed since it registered
             return Outcome(FAILED, "endpoint host no longer allowed")
+        if not push.alert and self.alerts_only.allows(endpoint):
+            return Outcome(WITHHELD, "badge-only push to an alerts-only push service")
         body = encrypt(json.dumps(push.body()).encode(), device.settings["p256dh"],
                        device.settings["auth"])
         headers = {
@@ -263,4 +294,5 @@ def from_settings(own: WebPushSettings, push: PushSettings) -> WebPush:
     """The Web Push provider from COUNTS_VAPID_* and COUNTS_WEBPUSH_ALLOWED_HOSTS."""
     assert own.private_key is not None and own.subject is not None
     return WebPush(vapid_keys.load_private_key(own.private_key), own.subject,
-                   HostRules(own.allowed_hosts), http_client(push))
+                   HostRules(own.allowed_hosts), http_client(push),
+                   HostRules(own.alerts_only_hosts))

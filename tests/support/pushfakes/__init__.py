@@ -9,4 +9,5 @@ fail the ways the real ones do: 429/503 with Retry-After, gone tokens, no answer
 - `webpush`: a push service (RFC 8030/8291/8292), and `Subscriber`, the test acting as a browser.
 - `apns`: Apple's provider API (HTTP/2, token auth).
 - `fcm`: Google's OAuth2 token endpoint and the FCM HTTP v1 send endpoint.
+- `expo`: Expo's push service: send (tickets) and getReceipts.
 """

@@ -227,6 +227,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/push/webpush/resubscribe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Replace a browser's subscription from its service worker (pushsubscriptionchange), authorised by the old subscription's endpoint and auth secret */
+        post: operations["resubscribeWebPush"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/unread-counts/batch": {
         parameters: {
             query?: never;
@@ -470,13 +487,18 @@ export interface components {
             /** @enum {string} */
             environment?: "production" | "sandbox";
             /** @enum {string} */
-            platform: "webpush" | "apns" | "fcm";
+            platform: "webpush" | "apns" | "fcm" | "expo";
             /** Format: date-time */
             registered_at: string;
             /** @description sha256: and the first 12 hex digits of the token's SHA-256 (never the token). */
             token_hint: string;
             /** @description apns: the app's bundle id. */
             topic?: string;
+        };
+        ExpoDevice: {
+            /** @enum {string} */
+            platform: "expo";
+            token: string;
         };
         FcmDevice: {
             /** @enum {string} */
@@ -512,6 +534,10 @@ export interface components {
             /** Format: uuid */
             message_id: string;
             seq: number;
+        };
+        OldSubscription: {
+            auth: string;
+            endpoint: string;
         };
         Problem: {
             detail: string;
@@ -553,6 +579,10 @@ export interface components {
             name: string;
             /** @enum {string} */
             state: "ok" | "unavailable" | "not_a_replica";
+        };
+        Resubscription: {
+            old: components["schemas"]["OldSubscription"];
+            subscription: components["schemas"]["Subscription"];
         };
         StreamTicket: {
             expires_in: number;
@@ -1059,6 +1089,38 @@ export interface operations {
             404: components["responses"]["NotFound"];
         };
     };
+    resubscribeWebPush: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Resubscription"];
+            };
+        };
+        responses: {
+            /** @description Replaced; the device keeps its id. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["InvalidInput"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     postBatch: {
         parameters: {
             query?: never;
@@ -1135,7 +1197,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["WebPushDevice"] | components["schemas"]["ApnsDevice"] | components["schemas"]["FcmDevice"];
+                "application/json": components["schemas"]["WebPushDevice"] | components["schemas"]["ApnsDevice"] | components["schemas"]["FcmDevice"] | components["schemas"]["ExpoDevice"];
             };
         };
         responses: {
@@ -1366,6 +1428,8 @@ export interface operations {
     streamUnreadCounts: {
         parameters: {
             query?: {
+                /** @description The push device this app is (its registration's device_id): while the stream is open, that device gets no alerts (COUNTS_PUSH_PRESENCE). */
+                device_id?: string;
                 /** @description The ETag the client holds: nothing is resent if it is current. */
                 etag?: string;
                 /** @description A stream ticket, instead of the Authorization header (browsers). */
@@ -1400,6 +1464,8 @@ export interface operations {
     websocketUnreadCounts: {
         parameters: {
             query?: {
+                /** @description The push device this app is (its registration's device_id): while the stream is open, that device gets no alerts (COUNTS_PUSH_PRESENCE). */
+                device_id?: string;
                 /** @description The ETag the client holds: nothing is resent if it is current. */
                 etag?: string;
                 /** @description A stream ticket, instead of the Authorization header (browsers). */

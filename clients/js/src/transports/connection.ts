@@ -34,6 +34,15 @@ export interface TransportSettings {
   wsAuth: "header" | "ticket";
   /** Long-poll: seconds asked for in `Prefer: wait=N`. */
   longPollWaitSeconds: number;
+  /** SSE and WebSocket: the push device this app is (`?device_id=`), whose alerts the service
+   * then skips while the stream is open. */
+  deviceId?: string;
+}
+
+/** `?device_id=` for a stream, when the app named its push device. */
+export function deviceQuery(connection: Pick<Connection, "settings">): string[] {
+  const id = connection.settings.deviceId;
+  return id ? [`device_id=${encodeURIComponent(id)}`] : [];
 }
 
 export type Outcome =

@@ -2,7 +2,7 @@
 // cannot send, and a watchdog on the server's heartbeats, which EventSource does not keep.
 import { newTextDecoder } from "../platform.js";
 import type { Counts } from "../types.js";
-import { type Connection, type Outcome, describe, failed, refusal, userPath } from "./connection.js";
+import { type Connection, type Outcome, describe, deviceQuery, failed, refusal, userPath } from "./connection.js";
 import { createSseParser } from "./sse-parser.js";
 
 export async function sse(connection: Connection): Promise<Outcome> {
@@ -13,7 +13,8 @@ export async function sse(connection: Connection): Promise<Outcome> {
   if (held !== null) headers["Last-Event-ID"] = held;
   let response;
   try {
-    response = await connection.fetch(userPath(connection, "/unread-counts/stream"), { headers, signal: connection.signal });
+    const query = deviceQuery(connection);
+    response = await connection.fetch(userPath(connection, "/unread-counts/stream") + (query.length ? `?${query[0]}` : ""), { headers, signal: connection.signal });
   } catch (error) {
     return failed(error);
   }

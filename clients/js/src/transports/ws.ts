@@ -3,7 +3,7 @@
 // Protocol pings are invisible to JavaScript, so liveness is a text `ping` answered by `pong`.
 import type { WebSocketLike } from "../platform.js";
 import type { Counts } from "../types.js";
-import { type Connection, type Outcome, describe, failed, refusal, userPath } from "./connection.js";
+import { type Connection, type Outcome, describe, deviceQuery, failed, refusal, userPath } from "./connection.js";
 
 const POLICY_VIOLATION = 1008; // the token behind the socket expired
 const SERVICE_RESTART = 1012; // the server is shutting down; its reason says when to come back
@@ -23,7 +23,7 @@ async function streamTicket(connection: Connection): Promise<string | Outcome> {
 export async function ws(connection: Connection): Promise<Outcome> {
   const Socket = connection.WebSocket;
   if (Socket === undefined) return { kind: "unsupported", reason: "no WebSocket" };
-  const query: string[] = [];
+  const query = deviceQuery(connection);
   const held = connection.etag();
   if (held !== null) query.push(`etag=${encodeURIComponent(held)}`);
   let options: { headers: Record<string, string> } | undefined;

@@ -1,7 +1,7 @@
 // Devices, Web Push, the service worker, Expo (issue 18: "Push").
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { startExpoPush, type ExpoNotificationsLike } from "../../src/expo.js";
-import { installUnreadPush, showUnreadPush, type ServiceWorkerScopeLike } from "../../src/service-worker.js";
+import { installUnreadPush, resubscribe, showUnreadPush, type ServiceWorkerScopeLike } from "../../src/service-worker.js";
 import { base64UrlToBytes, subscribeWebPush } from "../../src/web-push.js";
 import { harness } from "../support/clients.js";
 import { until } from "../support/fake-server.js";
@@ -77,13 +77,39 @@ describe("service worker", () => {
     await showUnreadPush(sw, push(3, true));
     await showUnreadPush(sw, push(0, false));
     await showUnreadPush(sw, { something: "else" });
-    expect(calls).toEqual(["badge 3", "notify New message: 3 unread messages silent=false", "clear"]);
+    expect(calls).toEqual(["badge 3", "notify New message: 3 unread messages silent=false", "clear",
+      "notify Unread messages: No unread messages silent=true"]);
   });
 
-  it("shows a quiet notification for badge-only pushes where every push must show one (Safari)", async () => {
+  it("shows a quiet notification for badge-only pushes, since browsers require one per push", async () => {
     const { sw, calls } = scope();
-    await showUnreadPush(sw, push(1, false), { notifyEveryPush: true, title: () => "Chat" });
-    expect(calls).toEqual(["badge 1", "notify Chat: 1 unread message silent=true"]);
+    await showUnreadPush(sw, push(1, false), { title: () => "Chat" });
+    await showUnreadPush(sw, push(2, false), { notifyEveryPush: false });
+    expect(calls).toEqual(["badge 1", "notify Chat: 1 unread message silent=true", "badge 2"]);
+  });
+
+  it("re-registers a replaced subscription with the old one's endpoint and auth secret", async () => {
+    const { sw, listeners } = scope();
+    const posts: { url: string; body: unknown; headers: Record<string, string> }[] = [];
+    const withFetch: ServiceWorkerScopeLike = { ...sw, fetch: async (url, init) => { posts.push({ url, body: JSON.parse(init.body), headers: init.headers }); return { status: 200 }; } };
+    installUnreadPush(withFetch, { baseUrl: "https://counts.example/" });
+    const sub = (endpoint: string, auth: string) => ({ endpoint, toJSON: () => ({ endpoint, keys: { p256dh: "p", auth } }) });
+    const waited: Promise<unknown>[] = [];
+    (listeners.get("pushsubscriptionchange") as (e: unknown) => void)({
+      oldSubscription: sub("https://push.example/old", "old-auth"), newSubscription: sub("https://push.example/new", "new-auth"),
+      waitUntil: (p: Promise<unknown>) => waited.push(p),
+    });
+    expect(await Promise.all(waited)).toEqual([true]);
+    expect(posts).toEqual([{ url: "https://counts.example/v1/push/webpush/resubscribe", headers: { "Content-Type": "application/json" },
+      body: { old: { endpoint: "https://push.example/old", auth: "old-auth" }, subscription: { endpoint: "https://push.example/new", keys: { p256dh: "p", auth: "new-auth" } } } }]);
+    expect(posts[0]!.headers).not.toHaveProperty("Authorization"); // no user token in a service worker
+  });
+
+  it("cannot prove anything without the old subscription: the page re-registers instead", async () => {
+    const { sw } = scope();
+    const fetch = vi.fn(async () => ({ status: 200 }));
+    expect(await resubscribe({ ...sw, fetch }, "https://counts.example", { oldSubscription: null, waitUntil: () => undefined })).toBe(false);
+    expect(fetch).not.toHaveBeenCalled();
   });
 
   it("installs push and notificationclick handlers", async () => {

@@ -23,6 +23,21 @@ describe("web transport order", () => {
     client.stop();
   });
 
+  it("names its push device on SSE and WebSocket streams, so only its own alerts are skipped", async () => {
+    const device = "4b0e9c1e-5f3a-4d2b-9c7e-0123456789ab";
+    const sse = harness({ deviceId: device });
+    sse.client.start();
+    await until(() => sse.client.getSnapshot().status === "live", "live over SSE");
+    expect(new URL(sse.server.requestsTo("/stream")[0]!.url).searchParams.get("device_id")).toBe(device);
+    expect(sse.server.requestsTo("/unread-counts")[0]!.url).not.toContain("device_id"); // polls are not presence
+    sse.client.stop();
+    const ws = harness({ transports: ["ws"], deviceId: device });
+    ws.client.start();
+    await until(() => ws.server.sockets.length === 1, "a socket");
+    expect(new URL(ws.server.lastSocket.url.replace(/^ws/, "http")).searchParams.get("device_id")).toBe(device);
+    ws.client.stop();
+  });
+
   it("falls back to long-poll when SSE fails to open twice within seconds, then to polling when long-poll is refused", async () => {
     const { server, client } = harness();
     server.answer("/stream", { status: 502 }, { status: 502 });
