@@ -54,8 +54,8 @@ def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag
     real_query = reads.unread_counts
     calls = []
 
-    def query_then_concurrent_write(cur, user_ids):
-        result = real_query(cur, user_ids)
+    def query_then_concurrent_write(cur, user_ids, *args):
+        result = real_query(cur, user_ids, *args)
         if not calls:  # a message lands (and bumps) right after this poll's query ran
             calls.append(1)
             outbox.write_then_bump(res.db, res.redis, res.marker_ttl,

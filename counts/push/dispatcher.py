@@ -191,7 +191,8 @@ class Dispatcher:
             return Outcome(DEFERRED, LEASE_ENDING, retry_after=0.0)
         push = Push(str(device.user_id), counts["total"], counts["unread_conversations"],
                     None if delivery.conversation_id is None else str(delivery.conversation_id),
-                    alert=delivery.alert and not live, expires_at=delivery.newest + self.max_age)
+                    alert=delivery.alert and not live, expires_at=delivery.newest + self.max_age,
+                    badge=counts["badge"], mentions=counts["mentions"])
         try:
             outcome = provider.send(device, push)
         except Exception:  # a bug in a provider must not lose the round's other pushes

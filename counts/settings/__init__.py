@@ -44,6 +44,8 @@ DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105
 USER_ROLE = "authenticated"  # the `role` of Supabase's users' access tokens
 DEFAULT_AUDIENCE = "authenticated"  # and their `aud`
 SOURCES = ("own", "attached")
+# The app icon's number (counts.representation.totals): COUNTS_BADGE_POLICY, or a user's own.
+BADGE_POLICIES = ("messages", "conversations", "mentions", "none")
 DEFAULT_MARKER_TTL = 30 * 24 * 3600  # seconds: an idle user's marker lives a month
 
 
@@ -154,6 +156,13 @@ class SourceSettings:
     unread_function: tuple[str, str] | None = setting(
         "COUNTS_UNREAD_FUNCTION", None, "Attached mode: schema.function (user_ids uuid[]) RETURNS "
         "TABLE (user_id uuid, conversation_id uuid, unread bigint).", function_name)
+    badge_policy: str = setting(
+        "COUNTS_BADGE_POLICY", "messages", "The app icon's number (the body's badge, every "
+        "push's): messages, conversations, mentions or none; a user may choose their own.",
+        choice(*BADGE_POLICIES))
+    mention_all_max_members: int = setting(
+        "COUNTS_MENTION_ALL_MAX_MEMBERS", 1000, "A user may mention everyone only in conversations "
+        "of at most this many members (a service always may).", number(int, minimum=0))
 
     def __post_init__(self) -> None:
         if self.mode == "attached" and self.unread_function is None:
@@ -305,7 +314,8 @@ class Settings:
 SECTIONS = (ServerSettings, IdentitySettings, PostgresSettings, RedisSettings, SourceSettings,
             HttpSettings, LiveSettings, BumpSettings, PushSettings)
 
-__all__ = ["DEFAULT_AUDIENCE", "DEFAULT_MARKER_TTL", "DEVELOPMENT_JWT_SECRET", "SECTIONS", "USER_ROLE",
+__all__ = ["BADGE_POLICIES", "DEFAULT_AUDIENCE", "DEFAULT_MARKER_TTL", "DEVELOPMENT_JWT_SECRET", "SECTIONS",
+           "USER_ROLE",
            "BumpSettings", "HttpSettings", "IdentitySettings", "LiveSettings", "PostgresSettings",
            "PushSettings", "RedisSettings", "RedisTopology", "ServerSettings", "Settings",
            "SettingsError", "SourceSettings", "function_name", "parse_redis_url"]

@@ -25,8 +25,9 @@ class AttachedSource:
     writable = False  # the app owns its writes: our write endpoints answer 404
     relays_bumps = True
 
-    def __init__(self, function: tuple[str, str]):
+    def __init__(self, function: tuple[str, str], badge_policy: str = "messages"):
         self.function = function
+        self.badge_policy = badge_policy
         self._statement = attached.unread_counts_statement(function)
 
     @property
@@ -36,7 +37,7 @@ class AttachedSource:
 
     def unread_counts(self, cur, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
         """Each user's counts, as the app's function says."""
-        return attached.unread_counts(cur, self._statement, user_ids)
+        return attached.unread_counts(cur, self._statement, user_ids, self.badge_policy)
 
     def problem(self, cur) -> str | None:
         """Why the app's function cannot serve counts, or None (see attached.EXPECTED_RESULT)."""

@@ -166,9 +166,12 @@ def test_rows_the_function_should_not_return_are_dropped(owner):
         UNION ALL SELECT '{stranger}'::uuid, gen_random_uuid(), 5 $$""")
     counts = AttachedSource(("checks", "unread")).unread_counts(owner, [alice, bob])
     assert set(counts) == {alice, bob}
-    assert counts[alice] == {"total": 3, "unread_conversations": 2, "conversations": [
-        {"conversation_id": "00000000-0000-4000-8000-00000000000a", "unread": 1},
-        {"conversation_id": "00000000-0000-4000-8000-00000000000b", "unread": 2}]}
+    plain = {"mentions": 0, "notify": "all", "marked_unread": False, "parent_id": None}
+    assert counts[alice] == {
+        "total": 3, "unread_conversations": 2, "mentions": 0, "badge": 3,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0}, "conversations": [
+            {"conversation_id": "00000000-0000-4000-8000-00000000000a", "unread": 1, **plain},
+            {"conversation_id": "00000000-0000-4000-8000-00000000000b", "unread": 2, **plain}]}
 
 
 def test_both_sources_answer_in_one_shape(owner, database_url):
@@ -182,4 +185,6 @@ def test_both_sources_answer_in_one_shape(owner, database_url):
             own = OwnSource().unread_counts(cur, [user])
     finally:
         conn.close()
-    assert attached == own == {user: {"total": 0, "unread_conversations": 0, "conversations": []}}
+    assert attached == own == {user: {
+        "total": 0, "unread_conversations": 0, "mentions": 0, "badge": 0,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0}, "conversations": []}}

@@ -19,9 +19,16 @@ EXPECTED_RESULT = "TABLE(user_id uuid, conversation_id uuid, unread bigint)"
 # the body has the same shape as in own mode whatever the function does. Ids come back as text,
 # ordered, as our own query returns them.
 UNREAD_COUNTS = sql.SQL("""
-SELECT f.user_id::text, f.conversation_id::text, f.unread
-FROM {function}(%(user_ids)s::uuid[]) f
-WHERE f.unread > 0 AND f.user_id = ANY(%(user_ids)s::uuid[])
+SELECT * FROM (
+    SELECT f.user_id::text, f.conversation_id::text, f.unread, 0::bigint AS mentions,
+           'all'::text AS notify, false AS marked_unread, NULL::text AS parent_id,
+           NULL::text AS badge_policy
+    FROM {function}(%(user_ids)s::uuid[]) f
+    WHERE f.unread > 0 AND f.user_id = ANY(%(user_ids)s::uuid[])
+    UNION ALL
+    SELECT user_id::text, NULL, NULL, NULL, NULL, NULL, NULL, badge_policy FROM user_settings
+    WHERE user_id = ANY(%(user_ids)s::uuid[]) AND badge_policy IS NOT NULL
+) rows
 ORDER BY 1, 2
 """)
 
@@ -51,9 +58,10 @@ def unread_counts_statement(function: tuple[str, str]) -> sql.Composed:
     return UNREAD_COUNTS.format(function=sql.Identifier(*function))
 
 
-def unread_counts(cur, statement: sql.Composed, user_ids: Iterable[UUID]) -> dict[UUID, dict]:
+def unread_counts(cur, statement: sql.Composed, user_ids: Iterable[UUID],
+                  policy: str = "messages") -> dict[UUID, dict]:
     """Unread counts for each user, from the app's function, in our body's shape."""
-    return counts_by_user(cur, statement, user_ids)
+    return counts_by_user(cur, statement, user_ids, policy)
 
 
 def function_problem(cur, function: tuple[str, str]) -> str | None:
