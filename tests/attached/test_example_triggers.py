@@ -7,6 +7,7 @@ No relay or dispatcher runs in this module: the outbox rows and push jobs stay f
 
 import threading
 
+from counts.sources.attached import AttachedSource
 from tests.support.api import new_user
 from tests.support.services import wait_until
 from tests.support.supabase_chat import RELAY_BOUND
@@ -151,3 +152,39 @@ def test_a_read_waits_for_a_message_in_flight_and_pushes_the_badge_it_cleared(ch
         reading.close()
     assert chat.unread_total(bob) == 0
     assert chat.push_jobs([bob]) == [(str(bob), True, conversation), (str(bob), False, conversation)]
+
+
+def test_levels_and_mentions_decide_alerts_and_a_settings_change_bumps_and_pushes(chat, writer):
+    """The example's mentions and notify levels, through its function and its triggers: a muted
+    participant is bumped by every message but alerted only when mentioned, and a change of
+    level or mark bumps that participant and pushes their badge."""
+    alice, bob, carol = new_user(), new_user(), new_user()
+    chat.add_device(bob)
+    chat.add_device(carol)
+    conversation = writer.create_conversation(alice, [bob, carol])
+    everyone = [alice, bob, carol]
+    with writer.transaction(bob) as cur:
+        cur.execute("UPDATE participants SET notify = 'mentions' WHERE conversation_id = %s"
+                    " AND user_id = %s", (conversation, str(bob)))
+    assert bumps_of(chat, everyone)[1:] == [{str(bob)}]
+    assert chat.push_jobs(everyone) == [(str(bob), False, conversation)]
+    writer.send(conversation, alice, "plain")
+    assert bumps_of(chat, everyone)[2:] == [{str(bob), str(carol)}]
+    assert chat.push_jobs(everyone)[1:] == [(str(carol), True, conversation)]
+    with writer.transaction(alice) as cur:
+        cur.execute("INSERT INTO messages (conversation_id, body, mentions) VALUES (%s, 'hey', %s::uuid[])",
+                    (conversation, [str(bob)]))
+    assert sorted(chat.push_jobs(everyone)[2:]) == sorted([(str(bob), True, conversation),
+                                                           (str(carol), True, conversation)])
+    source = AttachedSource(("public", "counts_unread"))
+    with chat.admin() as conn, conn.cursor() as cur:
+        assert source.problem(cur) is None
+        counts = source.unread_counts(cur, [bob, carol])
+    assert (counts[bob]["total"], counts[bob]["mentions"], counts[bob]["badge"]) == (0, 1, 1)
+    assert counts[bob]["conversations"][0]["unread"] == 2
+    assert (counts[carol]["total"], counts[carol]["mentions"], counts[carol]["badge"]) == (2, 0, 2)
+    with writer.transaction(carol) as cur:
+        cur.execute("UPDATE participants SET marked_unread = true WHERE conversation_id = %s"
+                    " AND user_id = %s", (conversation, str(carol)))
+    assert bumps_of(chat, everyone)[-1] == {str(carol)}
+    assert chat.push_jobs(everyone)[-1] == (str(carol), False, conversation)

@@ -33,8 +33,11 @@ def test_counts_come_from_the_apps_function_with_etags_and_304s(api, writer):
     writer.send(conversation, alice)
     first = api.counts(bob)
     assert first.status_code == 200
-    assert first.get_json() == {"user_id": str(bob), "total": 2, "unread_conversations": 1,
-                                "conversations": [{"conversation_id": conversation, "unread": 2}]}
+    assert first.get_json() == {
+        "user_id": str(bob), "total": 2, "unread_conversations": 1, "mentions": 0, "badge": 2,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0},
+        "conversations": [{"conversation_id": conversation, "unread": 2, "mentions": 0,
+                           "notify": "all", "marked_unread": False, "parent_id": None}]}
     assert api.counts(bob, etag=first.headers["ETag"]).status_code == 304
     assert api.counts(bob, etag=first.headers["ETag"], method="head").status_code == 304
 
