@@ -80,6 +80,13 @@ describe("service worker", () => {
     expect(calls).toEqual(["badge 3", "notify New message: 3 unread messages silent=false", "clear"]);
   });
 
+  it("badges the push's badge, not its total, when the service sends one", async () => {
+    const { sw, calls } = scope();
+    await showUnreadPush(sw, { ...push(5, false), badge: 2 });
+    await showUnreadPush(sw, { ...push(4, false), badge: 0 });
+    expect(calls).toEqual(["badge 2", "clear"]);
+  });
+
   it("shows a quiet notification for badge-only pushes where every push must show one (Safari)", async () => {
     const { sw, calls } = scope();
     await showUnreadPush(sw, push(1, false), { notifyEveryPush: true, title: () => "Chat" });
