@@ -106,6 +106,12 @@ class UnreadState(ReadState):
                                    metadata={"description": "Flagged (no from_seq was given)."})
 
 
+class UserSettingsShown(Schema):
+    user_id = fields.UUID(required=True)
+    badge_policy = fields.String(required=True, allow_none=True, metadata={
+        "description": "messages, conversations, mentions or none; null: the server's."})
+
+
 class MemberSettings(Membership):
     notify = fields.String(required=True, validate=validate.OneOf(LEVELS))
 
@@ -204,13 +210,14 @@ REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd"
                    "MessageMentions": schemas.MessageMentions,
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
                    "MemberUpdate": schemas.MemberUpdate, "MarkUnread": schemas.MarkUnread,
+                   "UserSettings": schemas.UserSettings,
                    "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
                    "SubscriptionKeys": webpush.SubscriptionKeys, "Subscription": webpush.Subscription,
                    **DEVICE_SCHEMAS}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
     ConversationUnread, ThreadTotals, Counts, BatchNotModified, BatchFresh, BatchUnavailable,
-    ConversationCreated, Membership, MessageCreated, ReadState, UnreadState, MemberSettings, Bumped,
-    Queued, StreamTicket, Health, PushQueue,
+    ConversationCreated, Membership, MessageCreated, ReadState, UnreadState, MemberSettings,
+    UserSettingsShown, Bumped, Queued, StreamTicket, Health, PushQueue,
     Readiness, AdminReadiness, DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
 
 
@@ -395,6 +402,10 @@ def paths() -> dict[str, dict]:
             "Mark unread: a flag, or from message from_seq on (that user, or services)", "markUnread",
             {200: response_with_body("The read state now.", "UnreadState")}, (404, *body_errors),
             "MarkUnread")},
+        "/v1/users/{user_id}/settings": {"parameters": ["user_id"], "patch": operation(
+            "Set the user's badge policy (that user, or services)", "updateUserSettings",
+            {200: response_with_body("The settings now; bumped if they changed.",
+                                     "UserSettingsShown")}, body_errors, "UserSettings")},
         "/v1/markers/bump": {"post": operation(
             "Bump users' markers after a write elsewhere (services)", "bumpMarkers",
             {200: response_with_body("Bumped.", "Bumped"),

@@ -171,10 +171,22 @@ def test_the_badge_follows_the_policy_and_a_user_may_choose_their_own(
     assert api.send(quiet, alice).status_code == 201
     assert api.mention(quiet, alice, [bob]).status_code == 201
     assert api.unread(flagged, bob).status_code == 200
+    first = api.counts(bob)
     assert judged(api, pg, bob, policy)["badge"] == badge
-    with pg.cursor() as cur:
-        cur.execute("INSERT INTO user_settings VALUES (%s, 'mentions')", (str(bob),))
+    chosen = api.client.patch(f"/v1/users/{bob}/settings", headers=tokens.user(bob),
+                              json={"badge_policy": "mentions"})
+    assert chosen.get_json() == {"user_id": str(bob), "badge_policy": "mentions"}
     assert judged(api, pg, bob, policy)["badge"] == 2
+    changed = api.counts(bob, etag=first.headers["ETag"]).status_code == 200
+    assert changed == (policy != "mentions")  # the server's policy by name: nothing changed
+    back = api.client.patch(f"/v1/users/{bob}/settings", headers=tokens.service(),
+                            json={"badge_policy": None})
+    assert back.status_code == 200
+    assert judged(api, pg, bob, policy)["badge"] == badge
+    assert_problem(api.client.patch(f"/v1/users/{bob}/settings", headers=tokens.user(alice),
+                                    json={"badge_policy": "none"}), 403)
+    assert_problem(api.client.patch(f"/v1/users/{bob}/settings", headers=tokens.user(bob),
+                                    json={"badge_policy": "loud"}), 422)
 
 
 def test_a_level_or_a_mark_bumps_exactly_when_the_body_changes(api, pg):

@@ -308,6 +308,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{user_id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user_id must be a UUID (400 otherwise). */
+                user_id: components["parameters"]["user_id"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Set the user's badge policy (that user, or services) */
+        patch: operations["updateUserSettings"];
+        trace?: never;
+    };
     "/v1/users/{user_id}/stream-tickets": {
         parameters: {
             query?: never;
@@ -655,6 +675,16 @@ export interface components {
             last_read_seq: number;
             /** @description Flagged (no from_seq was given). */
             marked_unread: boolean;
+            /** Format: uuid */
+            user_id: string;
+        };
+        UserSettings: {
+            /** @enum {string|null} */
+            badge_policy: "messages" | "conversations" | "mentions" | "none" | null;
+        };
+        UserSettingsShown: {
+            /** @description messages, conversations, mentions or none; null: the server's. */
+            badge_policy: string | null;
             /** Format: uuid */
             user_id: string;
         };
@@ -1356,6 +1386,41 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    updateUserSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user_id must be a UUID (400 otherwise). */
+                user_id: components["parameters"]["user_id"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserSettings"];
+            };
+        };
+        responses: {
+            /** @description The settings now; bumped if they changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserSettingsShown"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["InvalidInput"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["Unavailable"];
         };
