@@ -151,6 +151,20 @@ describe("expo", () => {
     client.stop();
   });
 
+  it("sets the badge from the body's badge, not its total", async () => {
+    const { server, client } = harness();
+    const expo = notifications(true);
+    const push = await startExpoPush({ client, Notifications: expo.api, platform: "ios" });
+    server.badge = 7;
+    client.start();
+    await until(() => client.getSnapshot().status === "live", "live");
+    server.bump();
+    await until(() => client.getSnapshot().counts?.total === 1, "a bump");
+    expect(expo.calls.filter((c) => c.startsWith("badge"))).toEqual(["badge 7"]);
+    push.stop();
+    client.stop();
+  });
+
   it("without permission registers nothing", async () => {
     const { server, client } = harness();
     const push = await startExpoPush({ client, Notifications: notifications(false).api, platform: "ios" });
