@@ -155,7 +155,8 @@ class SourceSettings:
                         "app's tables, through its function).", choice(*SOURCES))
     unread_function: tuple[str, str] | None = setting(
         "COUNTS_UNREAD_FUNCTION", None, "Attached mode: schema.function (user_ids uuid[]) RETURNS "
-        "TABLE (user_id uuid, conversation_id uuid, unread bigint).", function_name)
+        "TABLE (user_id uuid, conversation_id uuid, unread bigint), optionally with mentions "
+        "bigint, notify text, marked_unread boolean, parent_id uuid.", function_name)
     badge_policy: str = setting(
         "COUNTS_BADGE_POLICY", "messages", "The app icon's number (the body's badge, every "
         "push's): messages, conversations, mentions or none; a user may choose their own.",
