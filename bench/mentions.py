@@ -1,4 +1,5 @@
-"""`python -m bench.mentions`: what mentions cost the 200 path (issue 19).
+"""What mentions cost the 200 path (issue 19): part of `make bench` (`--skip mentions` leaves it
+out), or alone, `python -m bench.mentions`.
 
 Two users of 1,000 memberships each (`--memberships`), in a database of its own on the Postgres
 at `--admin-url`: every conversation has `--messages` unread messages from its other member; for
@@ -12,6 +13,7 @@ import argparse
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 
 import psycopg2
 
@@ -77,17 +79,37 @@ def seed(cur, user: uuid.UUID, args: argparse.Namespace, mentioned: bool) -> Non
     cur.execute("VACUUM ANALYZE")  # as autovacuum leaves it: index-only scans need the visibility map
 
 
+@dataclass
+class MentionsResult:
+    """The counts query's times (seconds) for a user without mentions and one with."""
+
+    memberships: int
+    unread: int
+    mentions: int
+    without: list[float]
+    with_mentions: list[float]
+
+    @property
+    def p99_ratio(self) -> float:
+        """p99 with mentions over p99 without (goal <= 1.3)."""
+        return percentile(self.with_mentions, 0.99) / percentile(self.without, 0.99)
+
+
 def percentile(samples: list[float], share: float) -> float:
     """The `share` quantile of `samples`, in milliseconds."""
     ordered = sorted(samples)
     return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    administer(args.admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    administer(args.admin_url, f"CREATE DATABASE {DATABASE}")
-    url = args.admin_url.rsplit("/", 1)[0] + "/" + DATABASE
+def run_mentions(admin_url: str, memberships: int = 1000, messages: int = 10,
+                 mention_share: float = 0.1, rounds: int = 400) -> MentionsResult:
+    """Seed both users in a database of its own on `admin_url`, time their counts query
+    interleaved, drop the database."""
+    args = argparse.Namespace(memberships=memberships, messages=messages,
+                              mention_share=mention_share)
+    administer(admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    administer(admin_url, f"CREATE DATABASE {DATABASE}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + DATABASE
     try:
         db = Database(url, timeout=30, pool_size=1)
         migrations.upgrade(db)
@@ -95,29 +117,50 @@ def main(argv: list[str] | None = None) -> None:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         plain, mentioned = uuid.uuid4(), uuid.uuid4()
-        with conn.cursor() as cur:
-            seed(cur, plain, args, mentioned=False)
-            seed(cur, mentioned, args, mentioned=True)
-            times: dict[uuid.UUID, list[float]] = {plain: [], mentioned: []}
-            for _ in range(20):  # warm the caches and the plan
-                for user in times:
-                    reads.unread_counts(cur, [user])
-            for _ in range(args.rounds):
-                for user, samples in times.items():
-                    started = time.perf_counter()
-                    reads.unread_counts(cur, [user])
-                    samples.append(time.perf_counter() - started)
-            mentions = reads.unread_counts(cur, [mentioned])[mentioned]["mentions"]
-        conn.close()
+        try:
+            with conn.cursor() as cur:
+                seed(cur, plain, args, mentioned=False)
+                seed(cur, mentioned, args, mentioned=True)
+                times: dict[uuid.UUID, list[float]] = {plain: [], mentioned: []}
+                for _ in range(20):  # warm the caches and the plan
+                    for user in times:
+                        reads.unread_counts(cur, [user])
+                for _ in range(rounds):
+                    for user, samples in times.items():
+                        started = time.perf_counter()
+                        reads.unread_counts(cur, [user])
+                        samples.append(time.perf_counter() - started)
+                found = reads.unread_counts(cur, [mentioned])[mentioned]["mentions"]
+        finally:
+            conn.close()
     finally:
-        administer(args.admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    for name, user in (("without mentions", plain), ("with mentions", mentioned)):
-        print(f"{name:17} p50 {percentile(times[user], 0.5):6.2f} ms  "
-              f"p99 {percentile(times[user], 0.99):6.2f} ms  mean "
-              f"{1000 * statistics.fmean(times[user]):6.2f} ms")
-    ratio = percentile(times[mentioned], 0.99) / percentile(times[plain], 0.99)
-    print(f"{args.memberships} memberships x {args.messages} unread, {mentions} mentions: "
-          f"p99 ratio {ratio:.2f} (goal <= 1.3)")
+        administer(admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    return MentionsResult(memberships, messages, found, times[plain], times[mentioned])
+
+
+def mentions_section(result: MentionsResult | None) -> list[str]:
+    """The report's section: both users' p50 and p99, and the ratio against the goal."""
+    if result is None:
+        return []
+    rows = [f"| {name} | {percentile(samples, 0.5):.2f} | {percentile(samples, 0.99):.2f} | "
+            f"{1000 * statistics.fmean(samples):.2f} |"
+            for name, samples in (("without mentions", result.without),
+                                  ("with mentions", result.with_mentions))]
+    return ["## Mentions on the 200 path", "",
+            f"The counts query (statement and fold) for a user of {result.memberships:,} "
+            f"memberships with {result.unread} unread each, with none of them mentioning the user "
+            f"and with 10 % doing so ({result.mentions:,} mentions, one in every conversation: "
+            "the worst spread), interleaved. Goal: p99 within 1.3x.", "",
+            "| user | p50 ms | p99 ms | mean ms |", "|---|---|---|---|", *rows, "",
+            f"p99 ratio: **{result.p99_ratio:.2f}** "
+            f"({'meets' if result.p99_ratio <= 1.3 else 'misses'} the goal).", ""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run_mentions(args.admin_url, args.memberships, args.messages, args.mention_share,
+                          args.rounds)
+    print("\n".join(mentions_section(result)))
 
 
 if __name__ == "__main__":

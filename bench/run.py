@@ -27,6 +27,7 @@ from bench import chart, dataset, pg, report
 from bench.hotpath import run_hotpath
 from bench.js_client import run_client_bench
 from bench.live import LiveConfig, LiveResult, run_live
+from bench.mentions import run_mentions
 from bench.profile import PySpy
 from bench.push import run_push
 from bench.scaling import run_scaling
@@ -90,7 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measured foreground seconds (background: a third of it)")
     client.add_argument("--client-writes-per-second", type=float, default=20)
     parser.add_argument("--skip", default="",
-                        help="comma-separated: hotpath, simulate, scaling, live, client, topology, push")
+                        help="comma-separated: hotpath, simulate, scaling, live, client, topology, push, "
+                             "mentions")
     return parser.parse_args(argv)
 
 
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.push_jobs, workers=args.workers, threads=args.threads)
         if "topology" not in skip:
             run.topology = run_topology(b.redis_url)
+        if "mentions" not in skip:
+            run.mentions = run_mentions(b.pg_admin_url)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)
