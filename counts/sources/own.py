@@ -212,10 +212,16 @@ def mark_unread(cur, conversation_id: UUID, user_id: UUID,
 def delete_message(cur, conversation_id: UUID, message_id: UUID) -> tuple[None, Changes]:
     """Soft-delete a message: it stops counting as unread for the members who had not read it."""
     _locked_last_seq(cur, conversation_id)
-    outcome = conversations.delete_message(cur, conversation_id, message_id)
+    outcome, deleted = conversations.delete_message(cur, conversation_id, message_id)
     if outcome == "missing":
         raise NotFound(f"Message {message_id} is not in conversation {conversation_id}.")
-    if outcome == "already":
+    if deleted is None:
         return None, Changes()
-    return None, _badge(conversations.member_ids(cur, conversation_id), conversation_id)
+    seq, everyone, named = deleted
+    # Exactly whom it was unread for (invariant 4); of those, the badge changes where the
+    # conversation adds its unread (`all`), or its mentions and this message mentioned them.
+    levels = conversations.unread_by(cur, conversation_id, seq)
+    badge = [uid for uid, level in levels.items() if level == "all" or (
+        level == "mentions" and (everyone or str(uid) in named))]
+    return None, Changes(list(levels), badge=badge, conversation_id=conversation_id)
 

@@ -2,6 +2,8 @@
 mark as unread, threads and the badge, each body judged against a recount from the tables
 (tests.support.postgres.true_counts), and the bumps of exactly the users whose counts changed."""
 
+from uuid import UUID
+
 import pytest
 
 from counts.sources import own
@@ -231,3 +233,21 @@ def test_alerts_follow_the_level_and_badge_pushes_only_where_the_badge_can_chang
         assert (changes.bump, changes.badge) == ([silent], [silent])
         _, changes = own.mark_unread(cur, room, loud, None)  # unread already: same badge
         assert (changes.bump, changes.badge) == ([loud], [])
+
+
+def test_a_delete_bumps_exactly_the_members_it_was_unread_for(api, pg, tokens):
+    alice, bob, carol = new_user(), new_user(), new_user()
+    room = api.conversation(alice, bob, carol)
+    first, second = (api.mention(room, alice, [carol]).get_json()["message_id"] for _ in range(2))
+    assert api.read(room, bob).status_code == 200
+    assert api.notify(room, carol, "mentions").status_code == 200
+    held = {user: api.counts(user).headers["ETag"] for user in (alice, bob, carol)}
+    deleted = api.client.delete(f"/v1/conversations/{room}/messages/{first}",
+                                headers=tokens.service())
+    assert deleted.status_code == 204
+    assert [api.counts(user, etag=held[user]).status_code for user in (alice, bob, carol)] == [
+        304, 304, 200]
+    with pg.cursor() as cur:
+        _, changes = own.delete_message(cur, UUID(room), UUID(second))
+    assert (changes.bump, changes.badge) == ([carol], [carol])  # mentioned, at `mentions`
+    assert judged(api, pg, carol)["conversations"] == []

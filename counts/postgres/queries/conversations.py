@@ -149,14 +149,22 @@ DELETE_MESSAGE = """
 WITH deleted AS (
     UPDATE messages SET deleted_at = now(), body = ''
     WHERE conversation_id = %(conversation_id)s AND id = %(message_id)s AND deleted_at IS NULL
-    RETURNING conversation_id, seq
+    RETURNING conversation_id, seq, mentions_all
 ), unmentioned AS (
     DELETE FROM message_mentions x USING deleted
     WHERE x.conversation_id = deleted.conversation_id AND x.seq = deleted.seq
+    RETURNING x.user_id
 )
 UPDATE conversations c SET last_deleted_seq = GREATEST(c.last_deleted_seq, deleted.seq)
 FROM deleted WHERE c.id = deleted.conversation_id
-RETURNING deleted.seq
+RETURNING deleted.seq, deleted.mentions_all, ARRAY(SELECT user_id::text FROM unmentioned)
+"""
+
+# Whom a deleted message was unread for (their read position before it), with their level and
+# whether it mentioned them: exactly the members whose counts the delete changed.
+UNREAD_BY = """
+SELECT user_id, notify FROM conversation_members
+WHERE conversation_id = %(conversation_id)s AND last_read_seq < %(seq)s
 """
 
 MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE conversation_id = %s AND id = %s"
@@ -200,11 +208,20 @@ def mark_read(cur, conversation_id: UUID, user_id: UUID, up_to_seq: int | None,
     return last_read_seq, changed
 
 
-def delete_message(cur, conversation_id: UUID, message_id: UUID) -> str:
-    """Soft-delete a message: 'deleted', 'already' (deleted before) or 'missing'."""
+def delete_message(cur, conversation_id: UUID,
+                   message_id: UUID) -> tuple[str, tuple[int, bool, list[str]] | None]:
+    """Soft-delete a message: ('deleted', (its seq, whether it mentioned everyone, the members
+    it named)), or ('already', None) (deleted before) or ('missing', None)."""
     cur.execute(DELETE_MESSAGE, {"conversation_id": str(conversation_id),
                                  "message_id": str(message_id)})
-    if cur.fetchone() is not None:
-        return "deleted"
+    row = cur.fetchone()
+    if row is not None:
+        return "deleted", (row[0], row[1], row[2])
     cur.execute(MESSAGE_EXISTS, (str(conversation_id), str(message_id)))
-    return "already" if cur.fetchone() else "missing"
+    return ("already" if cur.fetchone() else "missing"), None
+
+
+def unread_by(cur, conversation_id: UUID, seq: int) -> dict[UUID, str]:
+    """The members a message at `seq` is unread for, with their notify levels."""
+    cur.execute(UNREAD_BY, {"conversation_id": str(conversation_id), "seq": seq})
+    return dict(cur.fetchall())
