@@ -128,9 +128,10 @@ def send_message(cur, conversation_id: UUID, sender_id: UUID, body: str,
     seq = conversations.next_seq(cur, conversation_id)  # also locks the conversation: seqs stay dense
     if seq is None:
         raise NotFound(f"Conversation {conversation_id} does not exist.")
-    sender_read = conversations.read_state(cur, conversation_id, sender_id)
-    if sender_read is None:
+    sender_state = conversations.read_state(cur, conversation_id, sender_id)
+    if sender_state is None:
         raise Forbidden(f"User {sender_id} is not a member of conversation {conversation_id}.")
+    sender_read, sender_marked = sender_state
     levels = conversations.member_levels(cur, conversation_id)
     everyone, named = _mentioned(mentions or Mentions(), str(sender_id), conversation_id, levels)
     message_id = uuid.uuid4()
@@ -141,8 +142,9 @@ def send_message(cur, conversation_id: UUID, sender_id: UUID, body: str,
     recipients = [uid for uid in levels if uid != str(sender_id)]
     alerted = [uid for uid in recipients if levels[uid] == "all" or (
         levels[uid] == "mentions" and (everyone or uid in named))]
-    # The sender had unread here, and sending just read it: their other devices' badges change.
-    sender = [sender_id] if sender_read < seq - 1 else []
+    # The sender had unread here (or had marked it unread), and sending just read it: their
+    # other devices' badges change.
+    sender = [sender_id] if sender_read < seq - 1 or sender_marked else []
     return {"message_id": str(message_id), "seq": seq}, Changes(
         [UUID(uid) for uid in recipients] + sender, alert=[UUID(uid) for uid in alerted],
         badge=sender, conversation_id=conversation_id)
@@ -168,11 +170,11 @@ def mark_read(cur, conversation_id: UUID, user_id: UUID,
               up_to_seq: int | None) -> tuple[dict, Changes]:
     """Move a member's read state forward (never back) and clear their mark-as-unread."""
     _locked_last_seq(cur, conversation_id)
-    before = conversations.read_state(cur, conversation_id, user_id)
-    if before is None:
+    state = conversations.read_state(cur, conversation_id, user_id)
+    if state is None:
         raise NotFound(f"User {user_id} is not a member of conversation {conversation_id}.")
     entry = reads.member_entry(cur, conversation_id, user_id)
-    last_read_seq, _ = conversations.mark_read(cur, conversation_id, user_id, up_to_seq, before)
+    last_read_seq, _ = conversations.mark_read(cur, conversation_id, user_id, up_to_seq, state[0])
     # Read on one device: the others' badges must clear too (invariant 3, for push).
     return {"last_read_seq": last_read_seq}, _member_changes(cur, conversation_id, user_id, entry)
 

@@ -251,3 +251,14 @@ def test_a_delete_bumps_exactly_the_members_it_was_unread_for(api, pg, tokens):
         _, changes = own.delete_message(cur, UUID(room), UUID(second))
     assert (changes.bump, changes.badge) == ([carol], [carol])  # mentioned, at `mentions`
     assert judged(api, pg, carol)["conversations"] == []
+
+
+def test_sending_reads_the_conversation_and_clears_the_senders_mark(api, pg):
+    alice, bob = new_user(), new_user()
+    room = api.conversation(alice, bob)
+    assert api.unread(room, bob).status_code == 200
+    held = api.counts(bob).headers["ETag"]
+    assert entry(judged(api, pg, bob), room)["marked_unread"] is True
+    assert api.send(room, bob).status_code == 201
+    assert api.counts(bob, etag=held).status_code == 200  # bumped: the mark is gone
+    assert judged(api, pg, bob)["conversations"] == []

@@ -106,7 +106,7 @@ def member_levels(cur, conversation_id: UUID) -> dict[str, str]:
 NEXT_SEQ = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq"
 
 MEMBER_READ_STATE = """
-SELECT last_read_seq FROM conversation_members
+SELECT last_read_seq, marked_unread FROM conversation_members
 WHERE conversation_id = %s AND user_id = %s FOR UPDATE
 """
 
@@ -177,11 +177,11 @@ def next_seq(cur, conversation_id: UUID) -> int | None:
     return None if row is None else row[0]
 
 
-def read_state(cur, conversation_id: UUID, user_id: UUID) -> int | None:
-    """Lock and return a member's last_read_seq, or None if they are not a member."""
+def read_state(cur, conversation_id: UUID, user_id: UUID) -> tuple[int, bool] | None:
+    """Lock a member's read state: (last_read_seq, marked_unread), or None if not a member."""
     cur.execute(MEMBER_READ_STATE, (str(conversation_id), str(user_id)))
     row = cur.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1])
 
 
 def insert_message(cur, conversation_id: UUID, seq: int, message_id: UUID, sender_id: UUID,
