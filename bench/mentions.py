@@ -71,8 +71,8 @@ def seed(cur, user: uuid.UUID, args: argparse.Namespace, mentioned: bool) -> Non
             WHERE cm.user_id = %(user)s AND (m.seq + hashtext(m.conversation_id::text)) %% %(every)s = 0
             """, {"user": str(user), "every": every})
         cur.execute("""
-            UPDATE conversation_members cm SET last_mention_seq = x.seq
-            FROM (SELECT conversation_id, max(seq) AS seq FROM message_mentions
+            UPDATE conversation_members cm SET last_mention_seq = x.seq, unread_mentions = x.n
+            FROM (SELECT conversation_id, max(seq) AS seq, count(*) AS n FROM message_mentions
                   WHERE user_id = %(user)s GROUP BY 1) x
             WHERE cm.user_id = %(user)s AND cm.conversation_id = x.conversation_id
             """, {"user": str(user)})

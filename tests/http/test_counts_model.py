@@ -262,3 +262,23 @@ def test_sending_reads_the_conversation_and_clears_the_senders_mark(api, pg):
     assert api.send(room, bob).status_code == 201
     assert api.counts(bob, etag=held).status_code == 200  # bumped: the mark is gone
     assert judged(api, pg, bob)["conversations"] == []
+
+
+def test_unread_mentions_follow_every_pointer_move_and_delete_exactly(api, pg, tokens):
+    """The member's kept count of unread mentions against the recount from message_mentions:
+    a read, a move back, a delete of a mention already read and one still unread."""
+    alice, bob = new_user(), new_user()
+    room = api.conversation(alice, bob)
+    first, _, third = (api.mention(room, alice, [bob]).get_json()["message_id"] for _ in range(3))
+    assert judged(api, pg, bob)["mentions"] == 3
+    assert api.read(room, bob, up_to_seq=1).status_code == 200
+    assert judged(api, pg, bob)["mentions"] == 2
+    for message in (first, third):  # read by bob, then unread by bob
+        response = api.client.delete(f"/v1/conversations/{room}/messages/{message}",
+                                     headers=tokens.service())
+        assert response.status_code == 204
+    assert judged(api, pg, bob)["mentions"] == 1
+    assert api.read(room, bob).status_code == 200
+    assert judged(api, pg, bob)["conversations"] == []
+    assert api.unread(room, bob, from_seq=1).status_code == 200
+    assert judged(api, pg, bob)["mentions"] == 1  # the second: the others are gone

@@ -115,32 +115,43 @@ INSERT INTO messages (conversation_id, seq, id, sender_id, body, mentions_all)
 VALUES (%s, %s, %s, %s, %s, %s)
 """
 
-# The mentioned members' fences move with their rows (see migrations/own/0006): the counts query
-# looks for personal mentions only where last_mention_seq is past the read position.
+# The mentioned members' counts and fences move with their rows (see migrations/own/0006): a
+# new message is unread for every member it names (their read position is before its seq).
 INSERT_MENTIONS = """
 WITH mentioned AS (
     INSERT INTO message_mentions (user_id, conversation_id, seq)
     SELECT unnest(%(user_ids)s::uuid[]), %(conversation_id)s, %(seq)s
     RETURNING user_id
 )
-UPDATE conversation_members m SET last_mention_seq = %(seq)s
+UPDATE conversation_members m
+SET last_mention_seq = %(seq)s, unread_mentions = m.unread_mentions + 1
 FROM mentioned WHERE m.conversation_id = %(conversation_id)s AND m.user_id = mentioned.user_id
 """
+
+# A member's unread personal mentions after their read position moves to `position` (an SQL
+# expression over the row's old values): recounted from message_mentions, only where the
+# member's newest mention is past it.
+RECOUNT_MENTIONS = """CASE WHEN m.last_mention_seq > {position} THEN (
+        SELECT count(*) FROM message_mentions x
+        WHERE x.user_id = m.user_id AND x.conversation_id = m.conversation_id
+          AND x.seq > {position}) ELSE 0 END"""
 
 MENTION_ALL = "UPDATE conversations SET last_mention_all_seq = %s WHERE id = %s"
 
 # GREATEST: several devices mark read concurrently; read state never moves backwards.
 # LEAST: a client cannot mark as read what has not been sent yet.
 # A read clears a mark-as-unread flag (MSC2867: "mark read" is the receipt and the flag off).
-MARK_READ = """
+_READ_POSITION = "GREATEST(m.last_read_seq, LEAST(COALESCE(%(up_to_seq)s, c.last_seq), c.last_seq))"
+MARK_READ = f"""
 UPDATE conversation_members m
-SET last_read_seq = GREATEST(m.last_read_seq, LEAST(COALESCE(%(up_to_seq)s, c.last_seq), c.last_seq)),
+SET last_read_seq = {_READ_POSITION},
+    unread_mentions = {RECOUNT_MENTIONS.format(position=_READ_POSITION)},
     marked_unread = false
 FROM conversations c
 WHERE c.id = m.conversation_id AND m.conversation_id = %(conversation_id)s
   AND m.user_id = %(user_id)s
 RETURNING m.last_read_seq, (m.last_read_seq IS DISTINCT FROM %(before)s) AS changed
-"""
+"""  # noqa: S608 - composed of this module's constants
 
 # The conversation's last_deleted_seq moves in the same statement: the counts query trusts it
 # to say whether a reader's unread gap can hold a deleted message. The message's mentions go with
@@ -154,6 +165,11 @@ WITH deleted AS (
     DELETE FROM message_mentions x USING deleted
     WHERE x.conversation_id = deleted.conversation_id AND x.seq = deleted.seq
     RETURNING x.user_id
+), uncounted AS (
+    UPDATE conversation_members m SET unread_mentions = m.unread_mentions - 1
+    FROM deleted, unmentioned u
+    WHERE m.conversation_id = deleted.conversation_id AND m.user_id = u.user_id
+      AND m.last_read_seq < deleted.seq
 )
 UPDATE conversations c SET last_deleted_seq = GREATEST(c.last_deleted_seq, deleted.seq)
 FROM deleted WHERE c.id = deleted.conversation_id

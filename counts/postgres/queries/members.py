@@ -3,6 +3,8 @@ policy: writes that change what counts show without a new message."""
 
 from uuid import UUID
 
+from counts.postgres.queries.conversations import RECOUNT_MENTIONS
+
 SET_NOTIFY = """
 UPDATE conversation_members SET notify = %(notify)s
 WHERE conversation_id = %(conversation_id)s AND user_id = %(user_id)s
@@ -16,11 +18,14 @@ RETURNING last_read_seq
 
 # The one write that moves a read pointer back, on purpose (Slack's, Mattermost's, Stream's
 # "mark unread from here"): `from_seq` becomes unread; already unread, nothing moves.
-MARK_UNREAD_FROM = """
-UPDATE conversation_members SET last_read_seq = LEAST(last_read_seq, %(from_seq)s - 1)
-WHERE conversation_id = %(conversation_id)s AND user_id = %(user_id)s
-RETURNING last_read_seq
-"""
+_UNREAD_POSITION = "LEAST(m.last_read_seq, %(from_seq)s - 1)"
+MARK_UNREAD_FROM = f"""
+UPDATE conversation_members m
+SET last_read_seq = {_UNREAD_POSITION},
+    unread_mentions = {RECOUNT_MENTIONS.format(position=_UNREAD_POSITION)}
+WHERE m.conversation_id = %(conversation_id)s AND m.user_id = %(user_id)s
+RETURNING m.last_read_seq
+"""  # noqa: S608 - composed of constants
 
 SET_BADGE_POLICY = """
 INSERT INTO user_settings (user_id, badge_policy) VALUES (%(user_id)s, %(badge_policy)s)

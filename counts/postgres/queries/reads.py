@@ -12,10 +12,9 @@ log = logging.getLogger(__name__)
 
 # One membership's entry, costing O(1) probes: the conversation by primary key, the (small)
 # deleted-messages index only where the conversation has a deleted message after the member's
-# read position (last_deleted_seq, kept by DELETE_MESSAGE), and the mentions only where a fence
-# says one is after it: the member's last_mention_seq (their newest personal mention) or the
-# conversation's last_mention_all_seq (its newest mention of everyone). A user with nothing
-# mentioned pays nothing for mentions.
+# read position (last_deleted_seq, kept by DELETE_MESSAGE), and mentions of everyone only where
+# the conversation's last_mention_all_seq is after it. Personal mentions are the member's
+# unread_mentions, kept by the writes (migrations/own/0006): no probe at all.
 ENTRY = """
     SELECT m.user_id::text, m.conversation_id::text,
            c.last_seq - m.last_read_seq - CASE WHEN c.last_deleted_seq > m.last_read_seq THEN (
@@ -23,11 +22,7 @@ ENTRY = """
                WHERE d.conversation_id = m.conversation_id
                  AND d.deleted_at IS NOT NULL AND d.seq > m.last_read_seq
            ) ELSE 0 END AS unread,
-           CASE WHEN m.last_mention_seq > m.last_read_seq THEN (
-               SELECT count(*) FROM message_mentions x
-               WHERE x.user_id = m.user_id AND x.conversation_id = m.conversation_id
-                 AND x.seq > m.last_read_seq
-           ) ELSE 0 END + CASE WHEN c.last_mention_all_seq > m.last_read_seq THEN (
+           m.unread_mentions + CASE WHEN c.last_mention_all_seq > m.last_read_seq THEN (
                SELECT count(*) FROM messages a
                WHERE a.conversation_id = m.conversation_id AND a.mentions_all
                  AND a.deleted_at IS NULL AND a.seq > m.last_read_seq AND a.sender_id <> m.user_id
