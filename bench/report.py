@@ -25,6 +25,7 @@ from bench.topology import TopologyResult
 if TYPE_CHECKING:
     from bench.js_client import ClientResult
     from bench.live import LiveResult
+    from bench.mentions import MentionsResult
 
 SEED_USERS, SEED_POLLS_PER_MINUTE = 10_000, 20  # the seed's "10K users x 20 polls/min"
 MINUTES_PER_MONTH = 60 * 24 * 30
@@ -47,6 +48,7 @@ class Run:
     topology: TopologyResult | None = None
     live: "LiveResult | None" = None
     client: "ClientResult | None" = None
+    mentions: "MentionsResult | None" = None
     wall_seconds: float = 0.0
 
 
@@ -535,9 +537,10 @@ def write_results(run: Run, path: Path, chart: Path) -> None:
                                    "last seconds)", p.profile)
     from bench.js_client import client_section
     from bench.live_report import live_section
+    from bench.mentions import mentions_section
 
     lines += [*hotpath_section(run.hotpath), *live_section(run.live), *client_section(run.client),
-              *scaling_section(run.scaling), *topology_section(run.topology), *push_section(run.push),
-              *expo_section(run.expo),
+              *scaling_section(run.scaling), *mentions_section(run.mentions),
+              *topology_section(run.topology), *push_section(run.push), *expo_section(run.expo),
               *machine_section(run)]
     path.write_text("\n".join(lines) + "\n")

@@ -28,6 +28,7 @@ from bench.expo_push import run_expo
 from bench.hotpath import run_hotpath
 from bench.js_client import run_client_bench
 from bench.live import LiveConfig, LiveResult, run_live
+from bench.mentions import run_mentions
 from bench.profile import PySpy
 from bench.push import run_push
 from bench.scaling import run_scaling
@@ -94,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     client.add_argument("--client-writes-per-second", type=float, default=20)
     parser.add_argument("--skip", default="",
                         help="comma-separated: hotpath, simulate, scaling, live, client, topology, "
-                             "push, expo")
+                             "push, expo, mentions")
     return parser.parse_args(argv)
 
 
@@ -171,18 +172,21 @@ def run_live_bench(args: argparse.Namespace, b: Backends, world: dataset.World) 
                         server.admin_url)
 
 
+def bench_command(argv: list[str] | None) -> str:
+    """The command that made this run, as the report quotes it."""
+    given = sys.argv[1:] if argv is None else argv
+    if os.environ.get("MAKE_BENCH"):  # set by the Makefile's bench target
+        return "make bench" + (f" BENCH_ARGS={shlex.quote(shlex.join(given))}" if given else "")
+    return shlex.join([".venv/bin/python", "-m", "bench.run", *given])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the report."""
     args = parse_args(argv)
     started = time.monotonic()
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    given = sys.argv[1:] if argv is None else argv
-    if os.environ.get("MAKE_BENCH"):  # set by the Makefile's bench target
-        command = "make bench" + (f" BENCH_ARGS={shlex.quote(shlex.join(given))}" if given else "")
-    else:
-        command = shlex.join([".venv/bin/python", "-m", "bench.run", *given])
     with backends() as b:
-        run = report.Run(command, machine_facts(b), args.price_per_million_reads)
+        run = report.Run(bench_command(argv), machine_facts(b), args.price_per_million_reads)
         pg.recreate_database(b.pg_admin_url, SIM_DB)
         migrate(pg.database_url(b.pg_admin_url, SIM_DB), b.redis_url)
         world = dataset.build_world(args.users)
@@ -216,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             run.expo = run_expo(b.pg_admin_url, b.redis_url, args.expo_seconds)
         if "topology" not in skip:
             run.topology = run_topology(b.redis_url)
+        if "mentions" not in skip:
+            run.mentions = run_mentions(b.pg_admin_url)
         run.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.wall_seconds = time.monotonic() - started
     report.write_results(run, args.results, args.chart)

@@ -12,7 +12,7 @@ from counts.http.middleware.cors import Cors
 from counts.http.middleware.fastpath import FastPath
 from counts.http.middleware.observe import ROUTE_KEY, Observe
 from counts.http.middleware.websocket import WebSockets
-from counts.http.views import batch, bumps, devices, docs, health, live, writes
+from counts.http.views import batch, bumps, devices, docs, health, live, preferences, writes
 from counts.http.views import counts as counts_views
 from counts.observability import logs
 from counts.push import providers
@@ -22,7 +22,7 @@ from counts.settings import Settings
 log = logging.getLogger(__name__)
 
 BLUEPRINTS = (counts_views.bp, batch.bp, writes.bp, bumps.bp, live.bp, devices.bp, health.bp,
-              docs.bp)
+              docs.bp, preferences.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -53,8 +53,8 @@ def pg(database_url):
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox, "
-                    "push_devices, push_jobs, push_leases")
+        cur.execute("TRUNCATE conversations, conversation_members, messages, message_mentions, "
+                    "user_settings, marker_outbox, push_devices, push_jobs, push_leases")
     yield conn
     conn.close()
 

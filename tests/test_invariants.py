@@ -9,8 +9,9 @@ import requests
 
 from counts import markers
 from counts.bumps import outbox
-from counts.markers import keys
+from counts.markers import keys, scripts
 from counts.postgres.queries import bumps, reads
+from counts.representation import BODY_VERSION
 from counts.settings import DEFAULT_MARKER_TTL
 from counts.sources import own
 from dev.services import redis_server_binary
@@ -55,8 +56,8 @@ def test_marker_is_read_before_the_query(api, app, pair, monkeypatch, first_etag
     real_query = reads.unread_counts
     calls = []
 
-    def query_then_concurrent_write(cur, user_ids):
-        result = real_query(cur, user_ids)
+    def query_then_concurrent_write(cur, user_ids, *args):
+        result = real_query(cur, user_ids, *args)
         if not calls:  # a message lands (and bumps) right after this poll's query ran
             calls.append(1)
             outbox.write_then_bump(res.db, res.redis, res.marker_ttl,
@@ -364,3 +365,36 @@ def test_concurrent_writers_and_pollers_end_on_the_truth(live_server, tokens, pg
     assert not errors
     assert last_seen == {u: true_total(pg, u) for u in users}
     assert any(last_seen.values())  # the traffic did leave something unread
+
+
+# --- 15. a changed body shape is a changed ETag -------------------------------------------------
+
+SCRIPTS = {"read_marker": "READ_MARKER", "read_markers": "READ_MARKERS",
+           "bump_markers": "BUMP_MARKERS", "confirm_lsns": "CONFIRM_LSNS"}
+
+
+def test_an_etag_minted_for_the_body_before_misses_once(api, pair):
+    """What every client held before mentions, levels and the badge came: `"<marker>.<epoch>"`,
+    the same marker. It must cost one 200 (with the new fields), then 304s again."""
+    _, bob, _ = pair
+    current = api.counts(bob).headers["ETag"]
+    assert current.startswith(f'"b{BODY_VERSION}.')
+    minted_before = '"' + current.strip('"').removeprefix(f"b{BODY_VERSION}.") + '"'
+    fresh = api.counts(bob, etag=minted_before)
+    assert fresh.status_code == 200 and "badge" in fresh.get_json()
+    assert fresh.headers["ETag"] == current
+    assert api.counts(bob, etag=current).status_code == 304
+
+
+def test_a_new_body_version_changes_every_etag_though_no_marker_moved(api, pair, monkeypatch):
+    """The next shape change: bumping BODY_VERSION alone must make every held ETag miss."""
+    alice, bob, _ = pair
+    held = {user: api.counts(user).headers["ETag"] for user in (alice, bob)}
+    for script, source in SCRIPTS.items():
+        mutant = getattr(scripts, source).replace(f"'b{BODY_VERSION}.'", "'b999.'")
+        assert mutant != getattr(scripts, source)
+        monkeypatch.setattr(scripts, script, scripts.MarkerScript(mutant))
+    for user, etag in held.items():
+        response = api.counts(user, etag=etag)
+        assert response.status_code == 200
+        assert api.counts(user, etag=response.headers["ETag"]).status_code == 304

@@ -14,6 +14,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from counts.http import schemas
 from counts.push import providers
 from counts.push.providers import webpush
+from counts.representation import LEVELS
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -26,15 +27,39 @@ PROBLEM = "application/problem+json"
 
 class ConversationUnread(Schema):
     conversation_id = fields.UUID(required=True)
-    unread = fields.Integer(required=True, validate=validate.Range(min=1))
+    unread = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "Unread messages, whatever the level (0 only when marked unread)."})
+    mentions = fields.Integer(required=True, validate=validate.Range(min=0),
+                              metadata={"description": "Unread messages that mention the user."})
+    notify = fields.String(required=True, validate=validate.OneOf(LEVELS), metadata={
+        "description": "all: counts in total and badge; mentions: only its mentions do; none: "
+                       "neither (still listed, so an app can grey it out)."})
+    marked_unread = fields.Boolean(required=True)
+    parent_id = fields.UUID(required=True, allow_none=True,
+                            metadata={"description": "The parent conversation of a thread."})
+
+
+class ThreadTotals(Schema):
+    unread = fields.Integer(required=True, validate=validate.Range(min=0))
+    unread_threads = fields.Integer(required=True, validate=validate.Range(min=0))
+    mentions = fields.Integer(required=True, validate=validate.Range(min=0))
 
 
 class Counts(Schema):
     user_id = fields.UUID(required=True)
-    total = fields.Integer(required=True, validate=validate.Range(min=0))
-    unread_conversations = fields.Integer(required=True, validate=validate.Range(min=0))
-    conversations = fields.List(fields.Nested(ConversationUnread), required=True,
-                                metadata={"description": "Conversations with unread > 0."})
+    total = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "Unread in top-level conversations at notify=all."})
+    unread_conversations = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "Top-level conversations at notify=all with unread or marked unread."})
+    mentions = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "Unread mentions in every conversation not at notify=none, threads too."})
+    badge = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "The app icon's number, as every push carries it, by the user's badge "
+                       "policy (COUNTS_BADGE_POLICY unless they chose one)."})
+    threads = fields.Nested(ThreadTotals, required=True,
+                            metadata={"description": "Over threads not at notify=none."})
+    conversations = fields.List(fields.Nested(ConversationUnread), required=True, metadata={
+        "description": "Conversations with unread > 0 or marked unread, whatever their level."})
 
 
 class BatchNotModified(Schema):
@@ -74,6 +99,21 @@ class ReadState(Schema):
     conversation_id = fields.UUID(required=True)
     user_id = fields.UUID(required=True)
     last_read_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class UnreadState(ReadState):
+    marked_unread = fields.Boolean(required=True,
+                                   metadata={"description": "Flagged (no from_seq was given)."})
+
+
+class UserSettingsShown(Schema):
+    user_id = fields.UUID(required=True)
+    badge_policy = fields.String(required=True, allow_none=True, metadata={
+        "description": "messages, conversations, mentions or none; null: the server's."})
+
+
+class MemberSettings(Membership):
+    notify = fields.String(required=True, validate=validate.OneOf(LEVELS))
 
 
 class Bumped(Schema):
@@ -167,15 +207,19 @@ class Problem(Schema):
 DEVICE_SCHEMAS = {module.REGISTRATION.__name__: module.REGISTRATION
                   for module in providers.modules().values()}
 REQUEST_SCHEMAS = {"ConversationCreate": schemas.ConversationCreate, "MemberAdd": schemas.MemberAdd,
+                   "MessageMentions": schemas.MessageMentions,
                    "MessageCreate": schemas.MessageCreate, "MarkRead": schemas.MarkRead,
+                   "MemberUpdate": schemas.MemberUpdate, "MarkUnread": schemas.MarkUnread,
+                   "UserSettings": schemas.UserSettings,
                    "Bump": schemas.Bump, "BatchUser": schemas.BatchUser, "Batch": schemas.Batch,
                    "SubscriptionKeys": webpush.SubscriptionKeys, "Subscription": webpush.Subscription,
                    "OldSubscription": webpush.OldSubscription,
                    "Resubscription": webpush.Resubscription,
                    **DEVICE_SCHEMAS}
 RESPONSE_SCHEMAS = {cls.__name__: cls for cls in (
-    ConversationUnread, Counts, BatchNotModified, BatchFresh, BatchUnavailable, ConversationCreated,
-    Membership, MessageCreated, ReadState, Bumped, Queued, StreamTicket, Health, PushQueue,
+    ConversationUnread, ThreadTotals, Counts, BatchNotModified, BatchFresh, BatchUnavailable,
+    ConversationCreated, Membership, MessageCreated, ReadState, UnreadState, MemberSettings,
+    UserSettingsShown, Bumped, Queued, StreamTicket, Health, PushQueue,
     Readiness, AdminReadiness, DeviceCreated, DeviceShown, Devices, WebPushKey, Problem)}
 
 
@@ -332,7 +376,7 @@ def paths() -> dict[str, dict]:
             "Batch")},
         "/v1/conversations": {"post": operation(
             "Create a conversation (services)", "createConversation",
-            {201: response_with_body("Created.", "ConversationCreated")}, body_errors,
+            {201: response_with_body("Created.", "ConversationCreated")}, (404, *body_errors),
             "ConversationCreate")},
         "/v1/conversations/{conversation_id}": {"parameters": ["conversation_id"], "delete": operation(
             "Delete a conversation (services)", "deleteConversation",
@@ -345,7 +389,10 @@ def paths() -> dict[str, dict]:
         "/v1/conversations/{conversation_id}/members/{user_id}": {
             "parameters": ["conversation_id", "user_id"], "delete": operation(
                 "Remove a member (services)", "removeMember",
-                {204: {"description": "Removed; they were bumped."}}, (404,))},
+                {204: {"description": "Removed; they were bumped."}}, (404,)), "patch": operation(
+                "Set a member's notify level (that user, or services)", "updateMember",
+                {200: response_with_body("The level now; bumped if their counts changed.",
+                                         "MemberSettings")}, (404, *body_errors), "MemberUpdate")},
         "/v1/conversations/{conversation_id}/messages": {"parameters": ["conversation_id"], "post": operation(
             "Send a message (the sender, or services)", "sendMessage",
             {201: response_with_body("Sent; every member whose counts changed was bumped.",
@@ -357,6 +404,14 @@ def paths() -> dict[str, dict]:
         "/v1/conversations/{conversation_id}/read": {"parameters": ["conversation_id"], "post": operation(
             "Mark read, never backwards (that user, or services)", "markRead",
             {200: response_with_body("The read state now.", "ReadState")}, (404, *body_errors), "MarkRead")},
+        "/v1/conversations/{conversation_id}/unread": {"parameters": ["conversation_id"], "post": operation(
+            "Mark unread: a flag, or from message from_seq on (that user, or services)", "markUnread",
+            {200: response_with_body("The read state now.", "UnreadState")}, (404, *body_errors),
+            "MarkUnread")},
+        "/v1/users/{user_id}/settings": {"parameters": ["user_id"], "patch": operation(
+            "Set the user's badge policy (that user, or services)", "updateUserSettings",
+            {200: response_with_body("The settings now; bumped if they changed.",
+                                     "UserSettingsShown")}, body_errors, "UserSettings")},
         "/v1/markers/bump": {"post": operation(
             "Bump users' markers after a write elsewhere (services)", "bumpMarkers",
             {200: response_with_body("Bumped.", "Bumped"),

@@ -5,10 +5,14 @@ from uuid import UUID
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from counts.representation import LEVELS
+from counts.settings import BADGE_POLICIES
+
 MAX_BATCH_USERS = 1_000
 MAX_BUMP_USERS = 10_000
 MAX_MEMBERS = 10_000
 MAX_BODY_CHARS = 10_000
+MAX_MENTIONS = 256  # ids a message may name; beyond it, mention everyone
 
 # RFC 9562 text form only: uuid.UUID() also takes braces, "urn:uuid:", no dashes, and digits
 # from other scripts (Arabic-Indic, fullwidth), which no client means as an id.
@@ -52,6 +56,15 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean only: marshmallow also takes 1, "yes" and "on", which no client means."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def _storable_text(value: str) -> None:
     """Postgres text holds UTF-8 without NUL; say so instead of failing at insert."""
     if "\x00" in value:
@@ -65,16 +78,47 @@ def _storable_text(value: str) -> None:
 class ConversationCreate(Schema):
     member_ids = fields.List(CanonicalUUID(), required=True,
                              validate=validate.Length(min=1, max=MAX_MEMBERS))
+    parent_id = CanonicalUUID(load_default=None, allow_none=True)  # a thread of this conversation
+    root_seq = StrictInteger(strict=True, load_default=None, allow_none=True,
+                             validate=validate.Range(min=1, max=2**62))
+
+    @validates_schema
+    def root_needs_parent(self, data, **kwargs):
+        """A thread's root message is in its parent."""
+        if data.get("root_seq") is not None and data.get("parent_id") is None:
+            raise ValidationError("root_seq needs parent_id.", "root_seq")
 
 
 class MemberAdd(Schema):
     user_id = CanonicalUUID(required=True)
 
 
+class MessageMentions(Schema):
+    user_ids = fields.List(CanonicalUUID(), load_default=list,
+                           validate=validate.Length(max=MAX_MENTIONS))
+    all = StrictBoolean(load_default=False)
+
+
 class MessageCreate(Schema):
     sender_id = CanonicalUUID(required=True)
     body = fields.String(required=True,
                          validate=[validate.Length(min=1, max=MAX_BODY_CHARS), _storable_text])
+    mentions = fields.Nested(MessageMentions, load_default=None)
+
+
+class MemberUpdate(Schema):
+    notify = fields.String(required=True, validate=validate.OneOf(LEVELS))
+
+
+class MarkUnread(Schema):
+    user_id = CanonicalUUID(required=True)
+    from_seq = StrictInteger(strict=True, load_default=None, allow_none=True,
+                             validate=validate.Range(min=1, max=2**62))
+
+
+class UserSettings(Schema):
+    badge_policy = fields.String(required=True, allow_none=True,
+                                 validate=validate.OneOf(BADGE_POLICIES))
 
 
 class MarkRead(Schema):
@@ -108,6 +152,9 @@ class Batch(Schema):
 conversation_create = ConversationCreate()
 member_add = MemberAdd()
 message_create = MessageCreate()
+member_update = MemberUpdate()
+mark_unread = MarkUnread()
+user_settings = UserSettings()
 mark_read = MarkRead()
 bump = Bump()
 batch = Batch()

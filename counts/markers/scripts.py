@@ -7,11 +7,15 @@ as `MarkerScript.cluster`: flagged to touch keys of several slots, publishing on
 
 from redis.commands.core import Script
 
+from counts.representation import BODY_VERSION
+
 # Every marker script starts here: it runs only on a primary (a demoted primary or a replica can
 # hold old markers under the primary's own replication id), and learns the epoch in the same
 # atomic step as the keys it reads. INFO costs under a microsecond inside the script.
 # A marker key holds the marker, then, once a bump recorded a WAL position, "|" and the LSN
 # record: a tag (the epoch that wrote it, or "?" .. nonce .. epoch while pending) and 16 hex.
+# A token (the ETag) is the body's shape, the marker and the epoch: a new body shape (invariant
+# 15) or a new epoch (invariant 9) each change every token, the marker alone when it moves.
 EPOCH = """
 local replication = redis.call('INFO', 'replication')
 if not string.find(replication, 'role:master', 1, true) then
@@ -23,6 +27,7 @@ local function split(value)
     if not bar then return value, nil end
     return string.sub(value, 1, bar - 1), string.sub(value, bar + 1)
 end
+local function token(marker) return 'b""" + BODY_VERSION + """.' .. marker .. '.' .. epoch end
 local function trusted_lsn(record)
     if record and string.sub(record, 1, -17) == epoch then return string.sub(record, -16) end
     return false
@@ -40,7 +45,7 @@ local function publish_all(first, n, written_at)
     for i = 1, n do
         local key = ARGV[first + i]
         redis.call('PUBLISH', string.sub(key, 1, -7) .. 'feed',
-                   ARGV[1] .. '.' .. i .. '.' .. epoch .. '@' .. written_at)
+                   token(ARGV[1] .. '.' .. i) .. '@' .. written_at)
     end
 end
 """
@@ -69,7 +74,7 @@ if ARGV[3] ~= '0' then
     hits = redis.call('INCR', KEYS[2])
     if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 end
-return {marker .. '.' .. epoch, hits, created, trusted_lsn(record)}
+return {token(marker), hits, created, trusted_lsn(record)}
 """
 
 # ARGV[1] = a fresh marker base, ARGV[2] = marker TTL; ARGV[3..] = the users' marker keys.
@@ -86,7 +91,7 @@ for i = 1, n do
         result[1] = result[1] + 1
     end
     local marker, record = split(value)
-    result[1 + i] = marker .. '.' .. epoch
+    result[1 + i] = token(marker)
     result[1 + n + i] = trusted_lsn(record)
 end
 return result

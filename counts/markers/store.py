@@ -2,7 +2,7 @@
 
 A marker is a random token that changes whenever anything that can change a user's counts
 changes: random, never a counter, so a marker Redis lost is replaced by one no client can hold
-(DESIGN.md invariant 4). The ETag is a token, `<marker>.<epoch>`: the epoch, read by the same
+(DESIGN.md invariant 4). The ETag is a token, `b<body version>.<marker>.<epoch>`: the epoch, read by the same
 script as the marker, is the start of the Redis primary's replication id, which changes on every
 restart and promotion, so a marker rolled back by a failover comes back under a new token
 (invariant 9). With Postgres replicas, each marker also carries an LSN record: the WAL position

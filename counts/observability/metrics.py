@@ -85,6 +85,9 @@ LIVE_EVENTS = Counter("counts_live_events_total", "Counts sent on streams (SSE e
                       ["transport"])
 FEED_RESUBSCRIBED = Counter("counts_feed_resubscribed_total",
                             "Times a worker's feed subscriber (re)connected and re-checked every waiter.")
+UNKNOWN_NOTIFY_LEVELS = Counter("counts_unknown_notify_levels_total",
+                                "Rows of the app's unread function with a notify level counts does "
+                                "not know (counted as 'all').")
 
 # Labelled series exist from the start, at 0: a rate needs a sample from before the first event,
 # so a series born at its first increment shows (and alerts on) nothing until its second.

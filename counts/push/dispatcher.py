@@ -194,7 +194,8 @@ class Dispatcher:
         return Push(str(device.user_id), counts["total"], counts["unread_conversations"],
                     None if delivery.conversation_id is None else str(delivery.conversation_id),
                     alert=delivery.alert and not self._in_foreground(device, live),
-                    expires_at=delivery.newest + self.max_age)
+                    expires_at=delivery.newest + self.max_age,
+                    badge=counts["badge"], mentions=counts["mentions"])
 
     def _in_foreground(self, device: Device, live: dict[str, set[str]]) -> bool:
         """Whether the device is taken to be in front of its user: it has a live stream of its

@@ -44,6 +44,8 @@ DEVELOPMENT_JWT_SECRET = "counts-development-secret-do-not-deploy"  # noqa: S105
 USER_ROLE = "authenticated"  # the `role` of Supabase's users' access tokens
 DEFAULT_AUDIENCE = "authenticated"  # and their `aud`
 SOURCES = ("own", "attached")
+# The app icon's number (counts.representation.totals): COUNTS_BADGE_POLICY, or a user's own.
+BADGE_POLICIES = ("messages", "conversations", "mentions", "none")
 DEFAULT_MARKER_TTL = 30 * 24 * 3600  # seconds: an idle user's marker lives a month
 
 
@@ -153,7 +155,15 @@ class SourceSettings:
                         "app's tables, through its function).", choice(*SOURCES))
     unread_function: tuple[str, str] | None = setting(
         "COUNTS_UNREAD_FUNCTION", None, "Attached mode: schema.function (user_ids uuid[]) RETURNS "
-        "TABLE (user_id uuid, conversation_id uuid, unread bigint).", function_name)
+        "TABLE (user_id uuid, conversation_id uuid, unread bigint), optionally with mentions "
+        "bigint, notify text, marked_unread boolean, parent_id uuid.", function_name)
+    badge_policy: str = setting(
+        "COUNTS_BADGE_POLICY", "messages", "The app icon's number (the body's badge, every "
+        "push's): messages, conversations, mentions or none; a user may choose their own.",
+        choice(*BADGE_POLICIES))
+    mention_all_max_members: int = setting(
+        "COUNTS_MENTION_ALL_MAX_MEMBERS", 1000, "A user may mention everyone only in conversations "
+        "of at most this many members (a service always may).", number(int, minimum=0))
 
     def __post_init__(self) -> None:
         if self.mode == "attached" and self.unread_function is None:
@@ -309,7 +319,8 @@ class Settings:
 SECTIONS = (ServerSettings, IdentitySettings, PostgresSettings, RedisSettings, SourceSettings,
             HttpSettings, LiveSettings, BumpSettings, PushSettings)
 
-__all__ = ["DEFAULT_AUDIENCE", "DEFAULT_MARKER_TTL", "DEVELOPMENT_JWT_SECRET", "SECTIONS", "USER_ROLE",
+__all__ = ["BADGE_POLICIES", "DEFAULT_AUDIENCE", "DEFAULT_MARKER_TTL", "DEVELOPMENT_JWT_SECRET", "SECTIONS",
+           "USER_ROLE",
            "BumpSettings", "HttpSettings", "IdentitySettings", "LiveSettings", "PostgresSettings",
            "PushSettings", "RedisSettings", "RedisTopology", "ServerSettings", "Settings",
            "SettingsError", "SourceSettings", "function_name", "parse_redis_url"]

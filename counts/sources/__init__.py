@@ -6,7 +6,8 @@
   the markers.
 
 The read path asks the source, never the mode: `source.unread_counts(cur, user_ids)` returns
-`{user_id: {"total", "unread_conversations", "conversations": [...]}}` in both.
+each user's body (counts.representation.totals: totals, badge, threads, conversations) in both,
+with the badge policy COUNTS_BADGE_POLICY for users who chose none.
 """
 
 from collections.abc import Iterable
@@ -37,10 +38,10 @@ def from_settings(settings: SourceSettings) -> Source:
         from counts.sources.attached import AttachedSource
 
         assert settings.unread_function is not None
-        return AttachedSource(settings.unread_function)
+        return AttachedSource(settings.unread_function, settings.badge_policy)
     from counts.sources.own import OwnSource
 
-    return OwnSource()
+    return OwnSource(settings.badge_policy, settings.mention_all_max_members)
 
 
 def check_at_start(settings: Settings) -> str | None:

@@ -17,7 +17,7 @@ grant execute on function counts.push(uuid[], uuid[], uuid) to service_role;
 grant usage on schema public to authenticated, service_role;
 grant select, insert, delete on public.conversations, public.participants, public.messages
     to authenticated;
-grant update (last_read_at) on public.participants to authenticated;
+grant update (last_read_at, notify, marked_unread) on public.participants to authenticated;
 grant all on public.conversations, public.participants, public.messages to service_role;
 
 -- Functions in public are callable over PostgREST (/rpc): keep counts_unread (everyone's

@@ -14,6 +14,11 @@ create table public.participants (
     user_id         uuid        not null,
     joined_at       timestamptz not null default now(),
     last_read_at    timestamptz,  -- the read receipt; null: nothing read since joining
+    -- The participant's own settings: what the conversation adds to totals, badge and alerts
+    -- (all, mentions: only mentions of them, none), and "mark as unread" (the app clears it
+    -- with the next read receipt).
+    notify          text        not null default 'all' check (notify in ('all', 'mentions', 'none')),
+    marked_unread   boolean     not null default false,
     primary key (conversation_id, user_id)
 );
 create index participants_by_user on public.participants (user_id);
@@ -23,27 +28,37 @@ create table public.messages (
     conversation_id uuid        not null references public.conversations (id) on delete cascade,
     sender_id       uuid        not null default auth.uid(),
     body            text        not null,
+    -- Whom the sender mentions, resolved by the app (never parsed by counts): participants, or
+    -- everyone in the conversation.
+    mentions        uuid[]      not null default '{}',
+    mentions_all    boolean     not null default false,
     created_at      timestamptz not null default now()
 );
 create index messages_by_conversation on public.messages (conversation_id, created_at);
 
 -- What counts serves: one row per (user, conversation) with unread messages, that is messages
--- from others newer than the user's read receipt (or, before any, than their joining).
+-- from others newer than the user's read receipt (or, before any, than their joining), or marked
+-- unread; with those of them that mention the user, and the participant's settings. counts reads
+-- the columns by name (mentions, notify, marked_unread and parent_id are each optional).
 -- counts calls it as the role in its DATABASE_URL, which must see every row (the tables' owner
 -- does: row-level security does not apply to it).
 create function public.counts_unread(user_ids uuid[])
-returns table (user_id uuid, conversation_id uuid, unread bigint)
+returns table (user_id uuid, conversation_id uuid, unread bigint, mentions bigint, notify text,
+               marked_unread boolean)
 language sql stable
 set search_path = ''
 as $$
-    select p.user_id, p.conversation_id, count(*)
+    select p.user_id, p.conversation_id, count(m.id),
+           count(m.id) filter (where p.user_id = any (m.mentions) or m.mentions_all),
+           p.notify, p.marked_unread
     from public.participants p
-    join public.messages m
+    left join public.messages m
       on m.conversation_id = p.conversation_id
      and m.created_at > coalesce(p.last_read_at, p.joined_at)
      and m.sender_id <> p.user_id
     where p.user_id = any (user_ids)
-    group by p.user_id, p.conversation_id
+    group by p.user_id, p.conversation_id, p.notify, p.marked_unread
+    having count(m.id) > 0 or p.marked_unread
 $$;
 
 -- Row-level security: users see the conversations they take part in; the creator of a
@@ -83,7 +98,7 @@ create policy "see fellow participants" on public.participants for select
     using (public.is_participant(conversation_id) or public.created_by_me(conversation_id));
 create policy "creators add participants" on public.participants for insert
     with check (public.created_by_me(conversation_id));
-create policy "mark my own reads" on public.participants for update
+create policy "mark my own reads and settings" on public.participants for update
     using (user_id = auth.uid()) with check (user_id = auth.uid());
 create policy "leave, or creators remove" on public.participants for delete
     using (user_id = auth.uid() or public.created_by_me(conversation_id));

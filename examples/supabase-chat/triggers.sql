@@ -5,8 +5,10 @@
 -- counts.push).
 --
 -- They also tell push (apps in the background) whom to notify, in the same transaction, with
--- counts.push(alert, badge, conversation_id): a new message alerts its recipients; a read
--- receipt that changed the reader's unread, a leave and a deleted message or conversation send
+-- counts.push(alert, badge, conversation_id): a new message alerts the recipients its level lets
+-- hear it (notify all; mentions: when it mentions them; none: never); a read receipt that
+-- changed the reader's unread, a new notify level or mark, a leave and a deleted message or
+-- conversation send
 -- a badge-only push to the users whose counts changed, so a badge clears when its user read on
 -- another device. Only users with a registered device get a job; the dispatcher pushes their
 -- counts as they are when it sends, and a rollback pushes nobody.
@@ -39,7 +41,8 @@ begin
 end
 $$;
 
--- New messages: everyone in the conversation but the sender has one more unread, and an alert.
+-- New messages: everyone in the conversation but the sender has one more unread (bumped, muted
+-- or not: the conversation's entry changed), and an alert where their level says so.
 create function public.counts_bump_new_messages() returns trigger
 language plpgsql security definer
 set search_path = ''
@@ -56,6 +59,8 @@ begin
     from new_messages m
     join public.participants p
       on p.conversation_id = m.conversation_id and p.user_id <> m.sender_id
+    where p.notify = 'all'
+       or (p.notify = 'mentions' and (p.user_id = any (m.mentions) or m.mentions_all))
     group by m.conversation_id;
     return null;
 end
@@ -109,9 +114,9 @@ create trigger counts_bump_insert after insert on public.participants
 referencing new table as joined
 for each statement execute function public.counts_bump_joined();
 
--- Read receipts (and any other change to a participant row): that user. A badge-only push
--- only when the receipt moved past (or back over) a message from someone else, i.e. when the
--- reader's unread changed: apps move the receipt each time a conversation is opened, mostly
+-- Read receipts, notify levels and marks (any change to a participant row): that user. A
+-- badge-only push when the level or the mark changed, or the receipt moved past (or back over)
+-- a message from someone else, i.e. when the reader's unread changed: apps move the receipt each time a conversation is opened, mostly
 -- with nothing new to clear. That question needs the conversation lock: else a message whose
 -- transaction began before the read and commits after this looks would be missed here, and
 -- its own push, sent before the read commits, would carry the unread the read cleared.
@@ -126,7 +131,8 @@ begin
     perform counts.push('{}', array_agg(n.user_id), n.conversation_id)
     from before_change o
     join after_change n on n.conversation_id = o.conversation_id and n.user_id = o.user_id
-    where exists (
+    where o.notify is distinct from n.notify or o.marked_unread is distinct from n.marked_unread
+       or exists (
         select from public.messages m
         where m.conversation_id = n.conversation_id and m.sender_id <> n.user_id
           and m.created_at > least(coalesce(o.last_read_at, o.joined_at),

@@ -7,6 +7,7 @@ No relay or dispatcher runs in this module: the outbox rows and push jobs stay f
 
 import threading
 
+from counts.sources.attached import AttachedSource
 from tests.support.api import new_user
 from tests.support.services import wait_until
 from tests.support.supabase_chat import RELAY_BOUND
@@ -151,3 +152,110 @@ def test_a_read_waits_for_a_message_in_flight_and_pushes_the_badge_it_cleared(ch
         reading.close()
     assert chat.unread_total(bob) == 0
     assert chat.push_jobs([bob]) == [(str(bob), True, conversation), (str(bob), False, conversation)]
+
+
+def test_levels_and_mentions_decide_alerts_and_a_settings_change_bumps_and_pushes(chat, writer):
+    """The example's mentions and notify levels, through its function and its triggers: a muted
+    participant is bumped by every message but alerted only when mentioned, and a change of
+    level or mark bumps that participant and pushes their badge."""
+    alice, bob, carol = new_user(), new_user(), new_user()
+    chat.add_device(bob)
+    chat.add_device(carol)
+    conversation = writer.create_conversation(alice, [bob, carol])
+    everyone = [alice, bob, carol]
+    with writer.transaction(bob) as cur:
+        cur.execute("UPDATE participants SET notify = 'mentions' WHERE conversation_id = %s"
+                    " AND user_id = %s", (conversation, str(bob)))
+    assert bumps_of(chat, everyone)[1:] == [{str(bob)}]
+    assert chat.push_jobs(everyone) == [(str(bob), False, conversation)]
+    writer.send(conversation, alice, "plain")
+    assert bumps_of(chat, everyone)[2:] == [{str(bob), str(carol)}]
+    assert chat.push_jobs(everyone)[1:] == [(str(carol), True, conversation)]
+    with writer.transaction(alice) as cur:
+        cur.execute("INSERT INTO messages (conversation_id, body, mentions) VALUES (%s, 'hey', %s::uuid[])",
+                    (conversation, [str(bob)]))
+    assert sorted(chat.push_jobs(everyone)[2:]) == sorted([(str(bob), True, conversation),
+                                                           (str(carol), True, conversation)])
+    source = AttachedSource(("public", "counts_unread"))
+    with chat.admin() as conn, conn.cursor() as cur:
+        assert source.problem(cur) is None
+        counts = source.unread_counts(cur, [bob, carol])
+    assert (counts[bob]["total"], counts[bob]["mentions"], counts[bob]["badge"]) == (0, 1, 1)
+    assert counts[bob]["conversations"][0]["unread"] == 2
+    assert (counts[carol]["total"], counts[carol]["mentions"], counts[carol]["badge"]) == (2, 0, 2)
+    with writer.transaction(carol) as cur:
+        cur.execute("UPDATE participants SET marked_unread = true WHERE conversation_id = %s"
+                    " AND user_id = %s", (conversation, str(carol)))
+    assert bumps_of(chat, everyone)[-1] == {str(carol)}
+    assert chat.push_jobs(everyone)[-1] == (str(carol), False, conversation)
+
+
+# An independent recount of the example's tables: each conversation of the user with unread
+# messages from others after their receipt (or joining), or marked unread.
+EXAMPLE_TRUTH = """
+SELECT p.conversation_id::text, count(m.id),
+       count(m.id) FILTER (WHERE m.mentions @> ARRAY[p.user_id] OR m.mentions_all),
+       p.notify, p.marked_unread
+FROM participants p
+LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.sender_id <> p.user_id
+                    AND m.created_at > coalesce(p.last_read_at, p.joined_at)
+WHERE p.user_id = %s
+GROUP BY 1, 4, 5 HAVING count(m.id) > 0 OR p.marked_unread
+"""
+
+
+def test_concurrent_mentions_mutes_marks_reads_and_deletes_end_on_the_recount(chat):
+    """The races of own mode's fault tests, written as the example's app writes: a burst with
+    mentions, Bob changing his level, marking unread and reading, Alice deleting mentioned
+    messages. counts' body ends equal to a recount of the tables, and every statement that
+    touched Bob's counts left a bump for him."""
+    alice, bob = new_user(), new_user()
+    setup = chat.writer()
+    try:
+        conversation = setup.create_conversation(alice, [bob])
+    finally:
+        setup.close()
+    sent: list[str] = []
+
+    def burst():
+        writer = chat.writer()
+        try:
+            for n in range(12):
+                with writer.transaction(alice) as cur:
+                    cur.execute("INSERT INTO messages (conversation_id, body, mentions)"
+                                " VALUES (%s, 'm', %s::uuid[]) RETURNING id::text",
+                                (conversation, [str(bob)] if n % 3 == 0 else []))
+                    sent.append(cur.fetchone()[0])
+                if n % 4 == 3:
+                    writer.delete_message(sent[n - 3], alice)  # a mentioned one
+        finally:
+            writer.close()
+
+    def bob_settles():
+        writer = chat.writer()
+        try:
+            for level in ("none", "mentions", "all", "mentions") * 3:
+                with writer.transaction(bob) as cur:
+                    cur.execute("UPDATE participants SET notify = %s, marked_unread = NOT marked_unread"
+                                " WHERE conversation_id = %s AND user_id = auth.uid()",
+                                (level, conversation))
+                writer.read(conversation, bob)
+        finally:
+            writer.close()
+
+    threads = [threading.Thread(target=work) for work in (burst, bob_settles)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    source = AttachedSource(("public", "counts_unread"))
+    with chat.admin() as conn, conn.cursor() as cur:
+        counts = source.unread_counts(cur, [bob])[bob]
+        cur.execute(EXAMPLE_TRUTH, (str(bob),))
+        truth = cur.fetchall()
+    assert [(e["conversation_id"], e["unread"], e["mentions"], e["notify"], e["marked_unread"])
+            for e in counts["conversations"]] == truth
+    assert counts["mentions"] == sum(row[2] for row in truth if row[3] != "none")
+    # The join, 12 messages, 3 deletes of messages Bob may not have read, 24 updates of his row.
+    assert len(bumps_of(chat, [bob])) == 1 + 12 + 3 + 24

@@ -89,6 +89,13 @@ class SqlTraffic(Traffic):
                 self.tally["acked"] += 1
         return outcome
 
+    model_writes = False  # the app's SQL writes messages and receipts here, nothing else
+
+    @staticmethod
+    def summary(counts: dict) -> object:
+        """The total: all this traffic's SQL writes change."""
+        return counts["total"]
+
     def truth(self, pg, user: str) -> int:
         """What the app's function says: what counts must end up serving."""
         with pg.cursor() as cur:

@@ -55,7 +55,7 @@ def test_a_message_written_by_sql_reaches_the_subscriber_and_a_read_by_sql_clear
     wait_until(lambda: len(bobs_browser.messages()) == 1, what="the alert push")
     assert bobs_browser.messages()[0] == {
         "type": "unread", "user_id": str(bob), "total": 1, "unread_conversations": 1,
-        "conversation_id": conversation, "alert": True}
+        "badge": 1, "mentions": 0, "conversation_id": conversation, "alert": True}
     alert = bobs_browser.received()[0]
     assert b"Lunch?" not in alert.body
     assert alert.headers["urgency"] == "normal"
@@ -67,7 +67,7 @@ def test_a_message_written_by_sql_reaches_the_subscriber_and_a_read_by_sql_clear
     wait_until(lambda: len(bobs_browser.messages()) == 2, what="the badge-only push")
     assert bobs_browser.messages()[1] == {
         "type": "unread", "user_id": str(bob), "total": 0, "unread_conversations": 0,
-        "conversation_id": conversation, "alert": False}
+        "badge": 0, "mentions": 0, "conversation_id": conversation, "alert": False}
     assert bobs_browser.received()[1].headers["urgency"] == "low"
     assert push_service.rejected == []
     assert "Traceback" not in dispatcher.log()

@@ -18,12 +18,27 @@ from tests.support.supabase_chat import attached_env, attached_settings
 WRITES = [("post", "/v1/conversations"), ("delete", "/v1/conversations/{c}"),
           ("post", "/v1/conversations/{c}/members"), ("delete", "/v1/conversations/{c}/members/{u}"),
           ("post", "/v1/conversations/{c}/messages"), ("delete", "/v1/conversations/{c}/messages/{m}"),
-          ("post", "/v1/conversations/{c}/read")]
+          ("post", "/v1/conversations/{c}/read"), ("post", "/v1/conversations/{c}/unread"),
+          ("patch", "/v1/conversations/{c}/members/{u}")]
 
 
 @pytest.fixture
 def api(attached_app) -> Api:
     return Api(attached_app.test_client(), Tokens())
+
+
+def test_a_user_chooses_their_badge_policy_in_attached_mode_too(api, writer):
+    alice, bob = new_user(), new_user()
+    conversation = writer.create_conversation(alice, [bob])
+    writer.send(conversation, alice)
+    first = api.counts(bob)
+    assert (first.get_json()["total"], first.get_json()["badge"]) == (1, 1)
+    for policy, status in (("messages", 304), ("none", 200)):  # the server's by name: no change
+        chosen = api.client.patch(f"/v1/users/{bob}/settings", headers=api.tokens.user(bob),
+                                  json={"badge_policy": policy})
+        assert chosen.get_json() == {"user_id": str(bob), "badge_policy": policy}
+        assert api.counts(bob, etag=first.headers["ETag"]).status_code == status
+    assert api.counts(bob).get_json()["badge"] == 0
 
 
 def test_counts_come_from_the_apps_function_with_etags_and_304s(api, writer):
@@ -33,8 +48,11 @@ def test_counts_come_from_the_apps_function_with_etags_and_304s(api, writer):
     writer.send(conversation, alice)
     first = api.counts(bob)
     assert first.status_code == 200
-    assert first.get_json() == {"user_id": str(bob), "total": 2, "unread_conversations": 1,
-                                "conversations": [{"conversation_id": conversation, "unread": 2}]}
+    assert first.get_json() == {
+        "user_id": str(bob), "total": 2, "unread_conversations": 1, "mentions": 0, "badge": 2,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0},
+        "conversations": [{"conversation_id": conversation, "unread": 2, "mentions": 0,
+                           "notify": "all", "marked_unread": False, "parent_id": None}]}
     assert api.counts(bob, etag=first.headers["ETag"]).status_code == 304
     assert api.counts(bob, etag=first.headers["ETag"], method="head").status_code == 304
 

@@ -5,6 +5,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from counts.observability import metrics
+from counts.postgres.queries import reads
 from counts.settings import Settings, function_name
 from counts.sources import check_at_start, from_settings
 from counts.sources.attached import AttachedSource
@@ -94,9 +96,11 @@ def test_the_examples_function_meets_the_contract(chat):
     ("FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, "
      "unread integer) LANGUAGE sql AS 'SELECT NULL::uuid, NULL::uuid, 0'",
      "it returns TABLE(user_id uuid, conversation_id uuid, unread integer)"),
-    ("FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (conversation_id uuid, user_id uuid, "
-     "unread bigint) LANGUAGE sql AS 'SELECT NULL::uuid, NULL::uuid, 0::bigint'",
-     "it returns TABLE(conversation_id uuid, user_id uuid, unread bigint)"),
+    ("FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, "
+     "unread bigint, mentions integer, muted boolean) LANGUAGE sql AS "
+     "'SELECT NULL::uuid, NULL::uuid, 0::bigint, 0, false'",
+     "it returns TABLE(user_id uuid, conversation_id uuid, unread bigint, mentions integer, muted "
+     "boolean): mentions is integer, not bigint; counts knows no column muted"),
     ("FUNCTION checks.unread(user_ids uuid[]) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'",
      "it returns bigint"),
     ("PROCEDURE checks.unread(user_ids uuid[]) LANGUAGE sql AS 'SELECT 1'",
@@ -104,7 +108,7 @@ def test_the_examples_function_meets_the_contract(chat):
     ("FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (user_id uuid, conversation_id uuid, "
      "unread bigint) LANGUAGE plpgsql AS 'BEGIN RETURN QUERY SELECT * FROM checks.gone; END'",
      'calling it failed: ERROR:  relation "checks.gone" does not exist'),
-], ids=["missing", "other arguments", "unread integer", "columns swapped", "not a set",
+], ids=["missing", "other arguments", "unread integer", "wrong or unknown column", "not a set",
         "procedure", "body fails"])
 def test_a_function_that_breaks_the_contract_is_refused_with_the_reason(owner, definition, expected):
     if definition is not None:
@@ -166,9 +170,12 @@ def test_rows_the_function_should_not_return_are_dropped(owner):
         UNION ALL SELECT '{stranger}'::uuid, gen_random_uuid(), 5 $$""")
     counts = AttachedSource(("checks", "unread")).unread_counts(owner, [alice, bob])
     assert set(counts) == {alice, bob}
-    assert counts[alice] == {"total": 3, "unread_conversations": 2, "conversations": [
-        {"conversation_id": "00000000-0000-4000-8000-00000000000a", "unread": 1},
-        {"conversation_id": "00000000-0000-4000-8000-00000000000b", "unread": 2}]}
+    plain = {"mentions": 0, "notify": "all", "marked_unread": False, "parent_id": None}
+    assert counts[alice] == {
+        "total": 3, "unread_conversations": 2, "mentions": 0, "badge": 3,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0}, "conversations": [
+            {"conversation_id": "00000000-0000-4000-8000-00000000000a", "unread": 1, **plain},
+            {"conversation_id": "00000000-0000-4000-8000-00000000000b", "unread": 2, **plain}]}
 
 
 def test_both_sources_answer_in_one_shape(owner, database_url):
@@ -182,4 +189,46 @@ def test_both_sources_answer_in_one_shape(owner, database_url):
             own = OwnSource().unread_counts(cur, [user])
     finally:
         conn.close()
-    assert attached == own == {user: {"total": 0, "unread_conversations": 0, "conversations": []}}
+    assert attached == own == {user: {
+        "total": 0, "unread_conversations": 0, "mentions": 0, "badge": 0,
+        "threads": {"unread": 0, "unread_threads": 0, "mentions": 0}, "conversations": []}}
+
+
+def test_optional_columns_are_read_by_name_in_any_order(owner):
+    user, parent = new_user(), "00000000-0000-4000-8000-0000000000aa"
+    owner.execute(f"""CREATE FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (
+            notify text, conversation_id uuid, marked_unread boolean, user_id uuid,
+            parent_id uuid, unread bigint, mentions bigint) LANGUAGE sql AS $$
+        SELECT 'mentions', '00000000-0000-4000-8000-00000000000a'::uuid, false, u, NULL::uuid,
+               4::bigint, 1::bigint FROM unnest(user_ids) u
+        UNION ALL SELECT 'all', '00000000-0000-4000-8000-00000000000b'::uuid, true, u, NULL,
+               0, 0 FROM unnest(user_ids) u
+        UNION ALL SELECT 'all', '00000000-0000-4000-8000-00000000000c'::uuid, false, u,
+               '{parent}'::uuid, 2, 0 FROM unnest(user_ids) u
+        UNION ALL SELECT 'all', gen_random_uuid(), false, u, NULL, 0, 0 FROM unnest(user_ids) u
+        $$""")
+    source = AttachedSource(("checks", "unread"))
+    assert source.problem(owner) is None
+    counts = source.unread_counts(owner, [user])[user]
+    assert [(e["conversation_id"][-1], e["unread"], e["mentions"], e["notify"], e["marked_unread"],
+             e["parent_id"]) for e in counts["conversations"]] == [
+        ("a", 4, 1, "mentions", False, None), ("b", 0, 0, "all", True, None),
+        ("c", 2, 0, "all", False, parent)]
+    assert (counts["total"], counts["unread_conversations"], counts["mentions"],
+            counts["badge"]) == (0, 1, 1, 1 + 1 + 2)
+    assert counts["threads"] == {"unread": 2, "unread_threads": 1, "mentions": 0}
+
+
+def test_an_unknown_notify_level_counts_as_all_logged_once_and_counted(owner, caplog, monkeypatch):
+    monkeypatch.setattr(reads, "_said_unknown_levels", set())
+    user = new_user()
+    owner.execute("""CREATE FUNCTION checks.unread(user_ids uuid[]) RETURNS TABLE (
+            user_id uuid, conversation_id uuid, unread bigint, notify text) LANGUAGE sql AS $$
+        SELECT u, gen_random_uuid(), 3::bigint, 'muted-forever' FROM unnest(user_ids) u $$""")
+    source = AttachedSource(("checks", "unread"))
+    before = metrics.UNKNOWN_NOTIFY_LEVELS._value.get()
+    for _ in range(2):
+        counts = source.unread_counts(owner, [user])[user]
+        assert (counts["total"], counts["conversations"][0]["notify"]) == (3, "all")
+    assert metrics.UNKNOWN_NOTIFY_LEVELS._value.get() == before + 2
+    assert [r.levelname for r in caplog.records if "muted-forever" in r.getMessage()] == ["WARNING"]

@@ -43,13 +43,28 @@ def test_first_poll_200_then_304_with_the_cached_counts(live_server, bob_with_un
         first = client.poll(bob)
         assert (first.status, first.changed) == (200, True)
         assert first.counts["total"] == 1
-        assert first.counts["conversations"] == [{"conversation_id": conversation, "unread": 1}]
+        assert [(c["conversation_id"], c["unread"]) for c in first.counts["conversations"]] == [
+            (conversation, 1)]
         assert first.etag.startswith('"')
 
         second = client.poll(bob)
         assert (second.status, second.changed) == (304, False)
         assert second.counts == first.counts
         assert second.etag == first.etag
+
+
+def test_a_muted_conversation_leaves_the_badge_and_a_mention_counts(live_server, live_api,
+                                                                  bob_with_unread):
+    bob, alice, conversation = bob_with_unread
+    assert live_api.notify(conversation, bob, "mentions").status_code == 200
+    assert live_api.mention(conversation, alice, [bob]).status_code == 201
+    with CountsClient(live_server.url, user_token(bob)) as client:
+        result = client.poll(bob)
+        assert (result.total, result.mentions, result.badge) == (0, 1, 1)
+        assert result.counts["conversations"][0]["unread"] == 2
+        assert client.poll(bob).badge == 1  # a 304 keeps the cached body
+    old_server = PollResult(str(bob), {"total": 3, "conversations": []}, True, 200, None, 1.0)
+    assert (old_server.badge, old_server.mentions) == (3, 0)
 
 
 def test_a_new_message_makes_the_next_poll_changed(live_server, live_api, bob_with_unread):

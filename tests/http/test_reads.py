@@ -23,8 +23,10 @@ def test_counts_body_and_headers(api, chat, pg):
     response = api.counts(chat["bob"])
     assert response.status_code == 200
     assert response.get_json() == {
-        "user_id": str(chat["bob"]), "total": 1, "unread_conversations": 1,
-        "conversations": [{"conversation_id": chat["conversation"], "unread": 1}]}
+        "user_id": str(chat["bob"]), "total": 1, "unread_conversations": 1, "mentions": 0,
+        "badge": 1, "threads": {"unread": 0, "unread_threads": 0, "mentions": 0},
+        "conversations": [{"conversation_id": chat["conversation"], "unread": 1, "mentions": 0,
+                           "notify": "all", "marked_unread": False, "parent_id": None}]}
     assert true_total(pg, chat["bob"]) == 1
     etag = response.headers["ETag"]
     assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2

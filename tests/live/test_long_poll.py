@@ -14,6 +14,7 @@ from counts.http.middleware.fastpath import requested_wait
 from counts.live.feed import Waiter
 from counts.live.subscribers import Subscriber
 from counts.markers import keys
+from counts.representation import BODY_VERSION
 from tests.support.api import new_user
 from tests.support.environment import MARKER_TTL, REDIS_URL
 from tests.support.markers import read_marker
@@ -95,8 +96,13 @@ def test_long_poll_answers_304_at_its_deadline(api, client, tokens):
 
 
 def epoch_of(etag: str) -> str:
-    """The Redis epoch an ETag carries (`"<marker>.<epoch>"`, invariant 9)."""
+    """The Redis epoch an ETag carries (`"b<body version>.<marker>.<epoch>"`, invariant 9)."""
     return etag.strip('"').rsplit(".", 1)[1]
+
+
+def etag_of(marker: str, epoch: str) -> str:
+    """The ETag a marker gets under an epoch, with this body version (invariant 15)."""
+    return f'"b{BODY_VERSION}.{marker}.{epoch}"'
 
 
 def test_a_change_pubsub_never_told_is_found_at_the_deadline(api, client, tokens, resources,
@@ -108,7 +114,7 @@ def test_a_change_pubsub_never_told_is_found_at_the_deadline(api, client, tokens
                        redis_client.set(keys.marker_key(user), "moved-silently", ex=900)))
     response = long_poll(client, tokens, user, etag, "wait=2")
     assert response.status_code == 200
-    assert response.headers["ETag"] == f'"moved-silently.{epoch_of(etag)}"'
+    assert response.headers["ETag"] == etag_of("moved-silently", epoch_of(etag))
 
 
 def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, tokens, resources,
@@ -287,7 +293,7 @@ def test_a_list_holding_the_new_marker_keeps_waiting(api, client, tokens, resour
     in_thread(lambda: (wait_until(lambda: subscribed(resources.feed, user)),
                        redis_client.set(keys.marker_key(user), "also-held", ex=900),
                        redis_client.publish(keys.feed_channel(user), "also-held")))
-    also_held = f'"also-held.{epoch_of(etag)}"'
+    also_held = etag_of("also-held", epoch_of(etag))
     headers = {**tokens.user(user), "If-None-Match": f"{etag}, {also_held}", "Prefer": "wait=2"}
     response = client.get(f"/v1/users/{user}/unread-counts", headers=headers)
     assert response.status_code == 304

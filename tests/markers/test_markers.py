@@ -12,6 +12,7 @@ import redis
 from counts import markers
 from counts.markers import keys
 from counts.markers import store as marker_store
+from counts.representation import BODY_VERSION
 from counts.settings import DEFAULT_MARKER_TTL
 from dev.services import redis_server_binary
 from tests.support.markers import read_marker, read_markers
@@ -49,8 +50,8 @@ def epoch(client) -> str:
 
 
 def marker_of(token: str) -> bytes:
-    """The marker a token names (what Redis holds), without the epoch."""
-    return token.rsplit(".", 1)[0].encode()
+    """The marker a token names (what Redis holds), without the body version and the epoch."""
+    return token.removeprefix(f"b{BODY_VERSION}.").rsplit(".", 1)[0].encode()
 
 
 class RoundTrips:
@@ -163,7 +164,7 @@ def test_bump_gives_every_user_a_different_marker(store):
     markers.bump(store, users, TTL)
     values = [store.get(keys.marker_key(u)) for u in users]
     assert None not in values
-    assert all(read_marker(store, u, TTL) == f"{v.decode()}.{epoch(store)}"
+    assert all(read_marker(store, u, TTL) == f"b{BODY_VERSION}.{v.decode()}.{epoch(store)}"
                for u, v in zip(users, values, strict=True))
     assert len(set(values)) == len(users)
 
@@ -282,7 +283,7 @@ def test_a_bump_records_the_position_and_confirms_a_new_record(user, store):
     assert wal.reads == 2  # one position for the bump, one more to confirm the new record
     assert lsn_of(store, user) == wal.position  # the later of the two
     assert TTL - 5 <= store.ttl(keys.marker_key(user)) <= TTL  # the record lives in the marker
-    assert read_marker(store, user, TTL).rsplit(".", 1)[0].encode() + b"|" in \
+    assert marker_of(read_marker(store, user, TTL)) + b"|" in \
         store.get(keys.marker_key(user))  # ...after it, and never in the token
 
 

@@ -9,7 +9,8 @@ from counts.postgres.pool import Database
 from counts.postgres.queries import migrations as migration_sql
 from tests.support.postgres import query, throwaway_database
 
-TABLES = {"conversations", "conversation_members", "messages", "marker_outbox", "schema_migrations",
+TABLES = {"conversations", "conversation_members", "messages", "message_mentions", "user_settings",
+          "marker_outbox", "schema_migrations",
           "push_devices", "push_jobs", "push_leases", "push_tickets"}
 
 

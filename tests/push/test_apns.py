@@ -40,8 +40,8 @@ def test_an_alert_then_a_badge_only_push_over_one_http2_connection(apns_api, apn
     assert alert.payload["aps"]["alert"]["loc-key"] == "COUNTS_NEW_MESSAGE"
     assert alert.payload["aps"]["thread-id"] == conversation
     assert alert.payload["counts"] == {"type": "unread", "user_id": str(bob), "total": 1,
-                                       "unread_conversations": 1, "conversation_id": conversation,
-                                       "alert": True}
+                                       "unread_conversations": 1, "badge": 1, "mentions": 0,
+                                       "conversation_id": conversation, "alert": True}
     assert "Lunch?" not in str(alert.payload)
 
     apns_api.read(conversation, bob)

@@ -29,8 +29,8 @@ def test_an_alert_then_a_badge_as_data_messages_with_one_access_token(fcm_api, f
     message = fcm.sent[0].message
     assert fcm.sent[0].token == token
     assert message["data"] == {"type": "unread", "user_id": str(bob), "total": "1",
-                               "unread_conversations": "1", "conversation_id": conversation,
-                               "alert": "true"}
+                               "unread_conversations": "1", "badge": "1", "mentions": "0",
+                               "conversation_id": conversation, "alert": "true"}
     assert message["android"]["collapse_key"] == "unread"
     assert message["android"]["priority"] == "HIGH"
     assert 23 * 3600 < int(message["android"]["ttl"][:-1]) <= 24 * 3600

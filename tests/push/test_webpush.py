@@ -21,7 +21,7 @@ def test_a_message_reaches_the_subscriber_encrypted_and_signed_and_a_read_clears
     alert = bobs_browser.received()[0]
     assert bobs_browser.messages()[0] == {
         "type": "unread", "user_id": str(bob), "total": 1, "unread_conversations": 1,
-        "conversation_id": conversation, "alert": True}
+        "badge": 1, "mentions": 0, "conversation_id": conversation, "alert": True}
     assert b"Lunch?" not in alert.body  # encrypted, and never the message body anyway
     public_key = push_api.client.get("/v1/push/webpush-key").get_json()["public_key"]
     claims = vapid_claims(alert, public_key, push_service.origin)
@@ -37,7 +37,7 @@ def test_a_message_reaches_the_subscriber_encrypted_and_signed_and_a_read_clears
     wait_until(lambda: len(bobs_browser.messages()) == 2, what="the badge-only push")
     assert bobs_browser.messages()[1] == {
         "type": "unread", "user_id": str(bob), "total": 0, "unread_conversations": 0,
-        "conversation_id": conversation, "alert": False}
+        "badge": 0, "mentions": 0, "conversation_id": conversation, "alert": False}
     assert bobs_browser.received()[1].headers["urgency"] == "low"
     assert push_service.rejected == []
 

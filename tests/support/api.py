@@ -40,6 +40,33 @@ class Api:
                                 headers=self.tokens.user(sender),
                                 json={"sender_id": str(sender), "body": body})
 
+    def thread(self, parent_id, *members, root_seq=None) -> str:
+        body = {"member_ids": [str(m) for m in members], "parent_id": str(parent_id)}
+        if root_seq is not None:
+            body["root_seq"] = root_seq
+        response = self.client.post("/v1/conversations", headers=self.tokens.service(), json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["conversation_id"]
+
+    def mention(self, conversation_id, sender, user_ids=(), everyone=False, as_service=False):
+        """Send a message mentioning `user_ids` (or everyone)."""
+        headers = self.tokens.service() if as_service else self.tokens.user(sender)
+        return self.client.post(f"/v1/conversations/{conversation_id}/messages", headers=headers,
+                                json={"sender_id": str(sender), "body": "hey",
+                                      "mentions": {"user_ids": [str(u) for u in user_ids],
+                                                   "all": everyone}})
+
+    def notify(self, conversation_id, user, level, headers=None):
+        return self.client.patch(f"/v1/conversations/{conversation_id}/members/{user}",
+                                 headers=headers or self.tokens.user(user), json={"notify": level})
+
+    def unread(self, conversation_id, user, from_seq=None):
+        body = {"user_id": str(user)}
+        if from_seq is not None:
+            body["from_seq"] = from_seq
+        return self.client.post(f"/v1/conversations/{conversation_id}/unread",
+                                headers=self.tokens.user(user), json=body)
+
     def read(self, conversation_id, user, up_to_seq=None):
         body = {"user_id": str(user)}
         if up_to_seq is not None:
@@ -72,7 +99,20 @@ def documented(app, schema: str, body: dict) -> bool:
     """Whether `body` conforms to the named schema of the app's OpenAPI document."""
     document = app.test_client().get("/openapi.json").get_json()
     return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{schema}",
-                                        "components": document["components"]}).is_valid(body)
+                                        "components": as_json_schema(document["components"])},
+                                       ).is_valid(body)
+
+
+def as_json_schema(node):
+    """OpenAPI 3.0's `nullable: true` spelled as JSON Schema understands it (a null type)."""
+    if isinstance(node, list):
+        return [as_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: as_json_schema(value) for key, value in node.items()}
+    if node.pop("nullable", False) and "type" in node:
+        node["type"] = [node["type"], "null"]
+    return node
 
 
 def assert_problem(response, status: int) -> dict:

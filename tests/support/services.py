@@ -238,3 +238,6 @@ class LiveClient:
 
     def post(self, path: str, **kwargs) -> requests.Response:
         return self._call("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return self._call("PATCH", path, **kwargs)

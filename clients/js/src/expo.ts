@@ -63,7 +63,9 @@ export async function startExpoPush(options: ExpoPushOptions): Promise<ExpoPush>
   // The client is silent in the background, so its snapshots are foreground ones.
   let badge: number | null = null;
   const showBadge = (): void => {
-    const total = client.getSnapshot().counts?.total;
+    // The body's badge, as every push carries it; a service from before badges: its total.
+    const counts = client.getSnapshot().counts;
+    const total = counts?.badge ?? counts?.total;
     if (total === undefined || total === badge) return;
     badge = total;
     Notifications.setBadgeCountAsync(total).catch(onError ?? (() => undefined));

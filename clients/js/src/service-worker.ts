@@ -1,5 +1,7 @@
 // The service worker's side of Web Push: what the service pushes is `{"type": "unread",
-// "user_id", "total", "unread_conversations", "conversation_id", "alert"}` (no message bodies).
+// "user_id", "total", "unread_conversations", "badge", "mentions", "conversation_id", "alert"}`
+// (no message bodies). The app badge is `badge`, the number a poll answers under the user's badge
+// policy; a service from before badges sends only `total`, which was its badge.
 // Browsers require a notification for a push (`userVisibleOnly`): Chrome shows a generic one of
 // its own when none is shown, and Safari revokes the subscription after three pushes without
 // one. So the app badge follows every push, alerts are shown, and a badge-only push replaces
@@ -13,6 +15,8 @@ export interface UnreadPush {
   user_id: string;
   total: number;
   unread_conversations: number;
+  badge?: number;
+  mentions?: number;
   conversation_id: string | null;
   alert: boolean;
 }
@@ -68,7 +72,8 @@ function isUnreadPush(value: unknown): value is UnreadPush {
 export async function showUnreadPush(scope: ServiceWorkerScopeLike, payload: unknown, options: UnreadPushOptions = {}): Promise<void> {
   if (!isUnreadPush(payload)) return;
   const { navigator, registration } = scope;
-  if (payload.total > 0) await navigator.setAppBadge?.(payload.total);
+  const badge = payload.badge ?? payload.total;
+  if (badge > 0) await navigator.setAppBadge?.(badge);
   else await (navigator.clearAppBadge ? navigator.clearAppBadge() : navigator.setAppBadge?.(0));
   if (!payload.alert && options.notifyEveryPush === false) return;
   const unread = payload.total === 1 ? "1 unread message" : payload.total === 0 ? "No unread messages" : `${payload.total} unread messages`;

@@ -51,6 +51,22 @@ class PollResult:
     etag: str | None  # None when the server sent none (the next poll is then unconditional)
     wait: float  # seconds until the next poll
 
+    @property
+    def total(self) -> int:
+        """Unread in top-level conversations the user hears everything of (notify `all`)."""
+        return int(self.counts.get("total", 0))
+
+    @property
+    def badge(self) -> int:
+        """The app icon's number, under the user's badge policy, as every push carries it (a
+        server from before badges sends none: its total was the badge)."""
+        return int(self.counts.get("badge", self.total))
+
+    @property
+    def mentions(self) -> int:
+        """Unread mentions of the user in conversations not muted entirely."""
+        return int(self.counts.get("mentions", 0))
+
 
 class CountsError(Exception):
     """The service refused the poll (4xx other than 429): retrying the same request will not help."""

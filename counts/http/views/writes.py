@@ -34,9 +34,10 @@ def write_then_bump(work, *args):
 @bp.post("/v1/conversations")
 @requires_service
 def create_conversation() -> Response:
-    """Create a conversation with its first members."""
+    """Create a conversation with its first members (a thread, with `parent_id`)."""
     body = load_body(schemas.conversation_create)
-    conversation_id = write_then_bump(own.create_conversation, body["member_ids"])
+    conversation_id = write_then_bump(own.create_conversation, body["member_ids"],
+                                      body["parent_id"], body["root_seq"])
     return json_response({"conversation_id": str(conversation_id)}, 201)
 
 
@@ -75,7 +76,12 @@ def send_message(conversation_id: str, principal: Principal) -> Response:
     cid = parse_path_uuid(conversation_id, "conversation_id")
     body = load_body(schemas.message_create)
     authorize(principal, body["sender_id"])
-    message = write_then_bump(own.send_message, cid, body["sender_id"], body["body"])
+    mentions = None
+    if body["mentions"] is not None:
+        mentions = own.Mentions(body["mentions"]["user_ids"], body["mentions"]["all"],
+                                may_mention_everyone=principal.is_service,
+                                everyone_max_members=resources().source.mention_all_max_members)
+    message = write_then_bump(own.send_message, cid, body["sender_id"], body["body"], mentions)
     return json_response(message, 201)
 
 
@@ -96,4 +102,27 @@ def mark_read(conversation_id: str, principal: Principal) -> Response:
     body = load_body(schemas.mark_read)
     authorize(principal, body["user_id"])
     state = write_then_bump(own.mark_read, cid, body["user_id"], body["up_to_seq"])
+    return json_response({"conversation_id": str(cid), "user_id": str(body["user_id"]), **state})
+
+
+@bp.patch("/v1/conversations/<conversation_id>/members/<user_id>")
+@requires_caller
+def update_member(conversation_id: str, user_id: str, principal: Principal) -> Response:
+    """Set a member's notify level (that member, or a service)."""
+    cid = parse_path_uuid(conversation_id, "conversation_id")
+    uid = parse_path_uuid(user_id, "user_id")
+    authorize(principal, uid)
+    body = load_body(schemas.member_update)
+    state = write_then_bump(own.set_notify, cid, uid, body["notify"])
+    return json_response({"conversation_id": str(cid), "user_id": str(uid), **state})
+
+
+@bp.post("/v1/conversations/<conversation_id>/unread")
+@requires_caller
+def mark_unread(conversation_id: str, principal: Principal) -> Response:
+    """Mark a conversation unread for `user_id`: a flag, or from message `from_seq` on."""
+    cid = parse_path_uuid(conversation_id, "conversation_id")
+    body = load_body(schemas.mark_unread)
+    authorize(principal, body["user_id"])
+    state = write_then_bump(own.mark_unread, cid, body["user_id"], body["from_seq"])
     return json_response({"conversation_id": str(cid), "user_id": str(body["user_id"]), **state})

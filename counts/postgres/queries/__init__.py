@@ -1,7 +1,9 @@
 """Every SQL statement the service sends, one module per concern, and the small functions that send them.
 
 - `reads`: the unread counts of one user or many; the readiness ping.
-- `conversations`: count-changing writes of our own schema (conversations, members, messages).
+- `conversations`: count-changing writes of our own schema (conversations, members, messages,
+  mentions, threads).
+- `members`: a member's notify level and mark-as-unread; a user's badge policy.
 - `bumps`: the marker outbox (bumps recorded in the writing transaction, drained later) and
   the channel counts.bump() notifies.
 - `attached`: the app's unread function (attached mode): calling it, checking it at start-up.

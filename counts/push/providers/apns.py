@@ -100,9 +100,9 @@ ALERT_LOC_KEY = "COUNTS_NEW_MESSAGE"
 
 def aps(push: Push) -> dict:
     """The `aps` dictionary: the badge always; an alert, sound and thread for a new message."""
-    body: dict = {"badge": push.total}
+    body: dict = {"badge": push.icon_badge}
     if push.alert:
-        body.update(alert={"loc-key": ALERT_LOC_KEY, "loc-args": [str(push.total)]},
+        body.update(alert={"loc-key": ALERT_LOC_KEY, "loc-args": [str(push.icon_badge)]},
                     sound="default", **{"mutable-content": 1})
         if push.conversation_id:
             body["thread-id"] = push.conversation_id

@@ -147,7 +147,7 @@ class Expo:
 
     def message(self, device: Device, push: Push) -> dict:
         """One message: the counts as `data`, the badge, and generic words only for an alert."""
-        message: dict = {"to": device.token, "data": push.body(), "badge": push.total,
+        message: dict = {"to": device.token, "data": push.body(), "badge": push.icon_badge,
                          "ttl": push.ttl(), "priority": "high" if push.alert else "normal"}
         if push.alert:
             message.update(title=self.own.alert_title, sound="default",

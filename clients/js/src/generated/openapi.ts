@@ -128,7 +128,8 @@ export interface paths {
         delete: operations["removeMember"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Set a member's notify level (that user, or services) */
+        patch: operations["updateMember"];
         trace?: never;
     };
     "/v1/conversations/{conversation_id}/messages": {
@@ -187,6 +188,26 @@ export interface paths {
         put?: never;
         /** Mark read, never backwards (that user, or services) */
         post: operations["markRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}/unread": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description conversation_id must be a UUID (400 otherwise). */
+                conversation_id: components["parameters"]["conversation_id"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark unread: a flag, or from message from_seq on (that user, or services) */
+        post: operations["markUnread"];
         delete?: never;
         options?: never;
         head?: never;
@@ -302,6 +323,26 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user_id must be a UUID (400 otherwise). */
+                user_id: components["parameters"]["user_id"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Set the user's badge policy (that user, or services) */
+        patch: operations["updateUserSettings"];
         trace?: never;
     };
     "/v1/users/{user_id}/stream-tickets": {
@@ -454,6 +495,13 @@ export interface components {
         };
         ConversationCreate: {
             member_ids: string[];
+            /**
+             * Format: uuid
+             * @default null
+             */
+            parent_id?: string | null;
+            /** @default null */
+            root_seq?: number | null;
         };
         ConversationCreated: {
             /** Format: uuid */
@@ -462,12 +510,34 @@ export interface components {
         ConversationUnread: {
             /** Format: uuid */
             conversation_id: string;
+            marked_unread: boolean;
+            /** @description Unread messages that mention the user. */
+            mentions: number;
+            /**
+             * @description all: counts in total and badge; mentions: only its mentions do; none: neither (still listed, so an app can grey it out).
+             * @enum {string}
+             */
+            notify: "all" | "mentions" | "none";
+            /**
+             * Format: uuid
+             * @description The parent conversation of a thread.
+             */
+            parent_id: string | null;
+            /** @description Unread messages, whatever the level (0 only when marked unread). */
             unread: number;
         };
         Counts: {
-            /** @description Conversations with unread > 0. */
+            /** @description The app icon's number, as every push carries it, by the user's badge policy (COUNTS_BADGE_POLICY unless they chose one). */
+            badge: number;
+            /** @description Conversations with unread > 0 or marked unread, whatever their level. */
             conversations: components["schemas"]["ConversationUnread"][];
+            /** @description Unread mentions in every conversation not at notify=none, threads too. */
+            mentions: number;
+            /** @description Over threads not at notify=none. */
+            threads: components["schemas"]["ThreadTotals"];
+            /** @description Unread in top-level conversations at notify=all. */
             total: number;
+            /** @description Top-level conversations at notify=all with unread or marked unread. */
             unread_conversations: number;
             /** Format: uuid */
             user_id: string;
@@ -515,7 +585,21 @@ export interface components {
             /** Format: uuid */
             user_id: string;
         };
+        MarkUnread: {
+            /** @default null */
+            from_seq?: number | null;
+            /** Format: uuid */
+            user_id: string;
+        };
         MemberAdd: {
+            /** Format: uuid */
+            user_id: string;
+        };
+        MemberSettings: {
+            /** Format: uuid */
+            conversation_id: string;
+            /** @enum {string} */
+            notify: "all" | "mentions" | "none";
             /** Format: uuid */
             user_id: string;
         };
@@ -525,8 +609,14 @@ export interface components {
             /** Format: uuid */
             user_id: string;
         };
+        MemberUpdate: {
+            /** @enum {string} */
+            notify: "all" | "mentions" | "none";
+        };
         MessageCreate: {
             body: string;
+            /** @default null */
+            mentions?: components["schemas"]["MessageMentions"] | (Record<string, never> | null);
             /** Format: uuid */
             sender_id: string;
         };
@@ -534,6 +624,11 @@ export interface components {
             /** Format: uuid */
             message_id: string;
             seq: number;
+        };
+        MessageMentions: {
+            /** @default false */
+            all?: boolean;
+            user_ids?: string[];
         };
         OldSubscription: {
             auth: string;
@@ -598,6 +693,30 @@ export interface components {
         SubscriptionKeys: {
             auth: string;
             p256dh: string;
+        };
+        ThreadTotals: {
+            mentions: number;
+            unread: number;
+            unread_threads: number;
+        };
+        UnreadState: {
+            /** Format: uuid */
+            conversation_id: string;
+            last_read_seq: number;
+            /** @description Flagged (no from_seq was given). */
+            marked_unread: boolean;
+            /** Format: uuid */
+            user_id: string;
+        };
+        UserSettings: {
+            /** @enum {string|null} */
+            badge_policy: "messages" | "conversations" | "mentions" | "none" | null;
+        };
+        UserSettingsShown: {
+            /** @description messages, conversations, mentions or none; null: the server's. */
+            badge_policy: string | null;
+            /** Format: uuid */
+            user_id: string;
         };
         WebPushDevice: {
             /** @enum {string} */
@@ -818,6 +937,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["InvalidInput"];
@@ -926,6 +1046,44 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    updateMember: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description conversation_id must be a UUID (400 otherwise). */
+                conversation_id: components["parameters"]["conversation_id"];
+                /** @description user_id must be a UUID (400 otherwise). */
+                user_id: components["parameters"]["user_id"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberUpdate"];
+            };
+        };
+        responses: {
+            /** @description The level now; bumped if their counts changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberSettings"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["InvalidInput"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     sendMessage: {
         parameters: {
             query?: never;
@@ -1014,6 +1172,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReadState"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["InvalidInput"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    markUnread: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description conversation_id must be a UUID (400 otherwise). */
+                conversation_id: components["parameters"]["conversation_id"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarkUnread"];
+            };
+        };
+        responses: {
+            /** @description The read state now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnreadState"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -1254,6 +1448,41 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    updateUserSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user_id must be a UUID (400 otherwise). */
+                user_id: components["parameters"]["user_id"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserSettings"];
+            };
+        };
+        responses: {
+            /** @description The settings now; bumped if they changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserSettingsShown"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["InvalidInput"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["Unavailable"];
         };

@@ -20,6 +20,8 @@ export class FakeServer {
   readonly userId = "00000000-0000-4000-8000-000000000001";
   etag = '"m1.e1"';
   total = 0;
+  /** The body's badge when it differs from the total (a muted conversation, a mention). */
+  badge: number | null = null;
   pollInterval = 7;
   /** Long-polls answered 304 without Preference-Applied (a server at capacity). */
   longPollRefused = false;
@@ -31,8 +33,11 @@ export class FakeServer {
   private marker = 1;
 
   get counts(): Counts {
-    const conversations = this.total ? [{ conversation_id: "00000000-0000-4000-8000-0000000000c1", unread: this.total }] : [];
-    return { user_id: this.userId, total: this.total, unread_conversations: conversations.length, conversations };
+    const conversations = this.total
+      ? [{ conversation_id: "00000000-0000-4000-8000-0000000000c1", unread: this.total, mentions: 0, notify: "all" as const, marked_unread: false, parent_id: null }]
+      : [];
+    const threads = { unread: 0, unread_threads: 0, mentions: 0 };
+    return { user_id: this.userId, total: this.total, unread_conversations: conversations.length, mentions: 0, badge: this.badge ?? this.total, threads, conversations };
   }
 
   /** A write: a new marker, and every open stream and held long-poll hears it. */

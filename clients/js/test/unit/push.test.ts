@@ -81,6 +81,13 @@ describe("service worker", () => {
       "notify Unread messages: No unread messages silent=true"]);
   });
 
+  it("badges the push's badge, not its total, when the service sends one", async () => {
+    const { sw, calls } = scope();
+    await showUnreadPush(sw, { ...push(5, false), badge: 2 });
+    await showUnreadPush(sw, { ...push(4, false), badge: 0 });
+    expect(calls.filter((call) => !call.startsWith("notify"))).toEqual(["badge 2", "clear"]);
+  });
+
   it("shows a quiet notification for badge-only pushes, since browsers require one per push", async () => {
     const { sw, calls } = scope();
     await showUnreadPush(sw, push(1, false), { title: () => "Chat" });
@@ -166,6 +173,20 @@ describe("expo", () => {
     server.bump();
     await until(() => client.getSnapshot().counts?.total === 2, "two bumps");
     expect(expo.calls.filter((c) => c.startsWith("badge"))).toEqual(["badge 0", "badge 1", "badge 2"]);
+    push.stop();
+    client.stop();
+  });
+
+  it("sets the badge from the body's badge, not its total", async () => {
+    const { server, client } = harness();
+    const expo = notifications(true);
+    const push = await startExpoPush({ client, Notifications: expo.api, platform: "ios" });
+    server.badge = 7;
+    client.start();
+    await until(() => client.getSnapshot().status === "live", "live");
+    server.bump();
+    await until(() => client.getSnapshot().counts?.total === 1, "a bump");
+    expect(expo.calls.filter((c) => c.startsWith("badge"))).toEqual(["badge 7"]);
     push.stop();
     client.stop();
   });

@@ -9,7 +9,8 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-const counts = (total: number) => ({ user_id: "u", total, unread_conversations: total ? 1 : 0, conversations: [] });
+const threads = { unread: 0, unread_threads: 0, mentions: 0 };
+const counts = (total: number) => ({ user_id: "u", total, unread_conversations: total ? 1 : 0, mentions: 0, badge: total, threads, conversations: [] });
 
 describe("the store", () => {
   it("snapshots are frozen and keep their identity until the ETag or status changes", () => {
