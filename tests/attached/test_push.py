@@ -101,7 +101,7 @@ def test_an_expo_token_registered_with_curl_gets_the_alert_and_the_cleared_badge
     writer.send(conversation, alice, "Lunch?")  # as PostgREST: role authenticated, Alice's claims
     wait_until(lambda: len(expo.messages_to(token)) == 1, what="the alert at Expo")
     alert = expo.messages_to(token)[0]
-    assert alert["data"] == {"type": "unread", "user_id": str(bob), "total": 1,
+    assert alert["data"] == {"type": "unread", "user_id": str(bob), "total": 1, "badge": 1, "mentions": 0,
                              "unread_conversations": 1, "conversation_id": conversation,
                              "alert": True}
     assert alert["badge"] == 1 and "title" in alert and "Lunch" not in json.dumps(alert)

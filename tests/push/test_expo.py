@@ -85,7 +85,7 @@ def test_an_alert_then_a_badge_with_the_access_token(expo_api, expo, expo_dispat
     wait_until(lambda: expo.sent, what="the alert")
     alert = expo.sent[0].message
     assert alert["to"] == token
-    assert alert["data"] == {"type": "unread", "user_id": str(bob), "total": 1,
+    assert alert["data"] == {"type": "unread", "user_id": str(bob), "total": 1, "badge": 1, "mentions": 0,
                              "unread_conversations": 1, "conversation_id": conversation, "alert": True}
     assert (alert["title"], alert["body"], alert["badge"]) == ("New message", "1 unread", 1)
     assert (alert["sound"], alert["priority"], alert["channelId"]) == ("default", "high", "messages")
