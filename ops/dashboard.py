@@ -1,7 +1,8 @@
 """The Grafana dashboard: the seed's five metrics, then the service's health.
 
-Plain dicts in Grafana's dashboard JSON model (schemaVersion 39): grafanalib was not among the
-packages at hand and lags Grafana's model; the JSON the panels need is small. The data source is
+Plain dicts in Grafana's dashboard JSON model (schemaVersion 39). grafanalib (0.7.1, its
+maintainer Weaveworks closed) lags that model, and Grafana's foundation SDK is a preview with
+epoch-stamped versions; the JSON the panels need is small. The data source is
 a variable, so the file imports (Dashboards > Import) and provisions (a file provider) as it is.
 """
 
