@@ -73,7 +73,9 @@ def classify(query: str) -> str:
     """Who sent a statement: the unread-count read, the outbox drainer's claim, an outbox insert or
     delete (writes and drainer), another write, BEGIN/COMMIT/ROLLBACK, or the bench itself."""
     if "AS unread" in query:
-        return "unread"
+        # A write's look at one membership before and after it (queries.reads.MEMBER_ENTRY) is
+        # part of the write, not a poll's read.
+        return "writes" if "m.conversation_id = $" in query else "unread"
     if "marker_outbox" in query:
         return "drainer" if "SKIP LOCKED" in query else "outbox"
     if "pg_stat" in query:
