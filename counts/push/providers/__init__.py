@@ -112,6 +112,16 @@ def transport_failure(error: httpx.HTTPError) -> Outcome:
     return Outcome(RETRY, f"no answer: {type(error).__name__}", unreachable=True)
 
 
+def token_only(body: dict, own: object) -> tuple[str, dict]:
+    """accept() for a platform whose registration is its token alone (FCM, Expo)."""
+    return body["token"], {}
+
+
+def nothing_more(token: str, settings: dict) -> dict:
+    """shown() for a platform whose device list shows its token's hint alone (FCM, Expo)."""
+    return {}
+
+
 # One module each, exporting: PLATFORM (its name), SETTINGS (its settings section, read from the
 # environment), REGISTRATION (the marshmallow schema of a device registration), accept(body,
 # section) -> (token, settings) (or InvalidInput), shown(token, settings) -> what the device list

@@ -28,7 +28,9 @@ from counts.push.providers import (
     RETRY,
     Outcome,
     http_client,
+    nothing_more,
     retry_after,
+    token_only,
     transport_failure,
 )
 from counts.settings import PushSettings, SettingsError
@@ -87,14 +89,8 @@ class ExpoDevice(Schema):
         TOKEN, error="Not an Expo push token (ExponentPushToken[...])."))
 
 
-def accept(body: dict, own: ExpoSettings) -> tuple[str, dict]:
-    """The (token, settings) to store for a valid registration."""
-    return body["token"], {}
-
-
-def shown(token: str, settings: dict) -> dict:
-    """What the device list shows of an Expo device, besides its token's hint: nothing more."""
-    return {}
+accept = token_only
+shown = nothing_more
 
 
 PLATFORM = "expo"

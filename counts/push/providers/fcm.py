@@ -26,8 +26,10 @@ from counts.push.providers import (
     RETRY,
     Outcome,
     http_client,
+    nothing_more,
     retry_after,
     tls_context,
+    token_only,
     transport_failure,
 )
 from counts.settings import PushSettings
@@ -57,14 +59,8 @@ class FcmDevice(Schema):
     token = fields.String(required=True, validate=validate.Regexp(r"^[\x21-\x7e]{1,4096}$"))
 
 
-def accept(body: dict, own: FcmSettings) -> tuple[str, dict]:
-    """The (token, settings) to store for a valid registration."""
-    return body["token"], {}
-
-
-def shown(token: str, settings: dict) -> dict:
-    """What the device list shows of an FCM device, besides its token's hint: nothing more."""
-    return {}
+accept = token_only
+shown = nothing_more
 
 
 PLATFORM = "fcm"
