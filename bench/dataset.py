@@ -65,7 +65,7 @@ def load_world(database_url: str, world: World) -> None:
     """Replace the database's contents with the world (COPY, then one INSERT ... SELECT)."""
     conn = pg.connect(database_url, autocommit=False)
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox")
+        cur.execute("TRUNCATE conversations, conversation_members, messages, message_mentions, marker_outbox")
         pg.copy_rows(cur, "conversations", ("id", "last_seq"),
                      zip(world.conversations, world.last_seq, strict=True))
         pg.copy_rows(cur, "conversation_members", ("conversation_id", "user_id", "last_read_seq"),

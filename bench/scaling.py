@@ -106,7 +106,7 @@ def seed_members(database_url: str, probes: list[Probe], seed: int = 7) -> list[
     conversations = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(CONVERSATIONS)]
     conn = pg.connect(database_url, autocommit=False)
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE conversations, conversation_members, messages, marker_outbox")
+        cur.execute("TRUNCATE conversations, conversation_members, messages, message_mentions, marker_outbox")
         pg.copy_rows(cur, "conversations", ("id",), ((c,) for c in conversations))
         background = ((conversations[rng.randrange(CONVERSATIONS)], user)
                       for user in (str(uuid.uuid4()) for _ in range(BACKGROUND_USERS))
@@ -183,7 +183,7 @@ def seed_messages(database_url: str, total: int, probes: list[Probe]) -> None:
               "busy_messages": BUSY_MESSAGES, "per": messages_per_conversation(total)}
     conn = pg.connect(database_url)
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE messages")
+        cur.execute("TRUNCATE messages, message_mentions")
         cur.execute(MESSAGE_INDEXES)
         indexes = cur.fetchall()
         for _, drop in indexes:
