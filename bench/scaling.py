@@ -167,6 +167,15 @@ WHERE tablename = 'messages' AND indexname NOT IN (
     SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass)
 """
 
+# Foreign keys other tables hold on messages (message_mentions'): they depend on its primary key,
+# so they are dropped before it and added back after it (on tables emptied with messages).
+MESSAGE_REFERENCES = """
+SELECT 'ALTER TABLE ' || conrelid::regclass || ' ADD CONSTRAINT ' || quote_ident(conname) || ' '
+       || pg_get_constraintdef(oid),
+       'ALTER TABLE ' || conrelid::regclass || ' DROP CONSTRAINT ' || quote_ident(conname)
+FROM pg_constraint WHERE confrelid = 'messages'::regclass AND contype = 'f'
+"""
+
 
 def messages_per_conversation(total: int) -> int:
     """Messages in each conversation that is not one of the BUSY ones."""
@@ -184,9 +193,11 @@ def seed_messages(database_url: str, total: int, probes: list[Probe]) -> None:
     conn = pg.connect(database_url)
     with conn.cursor() as cur:
         cur.execute("TRUNCATE messages, message_mentions")
+        cur.execute(MESSAGE_REFERENCES)
+        references = cur.fetchall()
         cur.execute(MESSAGE_INDEXES)
         indexes = cur.fetchall()
-        for _, drop in indexes:
+        for _, drop in references + indexes:
             cur.execute(drop)
     batches = [(lo, min(lo + BATCH_CONVERSATIONS, CONVERSATIONS))
                for lo in range(0, CONVERSATIONS, BATCH_CONVERSATIONS)]
@@ -211,7 +222,7 @@ def seed_messages(database_url: str, total: int, probes: list[Probe]) -> None:
         for thread in threads:
             thread.join()
     with conn.cursor() as cur:
-        for create, _ in tqdm(indexes, desc="rebuild message indexes", unit="index"):
+        for create, _ in tqdm(indexes + references, desc="rebuild message indexes", unit="index"):
             cur.execute(create)
         cur.execute(SET_LAST_SEQ, params)
         cur.execute(SET_LAST_DELETED_SEQ)  # the service's message deletes keep it; we bypassed them

@@ -2,7 +2,8 @@
 
 - `keys`: every key and channel, built in one place.
 - `scripts`: the marker scripts (Lua), as redis-py Script objects.
-- `store`: read a marker (or many), bump markers after a write, confirm LSN records; the
+- `store`: read a marker (or many), bump markers after a write, confirm LSN records, keep a
+  live feed's listen flags (a bump publishes only to users listened to); the
   functions below are the store's.
 - `topology`: one Redis, a Sentinel-managed primary, or a Cluster: connections, and which server
   holds which users.
@@ -17,11 +18,12 @@ from counts.markers.store import (
     Wal,
     bump,
     connect,
+    keep_listening,
     lsn_hex,
     new_marker,
     read,
     read_markers_and_lsns,
 )
 
-__all__ = ["MarkerRead", "PartialBump", "Wal", "bump", "connect", "lsn_hex", "new_marker", "read",
-           "read_markers_and_lsns"]
+__all__ = ["MarkerRead", "PartialBump", "Wal", "bump", "connect", "keep_listening", "lsn_hex",
+           "new_marker", "read", "read_markers_and_lsns"]

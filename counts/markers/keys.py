@@ -8,7 +8,8 @@ from uuid import UUID
 
 
 def marker_key(user_id: UUID | str) -> str:
-    """A user's marker (and its LSN record): what every ETag of theirs is made of."""
+    """A user's marker (with its LSN record, and a live feed's listen flag): what every ETag of
+    theirs is made of."""
     return f"counts:{{{user_id}}}:marker"
 
 

@@ -65,13 +65,17 @@ def read(client: Any, user_id: UUID | str, ttl: int = DEFAULT_MARKER_TTL,
 
 
 def read_markers_and_lsns(client: Any, user_ids: Iterable[UUID | str],
-                          ttl: int = DEFAULT_MARKER_TTL,
+                          ttl: int = DEFAULT_MARKER_TTL, listen: int = 0,
                           ) -> tuple[dict[str, str], dict[str, int | None]]:
     """Tokens (markers created where missing) and WAL positions of many users: one round trip
-    per server. Users on a server that failed are left out; if all failed, the error is raised."""
+    per server. Users on a server that failed are left out; if all failed, the error is raised.
+
+    A live feed passes `listen` (seconds): each user's listen flag is set for that long in the
+    same step as their marker is read, so every later bump of theirs publishes (see keep_listening).
+    """
     def read_group(group: topology.ServerGroup) -> Any:
         return scripts.read_markers.on(group.cluster_node)(
-            [], [new_marker(), ttl, *(marker_key(uid) for uid in group.user_ids)],
+            [], [new_marker(), ttl, listen, *(marker_key(uid) for uid in group.user_ids)],
             client=group.client)
 
     tokens: dict[str, str] = {}
@@ -93,6 +97,25 @@ def read_markers_and_lsns(client: Any, user_ids: Iterable[UUID | str],
         log.warning("markers of some users unread, a Redis server failed: %r", error)
         metrics.redis_failed("read_markers")
     return tokens, lsns
+
+
+def keep_listening(client: Any, user_ids: list[str], seconds: int) -> list[str]:
+    """Give the listen flags of users a live feed still listens to `seconds` more: one round trip
+    per server. The users to re-check (which flags their marker as it reads it): those whose flag
+    had lapsed or whose marker was lost, and those of a server that failed (theirs may lapse)."""
+    def refresh_group(group: topology.ServerGroup) -> Any:
+        return scripts.keep_listening.on(group.cluster_node)(
+            [], [seconds, *(marker_key(uid) for uid in group.user_ids)], client=group.client)
+
+    again: list[str] = []
+    for group, result in topology.per_server(client, user_ids, refresh_group):
+        if isinstance(result, Exception):
+            log.warning("listen flags not refreshed, re-checking their users: %r", result)
+            metrics.redis_failed("keep_listening")
+            again += group.user_ids
+        else:
+            again += [group.user_ids[i - 1] for i in result]
+    return again
 
 
 class PartialBump(redis.RedisError):

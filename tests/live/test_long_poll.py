@@ -61,6 +61,11 @@ def connect_feed(feed) -> None:
     feed.remove(waiter)
 
 
+def listened_to(client, user) -> bool:
+    """Whether the user's marker carries a live feed's listen flag."""
+    return (client.get(keys.marker_key(user)) or b"").startswith(b"!")
+
+
 def in_thread(work) -> tuple[threading.Thread, list]:
     """Run `work` on a thread; the list gets its result."""
     result: list = []
@@ -137,6 +142,66 @@ def test_a_bump_before_the_subscription_is_confirmed_is_not_lost(api, client, to
     assert response.status_code == 200
     assert time.monotonic() - started < 20
     assert response.headers["ETag"] != etag
+
+
+@pytest.mark.parametrize("lands", ["before", "after"])
+def test_a_bump_racing_the_feeds_re_check_is_never_lost(resources, redis_client, monkeypatch,
+                                                         lands):
+    """A bump publishes only to users whose marker carries a listen flag, and the feed's re-check
+    flags the marker in the same step as it reads it. A bump landing just before that read is in
+    the marker read; one landing just after it finds the flag and publishes. Either way the waiter
+    (a long-poll: no heartbeat re-checks it) is woken with the new marker."""
+    feed, user = resources.feed, str(new_user())
+    token = read_marker(redis_client, user, MARKER_TTL)
+    assert not listened_to(redis_client, user)  # nobody listens yet: no publish
+    connect_feed(feed)
+    read = markers.read_markers_and_lsns
+    bumped: list[str] = []
+
+    def read_racing_a_bump(client, users, *args, **kwargs):
+        if lands == "before" and user in users and not bumped:
+            bumped.append(user)
+            markers.bump(redis_client, [user], MARKER_TTL)
+        result = read(client, users, *args, **kwargs)
+        if lands == "after" and user in users and not bumped:
+            bumped.append(user)
+            markers.bump(redis_client, [user], MARKER_TTL)
+        return result
+
+    monkeypatch.setattr(markers, "read_markers_and_lsns", read_racing_a_bump)
+    waiter = Waiter(user, token)
+    assert feed.add(waiter)
+    try:
+        wait_until(lambda: waiter.fresh is not None, timeout=5, what="the waiter to be woken")
+        assert bumped == [user]
+        assert waiter.take().token == read_marker(redis_client, user, MARKER_TTL) != token
+        assert listened_to(redis_client, user)
+    finally:
+        feed.remove(waiter)
+
+
+def test_a_listen_flag_that_lapsed_is_restored_and_the_bump_it_hid_is_found(resources,
+                                                                            redis_client):
+    """A listen flag gone while its user is waited on (it expired while Redis could not be
+    reached) hides bumps from the feed; the refresh finds it gone and re-checks the user, which
+    flags the marker again and wakes the waiter."""
+    feed, user = resources.feed, str(new_user())
+    token = read_marker(redis_client, user, MARKER_TTL)
+    waiter = Waiter(user, token)
+    assert feed.add(waiter)
+    try:
+        wait_until(lambda: listened_to(redis_client, user), timeout=5,
+                   what="the feed's re-check to flag the user's marker")
+        value = redis_client.get(keys.marker_key(user))
+        redis_client.set(keys.marker_key(user), value[value.index(b"!", 1) + 1:], keepttl=True)
+        markers.bump(redis_client, [user], MARKER_TTL)  # published to nobody: the flag is gone
+        assert waiter.fresh is None
+        feed._keep_listening([user])  # the checker's refresh, every heartbeat
+        wait_until(lambda: waiter.fresh is not None, timeout=5, what="the re-check to wake it")
+        assert waiter.take().token == read_marker(redis_client, user, MARKER_TTL) != token
+        assert listened_to(redis_client, user)
+    finally:
+        feed.remove(waiter)
 
 
 @pytest.mark.parametrize("running", [False, True], ids=["connecting", "running"])
@@ -438,3 +503,18 @@ def test_with_redis_down_a_long_poll_is_paced_not_a_loop(app_factory, tokens):
     assert again.status_code == 200
     assert time.monotonic() - started >= 1  # paced: the poll interval, not at once
     assert again.headers["Preference-Applied"] == "wait=20"
+
+
+def test_presence_is_written_in_slices(resources, monkeypatch):
+    """A heartbeat refreshes the presence of every stream's user: one pipeline for thousands
+    blocked the worker's event loop for ~170 ms, which every event in that window waited out."""
+    from counts.live import feed as feed_module
+
+    written: list[int] = []
+    monkeypatch.setattr(feed_module.presence, "mark_live",
+                        lambda client, worker, users, expires_at: written.append(len(users)))
+    monkeypatch.setattr(feed_module.presence, "unmark_live",
+                        lambda client, worker, users: written.append(-len(users)))
+    present = [(str(new_user()), None) for _ in range(2 * feed_module.PRESENCE_BATCH + 7)]
+    resources.feed._write_presence({**dict.fromkeys(present, True), ("gone", None): False})
+    assert written == [feed_module.PRESENCE_BATCH, feed_module.PRESENCE_BATCH, 7, -1]

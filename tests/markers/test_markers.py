@@ -354,7 +354,9 @@ def test_read_markers_returns_trusted_positions(store):
 
 @pytest.mark.parametrize("wal", [None, lambda: 0x16B3748], ids=["no replicas", "replicas"])
 def test_a_bump_publishes_each_users_marker_and_its_writes_commit_time(store, wal):
+    """(Users some live feed listens to: see the listen flags below.)"""
     users = [uuid.uuid4(), uuid.uuid4()]
+    markers.read_markers_and_lsns(store, users, TTL, listen=TTL)
     pubsub = store.pubsub()
     pubsub.subscribe(*(keys.feed_channel(u) for u in users))
     for _ in users:
@@ -371,3 +373,145 @@ def test_a_bump_publishes_each_users_marker_and_its_writes_commit_time(store, wa
     first, second = by_user[str(users[0])]
     assert first.endswith(b"@1765000000.250") and first != second
     assert second == f"{read_marker(store, users[0])}@".encode()
+
+
+# --- listen flags: a bump publishes only to users some live feed listens to (invariant 10) -----
+
+class Channels:
+    """A plain subscriber on some users' feed channels: what the scripts publish to them."""
+
+    def __init__(self, store, users):
+        self.pubsub = store.pubsub()
+        self.pubsub.subscribe(*(keys.feed_channel(u) for u in users))
+        for _ in users:  # the confirmations: from here on, every message is delivered
+            assert self.pubsub.get_message(timeout=5)["type"] == "subscribe"
+
+    def heard_until(self, last) -> list[str]:
+        """The users published to, in order, up to the first message for `last` (published
+        after the others, so none of theirs can still be on its way)."""
+        heard: list[str] = []
+        while not heard or heard[-1] != str(last):
+            message = self.pubsub.get_message(timeout=5)
+            assert message is not None, f"nothing published for {last} (heard {heard})"
+            assert message["type"] == "message"
+            heard.append(keys.channel_user(message["channel"]))
+        return heard
+
+    def close(self) -> None:
+        """Unsubscribe and drop the connection."""
+        self.pubsub.close()
+
+
+@pytest.fixture
+def channels(store):
+    """Subscribe to users' channels: channels(users)."""
+    opened: list[Channels] = []
+    yield lambda users: opened.append(Channels(store, users)) or opened[-1]
+    for subscription in opened:
+        subscription.close()
+
+
+def listen(store, users, seconds=TTL) -> None:
+    """What a live feed does when it (re)checks users: reads their markers, flagging them."""
+    markers.read_markers_and_lsns(store, users, TTL, listen=seconds)
+
+
+@pytest.mark.parametrize("with_positions", [False, True], ids=["no replicas", "LSN records"])
+def test_a_bump_publishes_only_to_users_listened_to(store, channels, with_positions):
+    quiet, listened = uuid.uuid4(), uuid.uuid4()
+    markers.bump(store, [quiet], TTL)  # a marker, no listener
+    listen(store, [listened])
+    heard = channels([quiet, listened])
+    wal = Wal() if with_positions else None
+    markers.bump(store, [quiet, listened], TTL, wal)  # published (if at all) in this order
+    assert heard.heard_until(listened) == [str(listened)]
+    assert store.exists(keys.marker_key(quiet))
+
+
+def test_a_bump_publishes_a_user_whose_marker_was_lost(store, channels):
+    """Redis lost the marker, hence the listen flag with it (a flush, a restart empty): a feed
+    may listen unflagged until its re-check, so the bump that re-creates the marker publishes."""
+    lost, listened = uuid.uuid4(), uuid.uuid4()
+    listen(store, [listened])
+    heard = channels([lost, listened])
+    markers.bump(store, [lost, listened], TTL)
+    assert heard.heard_until(listened) == [str(lost), str(listened)]
+
+
+@pytest.mark.parametrize("reader", ["read", "read_markers"])
+def test_a_read_that_creates_a_marker_publishes_it(store, channels, reader):
+    """A poll or batch read re-creating a lost marker wakes whoever may listen unflagged."""
+    user, marked = uuid.uuid4(), uuid.uuid4()
+    listen(store, [marked])
+    heard = channels([user, marked])
+    if reader == "read":
+        markers.read(store, user, TTL)
+    else:
+        markers.read_markers_and_lsns(store, [user], TTL)
+    markers.read(store, user, TTL)  # the marker exists now: nothing published
+    markers.read_markers_and_lsns(store, [user], TTL)  # nor here
+    markers.bump(store, [marked], TTL)
+    assert heard.heard_until(marked) == [str(user), str(marked)]
+
+
+def listen_flag_expiry(store, user) -> int | None:
+    """Until when (unix time) a feed listens to the user, as their marker's flag says."""
+    value = store.get(keys.marker_key(user)) or b""
+    return int(value[1:value.index(b"!", 1)]) if value.startswith(b"!") else None
+
+
+@pytest.mark.parametrize("with_positions", [False, True], ids=["no replicas", "LSN records"])
+def test_the_listen_flag_is_set_with_the_read_and_kept_by_bumps_and_confirms(store, channels,
+                                                                           with_positions):
+    listened, plain = uuid.uuid4(), uuid.uuid4()
+    listen(store, [listened], seconds=40)
+    markers.read_markers_and_lsns(store, [plain], TTL)
+    now = int(store.time()[0])
+    assert now < listen_flag_expiry(store, listened) <= now + 41
+    assert listen_flag_expiry(store, plain) is None
+    token = read_marker(store, listened, TTL)
+    assert "!" not in token  # the flag is never part of an ETag
+    heard = channels([listened])
+    for _ in range(2):  # each bump publishes, and keeps the flag for the next
+        markers.bump(store, [listened], TTL, Wal() if with_positions else None)
+        assert heard.heard_until(listened) == [str(listened)]
+        assert listen_flag_expiry(store, listened) is not None
+    assert read_marker(store, listened, TTL) != token
+    assert store.ttl(keys.marker_key(listened)) > TTL - 5
+
+
+def test_an_expired_listen_flag_publishes_nothing_and_is_dropped_by_the_next_bump(store,
+                                                                                   channels):
+    lapsed, listened = uuid.uuid4(), uuid.uuid4()
+    markers.bump(store, [lapsed], TTL)
+    token = read_marker(store, lapsed, TTL)
+    marker = store.get(keys.marker_key(lapsed))
+    store.set(keys.marker_key(lapsed), b"!" + str(int(store.time()[0]) - 1).encode() + b"!" + marker,
+              keepttl=True)  # a feed stopped refreshing it
+    assert read_marker(store, lapsed, TTL) == token
+    listen(store, [listened])
+    heard = channels([lapsed, listened])
+    markers.bump(store, [lapsed, listened], TTL)
+    assert heard.heard_until(listened) == [str(listened)]
+    assert listen_flag_expiry(store, lapsed) is None
+
+
+def test_keep_listening_extends_flags_and_names_the_users_whose_flag_is_gone(store):
+    held, lapsed, lost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    listen(store, [held, lapsed, lost], seconds=5)
+    token = read_marker(store, held, TTL)
+    value = store.get(keys.marker_key(lapsed))
+    store.set(keys.marker_key(lapsed), value[value.index(b"!", 1) + 1:], keepttl=True)  # lapsed
+    store.delete(keys.marker_key(lost))  # flushed, evicted, expired
+    users = [str(held), str(lapsed), str(lost)]
+    assert markers.keep_listening(store, users, 300) == [str(lapsed), str(lost)]
+    assert listen_flag_expiry(store, held) > int(store.time()[0]) + 200
+    assert read_marker(store, held, TTL) == token  # the marker stays
+    assert listen_flag_expiry(store, lapsed) is None  # the feed's re-check flags it with its read
+    assert not store.exists(keys.marker_key(lost))
+
+
+def test_keep_listening_names_every_user_of_a_server_that_failed():
+    down = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens there
+    users = [str(uuid.uuid4()) for _ in range(3)]
+    assert markers.keep_listening(down, users, 30) == users
