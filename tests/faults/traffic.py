@@ -177,6 +177,9 @@ class Traffic(BackgroundThreads):
                 requests.exceptions.JSONDecodeError) as error:
             outcome.error, outcome.detail = "truncated", repr(error)[:200]
         outcome.ended = time.monotonic()
+        # In flight when the service began stopping: a keep-alive connection the stopping worker
+        # closed under it is as fine to lose as one refused (and it happens, under load).
+        outcome.dropped_ok = outcome.dropped_ok or self.dropped_ok
         with self.lock:
             self.outcomes.append(outcome)
             if outcome.status is not None:  # answered (judged later), so the traffic moved on

@@ -23,7 +23,7 @@ class Outcome:
     detail: str = ""
     etag: str | None = None
     retried: bool = False  # its connection broke and it was sent once more
-    dropped_ok: bool = False  # sent while the service was stopping: refusing it is fine
+    dropped_ok: bool = False  # sent or in flight while the service was stopping: refusing it is fine
     unavailable_ok: bool = True  # a 503 with Retry-After is documented behaviour here
 
     @property

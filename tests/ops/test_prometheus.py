@@ -25,9 +25,9 @@ RULES = ROOT / "ops" / "prometheus" / "counts-alerts.yml"
 def observed(server_env, push_config, database_url, workers, tmp_path):
     """The service (its primary named as its read replica too), a dispatcher with its metrics
     port, and a Prometheus scraping both as the docs say: jobs `counts` and `counts-push`."""
-    push_port = free_port()
     env = {**worker_env(push_config), **server_env, "DATABASE_REPLICA_URLS": database_url}
     server = Gunicorn(env, log_path=tmp_path / "server.log").start()
+    push_port = free_port()  # once the service holds its two
     workers({**worker_env(push_config), "COUNTS_PUSH_METRICS_PORT": str(push_port)})
     prometheus = Prometheus(tmp_path / "prometheus",
                             {"counts": [f"127.0.0.1:{server.admin_port}"],

@@ -255,7 +255,8 @@ class PostgresReplicaPair:
     def start(self) -> "PostgresReplicaPair":
         """initdb and start the primary, pg_basebackup the replica and start it."""
         try:
-            self.primary_port, self.replica_port = free_port(), free_port()
+            self.primary_port = free_port()
+            self.replica_port = free_port(besides={self.primary_port})
             self.primary_url = self.stack.enter_context(private_postgres(
                 str(self.directory / "primary"), self.primary_port, ("fsync=off",)))
             self.replica_url = self.stack.enter_context(private_replica(

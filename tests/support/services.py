@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
@@ -20,11 +21,15 @@ from dev.services import redis_server_binary
 from tests.support import ROOT
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(besides: Collection[int] = ()) -> int:
+    """A TCP port nobody listens on right now, none of `besides` (ports already handed out but
+    not bound yet: the kernel may give the same one twice in a row)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in besides:
+            return port
 
 
 # What a service that is not ready (or not back) yet raises: its port refuses or drops the
@@ -128,7 +133,7 @@ class Gunicorn:
                  port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_port = free_port() if admin else None
+        self.admin_port = free_port(besides={self.port}) if admin else None
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics, the detailed /readyz
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("COUNTS_")}
         admin_bind = f"127.0.0.1:{self.admin_port}" if admin else ""  # "": no operators' address
