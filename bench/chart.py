@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import P99_TARGET_MS, Run, fmt, rate
+from bench.report import P99_TARGET_MS, Run, rate
+from bench.tables import fmt
 
 
 def write_chart(run: Run, path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.hotpath import CONFIGURED_CLASS
 from bench.live_report import P99_GOAL_MS, RSS_GOAL_KIB
+from bench.tables import pct
 
 P200_GOALS_MS = {1_000: 5.0, 10_000: 10.0}  # 200 path p99 by memberships, at the largest size
 BUMP_GOALS_MS = {"one server": 30.0, "3-primary Cluster": 50.0}  # 10,000-user bump p99
@@ -70,7 +71,6 @@ def _live(live: Any) -> list[list[str]]:
                      "every run (issue 20)")
     if live is None:
         return [_missing(rss_label, "live"), _missing(latency_label, "live")]
-    from bench.report import pct  # report imports this module
 
     rss = live.rss_kib_per_connection.get("all", float("nan"))
     p99 = pct(live.latency_ms, 99)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from bench import pg
 from bench.services import NO_LIMIT, ROOT, gunicorn, migrate, service_env
+from bench.tables import table
 
 CLIENT_DB = "bench_client"
 JS = ROOT / "clients" / "js"
@@ -144,7 +145,6 @@ def client_section(r: ClientResult | None) -> list[str]:
     """RESULTS.md: the client section."""
     if r is None:
         return []
-    from bench.report import table
 
     return ["## The TypeScript client (issue 18)", "",
             f"{r.clients:,} `@counts/client` clients in one Node process (`clients/js/bench/clients.mjs`, "

@@ -2,7 +2,7 @@
 
 from bench import battery
 from bench.live import LiveResult
-from bench.report import fmt, pct, profile_lines, table, verdict
+from bench.tables import fmt, pct, profile_lines, table, verdict
 
 RSS_GOAL_KIB = 16
 P99_GOAL_MS = 100

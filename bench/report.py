@@ -4,8 +4,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from bench.expo_push import ExpoResult, expo_section
 from bench.hotpath import CONFIGURED_CLASS, ES256, MIX_200, HotpathResult
 from bench.push import P99_TARGET_S, PushResult
@@ -20,6 +18,7 @@ from bench.scaling import (
     ScalingResult,
 )
 from bench.simulate import PassResult
+from bench.tables import fmt, pct, profile_lines, table, verdict
 from bench.topology import TopologyResult
 
 if TYPE_CHECKING:
@@ -52,10 +51,6 @@ class Run:
     wall_seconds: float = 0.0
 
 
-def pct(samples, q: float) -> float:
-    """A percentile of samples (nan if none)."""
-    return float(np.percentile(samples, q)) if len(samples) else float("nan")
-
 
 def rate(p: PassResult) -> float:
     """Polls per second achieved."""
@@ -83,15 +78,6 @@ def meets_load(p: PassResult) -> bool:
             and not p.errors)
 
 
-def fmt(value: float, digits: int = 1) -> str:
-    """A number with thousands separators (nan as 'n/a')."""
-    return "n/a" if value != value else f"{value:,.{digits}f}"  # noqa: PLR0124 - nan check
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -148,10 +134,6 @@ def targets_section(run: Run) -> list[str]:
             "Every goal of issue 20's table, whether or not this run measured it; ratios are "
             "within this run.", "", *table(["goal", "measured", ""], cost_goals(run)), ""]
 
-
-def verdict(ok: bool) -> str:
-    """Met or not, in words."""
-    return "met" if ok else "**not met**"
 
 
 def scaling_targets(sc: ScalingResult) -> list[list[str]]:
@@ -340,24 +322,6 @@ def hotpath_section(hp: HotpathResult | None) -> list[str]:
     return lines + profile_lines("Where the 304 path's CPU goes (py-spy, the judged class, under wrk)",
                                  hp.profile)
 
-
-def profile_lines(title: str, profile: dict | None) -> list[str]:
-    """A py-spy summary: each part's share, and the hottest functions."""
-    if not profile:
-        return []
-    if not profile.get("samples"):
-        return [f"{title}: no profile ({profile.get('error')}).", ""]
-    parts = [[name, f"{share:.1f} %"] for name, share in profile["parts"].items()]
-    top = [[f"`{frame}`", f"{share:.1f} %"] for frame, share in profile["self"]]
-    own = [[f"`{frame}`", f"{share:.1f} %"] for frame, share in profile.get("inclusive", [])]
-    lines = [f"### {title}", "", f"{profile['samples']:,} samples of the GIL-holding thread "
-             f"(`{Path(profile['file']).name}` in bench/out/). Each sample is charged to the "
-             "innermost library it was in:", "", *table(["part", "share"], parts), "",
-             "Hottest functions (self time):", "", *table(["function", "share"], top), ""]
-    if own:
-        lines += ["The service's own functions, callees included:", "",
-                  *table(["function", "share"], own), ""]
-    return lines
 
 
 def scaling_section(sc: ScalingResult | None) -> list[str]:
