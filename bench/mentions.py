@@ -15,8 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import psycopg2
-
+from bench import pg
 from counts.postgres import migrations
 from counts.postgres.pool import Database
 from counts.postgres.queries import reads
@@ -34,17 +33,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mention-share", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=400)
     return parser.parse_args(argv)
-
-
-def administer(admin_url: str, statement: str) -> None:
-    """CREATE or DROP the bench's database."""
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def seed(cur, user: uuid.UUID, args: argparse.Namespace, mentioned: bool) -> None:
@@ -107,15 +95,14 @@ def run_mentions(admin_url: str, memberships: int = 1000, messages: int = 10,
     interleaved, drop the database."""
     args = argparse.Namespace(memberships=memberships, messages=messages,
                               mention_share=mention_share)
-    administer(admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    administer(admin_url, f"CREATE DATABASE {DATABASE}")
-    url = admin_url.rsplit("/", 1)[0] + "/" + DATABASE
+    drop = f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
+    pg.admin(admin_url, drop, f"CREATE DATABASE {DATABASE}")
+    url = pg.database_url(admin_url, DATABASE)
     try:
         db = Database(url, timeout=30, pool_size=1)
         migrations.upgrade(db)
         db.close()
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
+        conn = pg.connect(url)
         plain, mentioned = uuid.uuid4(), uuid.uuid4()
         try:
             with conn.cursor() as cur:
@@ -134,7 +121,7 @@ def run_mentions(admin_url: str, memberships: int = 1000, messages: int = 10,
         finally:
             conn.close()
     finally:
-        administer(admin_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        pg.admin(admin_url, drop)
     return MentionsResult(memberships, messages, found, times[plain], times[mentioned])
 
 
