@@ -6,7 +6,8 @@
 -- The invariant is one-sided (DESIGN.md invariant 17): never false while the member has an unread
 -- message. A true on a caught-up member is harmless (the counts query filters unread > 0; it
 -- costs one probe), so the default is true: a row inserted by anything that does not know the
--- flag (an old worker during a rolling deploy, a hand-made seed) is counted as before. The writes
+-- flag (a join by an old worker during a rolling deploy, a hand-made seed) is counted as before;
+-- an old worker's message does not set it, hence the repair in docs/operations.md. The writes
 -- keep it under the conversation's row lock: a message sets it for the members who were caught up
 -- (only those rows are written: amortized one write per read-to-the-end), a read sets it to
 -- whether anything is left after the new position, mark-unread-from sets it, a join and a new
