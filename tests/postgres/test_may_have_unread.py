@@ -170,8 +170,10 @@ def test_concurrent_sends_reads_and_joins_keep_the_flag_and_the_counts(database_
                 with conn, conn.cursor() as cur:
                     if action < 0.45:
                         own.send_message(cur, room, rng.choice(users), "m")
-                    elif action < 0.9:
+                    elif action < 0.8:
                         own.mark_read(cur, room, rng.choice(users), rng.choice([None, 1, 5, 20]))
+                    elif action < 0.9:
+                        own.mark_unread(cur, room, rng.choice(users), rng.randint(1, 20))
                     else:
                         own.join(cur, room, rng.choice(joiners))
         except BaseException as error:  # reported in the test's thread
