@@ -42,7 +42,7 @@ def write_chart(run: Run, path: Path) -> None:
     cdf_ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.8)
     if run.scaling is not None:
         sc = run.scaling
-        probes = [p for p in sc.probes if not p.label.startswith("backlog")]
+        probes = [p for p in sc.probes if p.unread is not None]  # k memberships, news in 10
         for size in sc.sizes:
             ks = [p.memberships for p in probes]
             scale_ax.plot(ks, [sc.http[size, p.label].p99 for p in probes], marker="o",

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.expo_push import ExpoResult, expo_section
+from bench.fanout import write_cost_lines
 from bench.hotpath import CONFIGURED_CLASS, ES256, MIX_200, HotpathResult
 from bench.push import P99_TARGET_S, PushResult
 from bench.scaling import (
@@ -15,6 +16,7 @@ from bench.scaling import (
     BUSY_MESSAGES,
     CONVERSATIONS,
     DELETED_SHARE,
+    NEWS,
     ScalingResult,
 )
 from bench.simulate import PassResult
@@ -343,9 +345,12 @@ def scaling_section(sc: ScalingResult | None) -> list[str]:
              f"{BACKGROUND_MEMBERSHIPS} each; the first {BUSY} conversations hold "
              f"{BUSY_MESSAGES:,} messages each and the rest share the remainder evenly; "
              f"{DELETED_SHARE:.0%} of messages deleted (the counts query subtracts deleted "
-             "messages in the unread gap). Probe users: k memberships with 10 unread in each, and "
-             f"{BACKLOG_MEMBERSHIPS} memberships (the busy conversations) with a growing backlog in "
-             "each. Cells are p50 / p99 in ms: the service's counts statement alone "
+             "messages in the unread gap). Probe users: `k memberships`: news (10 unread) in "
+             f"{NEWS} of their k conversations, the rest read to the end (the goal's probe: "
+             "cost by what is unread); `k memberships, all unread`: 10 unread in every one (cost "
+             f"by unread conversations, not memberships); {BACKLOG_MEMBERSHIPS} memberships (the "
+             "busy conversations) with a growing backlog in each. Everyone else has read "
+             "everything. Cells are p50 / p99 in ms: the service's counts statement alone "
              "(client-timed), and the whole 200 path over HTTP (one keep-alive client; one "
              "database and one single-worker gthread server per size, the sizes measured in "
              "interleaved blocks).", "",
@@ -354,12 +359,12 @@ def scaling_section(sc: ScalingResult | None) -> list[str]:
                                      for size in sc.sizes)
              + " (members by COPY; messages by batched server-side INSERT ... SELECT on two "
              "connections, the indexes dropped and rebuilt after).", "",
-             f"Plan of the counts statement for the 1,000-membership user at {max(sc.sizes):,} "
-             "messages:", "", "```", sc.plan, "```", "",
-             "The same statement with hash and merge joins disabled (`SET enable_hashjoin = off; "
-             "SET enable_mergejoin = off`: a diagnostic, not a proposal), i.e. one primary-key probe "
-             "per membership instead of hashing the whole conversations table:", "",
-             "```", sc.plan_nested_loop, "```", ""]
+             ]
+    for label, plan in sc.plans.items():
+        lines += [f"Plan of the counts statement for the `{label}` user at {max(sc.sizes):,} "
+                  "messages (only the memberships the partial index holds are read):", "",
+                  "```", plan, "```", ""]
+    lines += write_cost_lines(sc.write_cost)
     bump_rows = [[f"{n:,}", f"{fmt(sc.bump_api[n].p50, 2)} / {fmt(sc.bump_api[n].p99, 2)}",
                   f"{fmt(sc.bump_http[n].p50, 2)} / {fmt(sc.bump_http[n].p99, 2)}"] for n in sc.bump_api]
     lines += ["### Bump time versus fan-out", "",

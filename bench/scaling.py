@@ -20,6 +20,7 @@ import redis
 from tqdm import tqdm
 
 from bench import pg
+from bench.fanout import WriteCost, run_write_cost
 from bench.profile import PySpy
 from bench.services import HOST, JWT_SECRET, NO_LIMIT, OUT, gunicorn, migrate, service_env
 from counts import markers
@@ -34,6 +35,9 @@ CONVERSATIONS = 50_000
 # 1,000 exists at every size; the other conversations share the rest of the messages evenly.
 BUSY, BUSY_MESSAGES = 100, 2_000
 MEMBERSHIPS = (10, 100, 1_000, 10_000)
+# A membership probe has news in this many of its conversations (backlog 10 each) and has read
+# the rest: the 200 path's goal is cost by what is unread, not by memberships (issue 20).
+NEWS = 10
 BACKLOGS = (0, 10, 100, 1_000)
 BACKLOG_MEMBERSHIPS = 100
 BACKGROUND_USERS, BACKGROUND_MEMBERSHIPS = 50_000, 10
@@ -46,12 +50,14 @@ SENDER = "00000000-0000-4000-8000-000000000001"
 
 @dataclass
 class Probe:
-    """A user whose counts are timed: k memberships, each with `backlog` unread messages."""
+    """A user whose counts are timed: k memberships, `unread` of them (all: None) with `backlog`
+    unread messages, the others read to the end."""
 
     label: str
     user_id: str
     memberships: int
     backlog: int
+    unread: int | None = None
     token: str = ""
 
 
@@ -78,8 +84,7 @@ class ScalingResult:
     sizes: list[int] = field(default_factory=list)
     query: dict[tuple[int, str], Timing] = field(default_factory=dict)
     http: dict[tuple[int, str], Timing] = field(default_factory=dict)
-    plan: str = ""
-    plan_nested_loop: str = ""
+    plans: dict[str, str] = field(default_factory=dict)  # EXPLAIN ANALYZE by probe, largest size
     seed_seconds: dict[int, float] = field(default_factory=dict)
     bump_api: dict[int, Timing] = field(default_factory=dict)
     bump_http: dict[int, Timing] = field(default_factory=dict)
@@ -88,11 +93,16 @@ class ScalingResult:
     probes: list[Probe] = field(default_factory=list)
     profile_200: dict | None = None  # py-spy of the worker: the 1,000-membership 200 path
     profile_bump: dict | None = None  # py-spy of markers.bump of 10,000 users
+    write_cost: WriteCost | None = None  # what the may_have_unread flag costs a message
 
 
 def make_probes() -> list[Probe]:
-    """Membership probes (backlog 10 each) and backlog probes (100 memberships each)."""
-    probes = [Probe(f"{k:,} memberships", str(uuid.uuid4()), k, 10) for k in MEMBERSHIPS]
+    """Membership probes (news in NEWS of them; and, labelled so, in all of them) and backlog
+    probes (100 memberships, all behind)."""
+    probes = [Probe(f"{k:,} memberships", str(uuid.uuid4()), k, 10, min(k, NEWS))
+              for k in MEMBERSHIPS]
+    probes += [Probe(f"{k:,} memberships, all unread", str(uuid.uuid4()), k, 10)
+               for k in MEMBERSHIPS if k > NEWS]
     probes += [Probe(f"backlog {b:,}/conversation", str(uuid.uuid4()), BACKLOG_MEMBERSHIPS, b)
                for b in BACKLOGS]
     for probe in probes:
@@ -145,15 +155,19 @@ FROM (SELECT conversation_id, max(seq) AS seq FROM messages
 WHERE c.id = d.conversation_id
 """
 
+# The seed bypasses the service's writes: it sets may_have_unread as they would (invariant 17).
 READ_ALL = """
-UPDATE conversation_members m SET last_read_seq = c.last_seq
+UPDATE conversation_members m SET last_read_seq = c.last_seq, may_have_unread = false
 FROM conversations c WHERE c.id = m.conversation_id
 """
 
-# A probe is `backlog` messages behind in each of its conversations.
+# A probe is `backlog` messages behind in its first `unread` conversations (NULL: all of them).
 SET_BACKLOG = """
-UPDATE conversation_members m SET last_read_seq = GREATEST(0, c.last_seq - %(backlog)s)
-FROM conversations c WHERE c.id = m.conversation_id AND m.user_id = %(user_id)s
+UPDATE conversation_members m SET last_read_seq = GREATEST(0, c.last_seq - %(backlog)s),
+                                  may_have_unread = GREATEST(0, c.last_seq - %(backlog)s) < c.last_seq
+FROM conversations c JOIN bench_conversations b ON b.id = c.id
+WHERE c.id = m.conversation_id AND m.user_id = %(user_id)s
+  AND (%(unread)s::int IS NULL OR b.n < %(unread)s::int)
 """
 
 
@@ -228,7 +242,8 @@ def seed_messages(database_url: str, total: int, probes: list[Probe]) -> None:
         cur.execute(SET_LAST_DELETED_SEQ)  # the service's message deletes keep it; we bypassed them
         cur.execute(READ_ALL)
         for probe in probes:
-            cur.execute(SET_BACKLOG, {"backlog": probe.backlog, "user_id": probe.user_id})
+            cur.execute(SET_BACKLOG, {"backlog": probe.backlog, "user_id": probe.user_id,
+                                      "unread": probe.unread})
         cur.execute("VACUUM (FREEZE, ANALYZE)")
     conn.close()
 
@@ -292,17 +307,15 @@ def measure_sizes(result: ScalingResult, urls: dict[int, str], servers: dict[int
             result.query[size, probe.label] = Timing.of(query_ms)
             result.http[size, probe.label] = Timing.of(http_ms, errors)
     largest = max(urls)
-    heavy = next(p for p in result.probes if p.memberships == 1_000)
+    heavy = next(p for p in result.probes if p.memberships == 1_000 and p.unread == NEWS)
+    # The plans at 1,000 and 10,000 memberships: the partial index's rows only, a nested loop
+    # of primary-key probes (no hash join over all conversations).
+    explained = [p for p in result.probes if p.memberships >= 1_000 and p.unread == NEWS]
     with conns[largest].cursor() as cur:
-        statement = cur.mogrify(reads.UNREAD_COUNTS, {"user_ids": [heavy.user_id]}).decode()
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement)
-        result.plan = "\n".join(row[0] for row in cur.fetchall())
-        # The plan the planner passed over: one primary-key probe per membership.
-        cur.execute("SET enable_hashjoin = off")
-        cur.execute("SET enable_mergejoin = off")
-        cur.execute("EXPLAIN (ANALYZE, COSTS OFF) " + statement)
-        result.plan_nested_loop = "\n".join(row[0] for row in cur.fetchall())
-        cur.execute("RESET ALL")
+        for probe in explained:
+            statement = cur.mogrify(reads.UNREAD_COUNTS, {"user_ids": [probe.user_id]}).decode()
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement)
+            result.plans[probe.label] = "\n".join(row[0] for row in cur.fetchall())
     for conn in conns.values():
         conn.close()
     server = servers[largest]
@@ -373,4 +386,5 @@ def run_scaling(admin_url: str, redis_url: str, sizes: tuple[int, ...]) -> Scali
         measure_sizes(result, urls, servers)
         measure_bumps(result, redis_url, servers[max(urls)])
     measure_marker_memory(result, redis_url)
+    result.write_cost = run_write_cost(admin_url, redis_url)
     return result

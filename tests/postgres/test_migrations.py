@@ -106,3 +106,37 @@ def test_concurrent_upgrades_apply_each_migration_exactly_once(fresh_url):
     assert sorted(v for versions in applied for v in versions) == everything
     assert recorded(fresh_url) == everything
     assert tables(fresh_url) == TABLES
+
+
+def test_upgrade_to_0009_flags_exactly_the_members_behind_their_conversation(fresh_url):
+    db = Database(fresh_url, timeout=10, pool_size=1)
+    before = [(v, sql) for v, sql in migrations.available() if v < "0009"]
+
+    def apply_before(cur):
+        migration_sql.applied_migrations(cur)
+        for version, sql in before:
+            migration_sql.apply_migration(cur, version, sql)
+
+    try:
+        db.run(apply_before)
+        db.run(lambda cur: cur.execute("""
+            INSERT INTO conversations (id, last_seq) VALUES
+                ('00000000-0000-4000-8000-000000000001', 3), ('00000000-0000-4000-8000-000000000002', 0);
+            INSERT INTO conversation_members (conversation_id, user_id, last_read_seq) VALUES
+                ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-00000000000a', 3),
+                ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-00000000000b', 1),
+                ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-00000000000a', 0)
+            """))
+        assert migrations.upgrade(db)[0] == "0009_may_have_unread"
+    finally:
+        db.close()
+    assert query(fresh_url, """
+        SELECT conversation_id::text, user_id::text, may_have_unread FROM conversation_members
+        ORDER BY 1, 2""") == [
+        ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-00000000000a", False),
+        ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-00000000000b", True),
+        ("00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-00000000000a", False)]
+    indexes = {row[0] for row in query(
+        fresh_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'conversation_members'")}
+    assert "conversation_members_unread_by_user" in indexes
+    assert "conversation_members_by_user" not in indexes

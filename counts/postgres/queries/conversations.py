@@ -6,9 +6,10 @@ INSERT_CONVERSATION = "INSERT INTO conversations (id, parent_id, root_seq) VALUE
 
 # Thread members start at `mentions`: a followed thread shows as unread but adds only its
 # mentions to the badge (Mattermost's collapsed threads); top-level members at `all`.
+# A new conversation has no message: nobody may have unread (invariant 17).
 INSERT_MEMBERS = """
-INSERT INTO conversation_members (conversation_id, user_id, notify)
-SELECT %(conversation_id)s, unnest(%(user_ids)s::uuid[]), %(notify)s
+INSERT INTO conversation_members (conversation_id, user_id, notify, may_have_unread)
+SELECT %(conversation_id)s, unnest(%(user_ids)s::uuid[]), %(notify)s, false
 """
 
 # A thread hangs under a top-level conversation (one level: a thread of a thread is refused);
@@ -22,10 +23,12 @@ LOCK_THREADS = "SELECT id FROM conversations WHERE parent_id = %s ORDER BY id FO
 # Locks the conversation row: a join must not slip between a message's seq and its bump list.
 LOCK_CONVERSATION = "SELECT last_seq FROM conversations WHERE id = %s FOR NO KEY UPDATE"
 
-# A joiner starts with nothing unread: history before the join is not news to them.
+# A joiner starts with nothing unread: history before the join is not news to them. `last_seq`
+# was read under the conversation's lock, so no message can land between it and this row.
 JOIN = """
-INSERT INTO conversation_members (conversation_id, user_id, last_read_seq, notify)
-SELECT c.id, %(user_id)s, %(last_seq)s, CASE WHEN c.parent_id IS NULL THEN 'all' ELSE 'mentions' END
+INSERT INTO conversation_members (conversation_id, user_id, last_read_seq, notify, may_have_unread)
+SELECT c.id, %(user_id)s, %(last_seq)s, CASE WHEN c.parent_id IS NULL THEN 'all' ELSE 'mentions' END,
+       false
 FROM conversations c WHERE c.id = %(conversation_id)s
 ON CONFLICT (conversation_id, user_id) DO NOTHING
 """
@@ -44,6 +47,15 @@ DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = %s"
 MEMBER_IDS = "SELECT user_id FROM conversation_members WHERE conversation_id = %s"
 
 MEMBER_LEVELS = "SELECT user_id, notify FROM conversation_members WHERE conversation_id = %s"
+
+# A new message may be unread for every other member (invariant 17). Only the members who were
+# caught up change: one already flagged stays flagged until they read to the end, so a message
+# writes the rows of the members who read to the end since the previous one, not every member
+# (amortized: one row write per read-to-the-end move, whatever the message rate).
+FLAG_UNREAD = """
+UPDATE conversation_members SET may_have_unread = true
+WHERE conversation_id = %s AND NOT may_have_unread AND user_id <> %s
+"""
 
 
 def create_conversation(cur, conversation_id: UUID, member_ids: list[UUID],
@@ -141,12 +153,16 @@ MENTION_ALL = "UPDATE conversations SET last_mention_all_seq = %s WHERE id = %s"
 # GREATEST: several devices mark read concurrently; read state never moves backwards.
 # LEAST: a client cannot mark as read what has not been sent yet.
 # A read clears a mark-as-unread flag (MSC2867: "mark read" is the receipt and the flag off).
+# may_have_unread: whether anything is left after the new position. Every caller holds the
+# conversation's row lock from an earlier statement (NEXT_SEQ, LOCK_CONVERSATION), so this
+# statement's snapshot reads the locked last_seq, and no message can land before commit.
 _READ_POSITION = "GREATEST(m.last_read_seq, LEAST(COALESCE(%(up_to_seq)s, c.last_seq), c.last_seq))"
 MARK_READ = f"""
 UPDATE conversation_members m
 SET last_read_seq = {_READ_POSITION},
     unread_mentions = {RECOUNT_MENTIONS.format(position=_READ_POSITION)},
-    marked_unread = false
+    marked_unread = false,
+    may_have_unread = {_READ_POSITION} < c.last_seq
 FROM conversations c
 WHERE c.id = m.conversation_id AND m.conversation_id = %(conversation_id)s
   AND m.user_id = %(user_id)s
@@ -184,6 +200,12 @@ WHERE conversation_id = %(conversation_id)s AND last_read_seq < %(seq)s
 """
 
 MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE conversation_id = %s AND id = %s"
+
+
+def flag_unread(cur, conversation_id: UUID, sender_id: UUID) -> int:
+    """Flag a new message's recipients as may-have-unread; how many rows changed."""
+    cur.execute(FLAG_UNREAD, (str(conversation_id), str(sender_id)))
+    return cur.rowcount
 
 
 def next_seq(cur, conversation_id: UUID) -> int | None:

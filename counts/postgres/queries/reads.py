@@ -33,10 +33,14 @@ ENTRY = """
                         FROM conversations WHERE id = m.conversation_id OFFSET 0) c
 """
 
-# One statement for one user or many, costing O(the users' memberships): their rows in
-# conversation_members_by_user and one ENTRY each. The OFFSET 0 fences keep it that way: without
-# them the planner hash-joins a full scan of conversations once a user has ~1,000 memberships
-# (O(all conversations): 10-16 ms at 50,000), and evaluates the deleted count twice.
+# One statement for one user or many, costing O(the users' conversations that may count), not
+# O(memberships): only rows with may_have_unread or marked_unread, read from the partial index
+# conversation_members_unread_by_user (migrations/own/0009; the predicate here must imply the
+# index's), and one ENTRY each. The flag is never false while a member has unread (invariant 17),
+# so the rows it leaves out would have been filtered out anyway. The OFFSET 0 fences keep the
+# plan a nested loop: without them the planner hash-joins a full scan of conversations once a
+# user has ~1,000 rows (O(all conversations): 10-16 ms at 50,000), and evaluates the deleted
+# count twice.
 # A conversation is listed when it has unread messages or is marked unread, whatever its level
 # (mentions are unread messages: none without unread). The users' own badge policies ride in the
 # same statement (a row without a conversation), one primary-key probe per user.
@@ -45,7 +49,7 @@ ENTRY = """
 UNREAD_COUNTS = f"""
 SELECT * FROM (
     SELECT *, NULL::text AS badge_policy FROM ({ENTRY}
-        WHERE m.user_id = ANY(%(user_ids)s::uuid[])
+        WHERE m.user_id = ANY(%(user_ids)s::uuid[]) AND (m.may_have_unread OR m.marked_unread)
           AND (c.last_seq > m.last_read_seq OR m.marked_unread)
         OFFSET 0
     ) counted
