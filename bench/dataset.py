@@ -68,8 +68,12 @@ def load_world(database_url: str, world: World) -> None:
         cur.execute("TRUNCATE conversations, conversation_members, messages, message_mentions, marker_outbox")
         pg.copy_rows(cur, "conversations", ("id", "last_seq"),
                      zip(world.conversations, world.last_seq, strict=True))
-        pg.copy_rows(cur, "conversation_members", ("conversation_id", "user_id", "last_read_seq"),
-                     ((world.conversations[c], world.users[u], seq)
+        # may_have_unread as the service's writes keep it (invariant 17): the counts query reads
+        # only the flagged memberships, so a seed that left every row flagged would time the old,
+        # every-membership query.
+        pg.copy_rows(cur, "conversation_members",
+                     ("conversation_id", "user_id", "last_read_seq", "may_have_unread"),
+                     ((world.conversations[c], world.users[u], seq, seq < world.last_seq[c])
                       for (c, u), seq in world.last_read.items()))
         cur.execute("""
             INSERT INTO messages (conversation_id, seq, id, sender_id, body)
