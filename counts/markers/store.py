@@ -57,8 +57,9 @@ def read(client: Any, user_id: UUID | str, ttl: int = DEFAULT_MARKER_TTL,
          window: int = 0) -> MarkerRead:
     """The user's token (the marker created with its TTL when missing), their requests in this
     rate window if `window` is set, and the WAL position they need: one round trip."""
-    token, hits, created, lsn = scripts.read_marker.single(
-        [marker_key(user_id), rate_key(str(user_id))], [new_marker(), ttl, window], client=client)
+    token, hits, created, lsn = scripts.run(
+        scripts.read_marker.single, client, (marker_key(user_id), rate_key(str(user_id))),
+        (new_marker(), ttl, window))
     if created:
         metrics.MARKERS_CREATED.inc()
     return MarkerRead(token.decode(), hits, None if lsn is None else int(lsn, 16))

@@ -24,6 +24,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from counts.markers.readiness import ZeroWaitParser
 from counts.settings import RedisTopology
 
 T = TypeVar("T")
@@ -45,10 +46,13 @@ def connect_redis(topology: RedisTopology, timeout: float, max_connections: int)
     url = topology.url
     sockets = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                "max_connections": max_connections}
+    # One server and Sentinel check a pooled connection without a trip through gevent's hub
+    # (counts.markers.readiness); redis-py's Cluster takes no parser class.
+    parser = {"parser_class": ZeroWaitParser}
     once = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     if topology.kind == "single":
         pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, retry=once,
-                                                     health_check_interval=30, **sockets)
+                                                     health_check_interval=30, **sockets, **parser)
         return redis.Redis(connection_pool=pool)
     auth = {"username": topology.username, "password": topology.password, "ssl": topology.tls}
     if topology.kind == "sentinel":
@@ -60,7 +64,7 @@ def connect_redis(topology: RedisTopology, timeout: float, max_connections: int)
         # A demoted primary answers our scripts with READONLY (counts.markers): redis-py's
         # Sentinel connection then drops it, asks the sentinels again, and `once` retries there.
         return manager.master_for(topology.service, db=topology.db, retry=once,
-                                  health_check_interval=30, **sockets, **auth)
+                                  health_check_interval=30, **sockets, **auth, **parser)
     return LazyCluster(startup_nodes=[ClusterNode(host, port) for host, port in topology.nodes],
                        retry=Retry(NoBackoff(), 1), health_check_interval=30, **sockets, **auth)
 

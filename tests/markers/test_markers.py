@@ -117,6 +117,19 @@ def test_reading_an_existing_marker_is_one_command(user, store, monkeypatch):
     assert (trips.direct, trips.pipelines) == (1, [])
 
 
+def test_a_server_that_lost_the_read_script_is_sent_it_and_counts_the_request_once(user, redis_6):
+    """The 304 path sends EVALSHA itself (scripts.run): a server without the script (restarted,
+    failed over, SCRIPT FLUSH) gets it loaded and run once, so the rate count moves by one.
+    On the private server: SCRIPT FLUSH would empty the shared test server's cache for everyone."""
+    client = redis_6.client()
+    created = marker_store.read(client, user, TTL, window=60)
+    client.script_flush()
+    assert client.script_exists(marker_store.scripts.read_marker.single.sha) == [False]
+    again = marker_store.read(client, user, TTL, window=60)
+    assert (again.token, again.requests) == (created.token, created.requests + 1)
+    assert client.script_exists(marker_store.scripts.read_marker.single.sha) == [True]
+
+
 def test_bump_changes_the_marker(user, store):
     before = read_marker(store, user, TTL)
     assert markers.bump(store, [user], TTL) == 1
