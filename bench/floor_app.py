@@ -2,20 +2,13 @@
 
 Run under the same gunicorn settings as the service (`gunicorn -c gunicorn.conf.py
 bench.floor_app:app`), so the ratio of the two compares only the work done per request.
-
-Its Redis client is the service's (counts.markers.store.connect, from the same settings): the
-same pool, socket timeouts and retry. A stock `redis.Redis.from_url` has no socket timeout, so
-under gevent its reads arm no timer, a cost the service must pay (a silent Redis must cost a
-request one timeout, not hang it): the floor would count the service's fail-fast against it.
 """
 
 import os
 
-from counts.markers import store
-from counts.settings import Settings
+import redis
 
-_redis = Settings.from_env().redis
-_client = store.connect(_redis.topology, _redis.timeout, _redis.pool_size)
+_client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 KEY = os.environ.get("FLOOR_KEY", "counts:floor:marker")
 
 
