@@ -42,6 +42,10 @@ PRESENCE_BATCH = 100  # users per presence write (one pipeline)
 # asked ~530 a second, and one read each (a script call of 1-3 users) cost a fifth of the
 # service's CPU and held wake-ups behind it. Never ahead of a wake-up's re-check.
 ROUTINE_DELAY = 0.25
+# A long-poll ends at a random moment in the last fifth of its wait: clients that polled together
+# (the bench's 1,000 a second, or every client after a deploy) would all come back together,
+# and 1,000 renewals in one second stalled the worker's writes for up to a second.
+HOLD_JITTER = 0.2
 
 
 class Waiter:
@@ -185,11 +189,12 @@ class Feed:
         (`still_current`, first `marker`). (The marker now, whether the client lacks it.)
 
         At the end (the deadline, or shutdown) the marker is read once more (invariant 10); that
-        read raises RedisError if Redis fails.
+        read raises RedisError if Redis fails. The deadline is jittered (HOLD_JITTER): a client
+        may be answered up to a fifth of `seconds` early, as RFC 7240's wait allows.
         """
         waiter = Waiter(user, marker)
         if self.add(waiter):
-            deadline = time.monotonic() + seconds
+            deadline = time.monotonic() + seconds * (1 - HOLD_JITTER * random.random())
             try:
                 while not waiter.closing and (left := deadline - time.monotonic()) > 0:
                     waiter.wait(left)
