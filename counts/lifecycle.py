@@ -14,6 +14,8 @@ import time
 import weakref
 from typing import Any
 
+from counts.live.collector import Collector
+
 # Client sockets between two requests of a keep-alive connection. The gevent worker waits for
 # every connection to end before it exits, idle ones included, so a balancer's pooled
 # connection held every deploy for graceful_timeout and lost the access log to the SIGKILL.
@@ -31,6 +33,7 @@ def worker_started(worker: Any) -> None:
     resources = _resources(worker)
     if resources is None:
         return
+    Collector().install()  # full collections walk only what is new (counts.live.collector)
     _find_admin_listener(worker, resources)
     if resources.settings.bumps.drain_interval > 0:
         worker.counts_drainer = resources.start_drainer()

@@ -8,4 +8,6 @@
 - `sse`, `ws`: the two stream transports (the long-poll lives with the 304, in the fast path:
   counts.http.middleware.fastpath; the WebSocket upgrade in counts.http.middleware.websocket).
 - `tickets`: single-use stream tickets, for browsers that cannot send an Authorization header.
+- `collector`: the worker's garbage collector, so that full collections do not walk every held
+  connection (their pauses were the live delivery tail).
 """

@@ -7,7 +7,7 @@ comment every heartbeat (proxies drop idle connections; a dead client shows at t
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from counts.live.stream import Subscription, Update
 from counts.observability import metrics
@@ -26,15 +26,21 @@ def retry(milliseconds: int) -> bytes:
     return f"retry: {milliseconds}\n\n".encode()
 
 
-def events(sub: Subscription, first: Update | None, retry_ms: int,
-           heartbeat: float) -> Iterator[bytes]:
-    """The stream's bytes until the client leaves, its token expires or the worker stops."""
+def events(sub: Subscription, first: Update | None, retry_ms: int, heartbeat: float,
+           release: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """The stream's bytes until the client leaves, its token expires or the worker stops.
+    `release` lets go of the request once the stream runs (it is held as long as the stream)."""
     # Every write wakes the device's radio, heartbeats too: counts_wakeups_total{transport="live"}.
     wakeup = metrics.WAKEUPS.labels("live")
     metrics.DEVICE_REQUESTS.labels("live").inc()
     try:
+        if release is not None:
+            release()
         wakeup.inc()
-        yield retry(retry_ms) + (event(first) if first else b": connected\n\n")
+        opening = retry(retry_ms) + (event(first) if first else b": connected\n\n")
+        release = first = None  # this frame lives for hours: it keeps only what it uses
+        yield opening
+        del opening
         next_beat = time.monotonic() + heartbeat
         while True:
             sub.wait(next_beat - time.monotonic())

@@ -40,14 +40,18 @@ def frame(update: Update) -> str:
 class Session:
     """One WebSocket on a hijacked socket, fed by a Subscription."""
 
+    __slots__ = ("connection", "first", "heartbeat", "ping_interval", "ponged", "readable", "sock",
+                 "sub")
+
     def __init__(self, connection: WSConnection, sock: socket.socket, sub: Subscription,
-                 ping_interval: float, heartbeat: float):
+                 ping_interval: float, heartbeat: float, first: Update | None = None):
         self.connection, self.sock, self.sub = connection, sock, sub
+        self.first = first  # the counts to send once accepted (then let go)
         self.ping_interval, self.heartbeat = ping_interval, heartbeat
         self.readable = False  # the hub saw bytes (or EOF) to read
         self.ponged = False  # a pong arrived since the last ping
 
-    def run(self, first: Update | None) -> None:
+    def run(self) -> None:
         """Accept, send, and serve until the client leaves, the token expires or we stop."""
         from gevent import get_hub
 
@@ -58,8 +62,10 @@ class Session:
             self._send(AcceptConnection(extensions=[]))  # no permessage-deflate, whatever offered
             # From here on the protocol alone: the handshake (and its h11 parser) is let go.
             self.connection = self.connection.connection  # type: ignore[assignment]
+            first, self.first = self.first, None
             if first is not None:
                 self._send_counts(first)
+            del first
             self._serve()
         except (OSError, ProtocolError) as error:
             log.debug("websocket ended: %r", error)

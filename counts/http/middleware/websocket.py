@@ -17,7 +17,7 @@ from wsproto.utilities import ProtocolError
 from counts.errors import Problem
 from counts.http.auth import query_value
 from counts.http.middleware.observe import ROUTE_KEY
-from counts.http.streams import open_stream
+from counts.http.streams import open_stream, release_request
 from counts.live.ws import Session
 
 WS_PATH = re.compile(r"/v1/users/([^/]+)/unread-counts/ws")
@@ -57,9 +57,13 @@ class WebSockets:
         start_response("101 Switching Protocols", [])  # for the access log; never written
         live = res.settings.live
         session = Session(connection, environ["gunicorn.socket"], sub, live.ws_ping_interval,
-                          live.heartbeat)
+                          live.heartbeat, first)
+        # This frame lives as long as the socket: let go of the handshake (its h11 parser),
+        # the first counts and the request's environ (release_request): ~7 KiB a socket.
+        del connection, sub, first
+        release_request(environ, ROUTE_KEY)  # observe logs the socket's route when it ends
         with res.load.waiting():
-            session.run(first)
+            session.run()
         raise StopIteration
 
 

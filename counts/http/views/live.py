@@ -1,6 +1,7 @@
 """Live counts: stream tickets and Server-Sent Events (the long-poll is in the fast path,
 beside the 304 it extends; WebSockets are served by counts.http.middleware.websocket, outside Flask)."""
 
+import functools
 from uuid import UUID
 
 import redis
@@ -10,7 +11,7 @@ from counts.errors import DependencyUnavailable, NotImplementedHere, UpgradeRequ
 from counts.http.auth import identify, requires_user
 from counts.http.middleware.websocket import PROBLEM_KEY
 from counts.http.responses import json_response
-from counts.http.streams import open_stream
+from counts.http.streams import open_stream, release_request
 from counts.http.views import resources
 from counts.live import sse, tickets
 from counts.observability import metrics
@@ -42,7 +43,8 @@ def stream_counts(user_id: str) -> Response:
     since = request.headers.get("Last-Event-ID") or request.args.get("etag")
     sub, first = open_stream(request.environ, res, user_id, since)
     retry_ms = int(res.load.poll_interval()) * 1000
-    body = sse.events(sub, first, retry_ms, res.settings.live.heartbeat)
+    body = sse.events(sub, first, retry_ms, res.settings.live.heartbeat,
+                      functools.partial(release_request, request.environ))
     return Response(body, mimetype="text/event-stream", headers=sse.HEADERS)
 
 
