@@ -87,8 +87,10 @@ def _live(live: Any) -> list[list[str]]:
     cores = live.cpu_cores
     load = (f"; machine {_fmt(cores.get('machine (all processes)', float('nan')), 2)} cores busy, "
             f"service {_fmt(cores.get('service', float('nan')), 2)}") if cores else ""
-    return [[f"{rss_label}, {n:,} open", f"{_fmt(rss)} KiB (where it goes: "
-             "`python -m bench.live_memory <transport> --trace`)", _verdict(rss <= RSS_GOAL_KIB)],
+    where = ("the live section's breakdown by transport" if live.memory else
+             "`python -m bench.live_memory <transport> --trace`")
+    return [[f"{rss_label}, {n:,} open", f"{_fmt(rss)} KiB (where it goes: {where})",
+             _verdict(rss <= RSS_GOAL_KIB)],
             [f"{latency_label}, {n:,} open", f"{_fmt(p99)} ms in this run (p50 "
              f"{_fmt(pct(live.latency_ms, 50))} ms{load}); one run cannot show 'every run'",
              _verdict(p99 <= P99_GOAL_MS and live.undelivered == 0)]]

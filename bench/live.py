@@ -72,6 +72,7 @@ class LiveResult:
     errors: dict[str, int] = field(default_factory=dict)
     profile: dict | None = None
     service: dict[str, float] = field(default_factory=dict)  # the service's counters' growth
+    memory: list[dict] = field(default_factory=list)  # bench.live_memory breakdowns, on a miss
 
 
 def worker_rss(pids: list[int]) -> int:

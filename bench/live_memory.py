@@ -19,7 +19,7 @@ from bench.live_clients import Client, run_client
 from counts.identity import mint_token
 from counts.postgres import migrations
 from counts.postgres.pool import Database
-from tests.support.environment import SECRET, gunicorn_env
+from tests.support.environment import REDIS_URL, SECRET, gunicorn_env
 from tests.support.postgres import throwaway_database
 from tests.support.services import Gunicorn
 
@@ -45,7 +45,8 @@ async def open_all(clients: list[Client], port: int, stop: asyncio.Event) -> lis
     return tasks
 
 
-async def measure(kind: str, n: int, port: int) -> None:
+async def measure(kind: str, n: int, port: int) -> dict:
+    """Open WARM connections, mark, open n more, mark: the breakdown of what the n cost."""
     stop = asyncio.Event()
 
     def client() -> Client:
@@ -57,18 +58,37 @@ async def measure(kind: str, n: int, port: int) -> None:
     measured = [client() for _ in range(n)]
     tasks += await open_all(measured, port, stop)
     after = await asyncio.to_thread(mark, port, "b")
-    failed = [c.error for c in measured if c.error]
-    print(f"{kind}: {n:,} connections ({len(failed)} failed {failed[:3]}): "
-          f"RSS {(after['rss'] - before['rss']) / n / 1024:.1f} KiB each, "
-          f"traced {(after['traced'] - before['traced']) / n / 1024:.1f} KiB each")
-    for size, count, site in after.get("sites", []):
-        print(f"{size / n:9.0f} B {count / n:5.1f}/conn  {site}")
-    for name, count in after["objects"]:
-        print(f"{count / n:6.2f}/conn  {name}")
     stop.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    return {"kind": kind, "connections": n, "failed": [c.error for c in measured if c.error],
+            "rss_kib": (after["rss"] - before["rss"]) / n / 1024,
+            "traced_kib": (after["traced"] - before["traced"]) / n / 1024,
+            "sites": [(size / n, count / n, site) for size, count, site in after.get("sites", [])],
+            "objects": [(name, count / n) for name, count in after["objects"]]}
+
+
+def breakdown(kind: str, n: int, database_url: str, redis_url: str, trace: bool = True) -> dict:
+    """Where n idle connections of one transport go, on one worker of the service on this
+    (migrated, empty) database and Redis: RSS and traced KiB each, allocation sites and object
+    types per connection, largest first."""
+    env = gunicorn_env(database_url, redis_url, COUNTS_STREAM_HEARTBEAT="15",
+                       LIVE_MEMORY_FRAMES="1" if trace else "0")
+    with Gunicorn(env, workers=1, app="bench.live_memory_app:app") as server:
+        return asyncio.run(measure(kind, n, server.port))
+
+
+def show(found: dict) -> None:
+    """Print a breakdown as the command line shows it."""
+    failed = found["failed"]
+    print(f"{found['kind']}: {found['connections']:,} connections ({len(failed)} failed "
+          f"{failed[:3]}): RSS {found['rss_kib']:.1f} KiB each, traced {found['traced_kib']:.1f} "
+          "KiB each")
+    for size, count, site in found["sites"]:
+        print(f"{size:9.0f} B {count:5.1f}/conn  {site}")
+    for name, count in found["objects"]:
+        print(f"{count:6.2f}/conn  {name}")
 
 
 def main() -> None:
@@ -81,10 +101,7 @@ def main() -> None:
         db = Database(url, timeout=10, pool_size=1)
         migrations.upgrade(db)
         db.close()
-        env = gunicorn_env(url, COUNTS_STREAM_HEARTBEAT="15",
-                           LIVE_MEMORY_FRAMES="1" if args.trace else "0")
-        with Gunicorn(env, workers=1, app="bench.live_memory_app:app") as server:
-            asyncio.run(measure(args.kind, args.connections, server.port))
+        show(breakdown(args.kind, args.connections, url, REDIS_URL, args.trace))
 
 
 if __name__ == "__main__":

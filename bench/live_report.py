@@ -1,10 +1,13 @@
 """The live section of RESULTS.md: the targets of issue #10 and what the live run measured."""
 
+from pathlib import Path
+
 from bench import battery
 from bench.live import LiveResult
 from bench.tables import fmt, pct, profile_lines, table, verdict
 
 RSS_GOAL_KIB = 16
+ROOT = f"{Path(__file__).resolve().parent.parent}/"  # allocation sites are shown relative to it
 P99_GOAL_MS = 100
 REQUESTS_GOAL = 1.0  # HTTP requests per user per minute
 POLLS_PER_MINUTE = 20  # what 3-s polling costs each user
@@ -98,5 +101,29 @@ def live_section(live: LiveResult | None) -> list[str]:
     lines += battery_lines(live)
     if live.final_errors:
         lines += ["Missed final states (first ten):", "", *(f"- {e}" for e in live.final_errors), ""]
-    return lines + profile_lines("Where the service's CPU goes with live connections (py-spy)",
-                                 live.profile)
+    return (lines + memory_lines(live)
+            + profile_lines("Where the service's CPU goes with live connections (py-spy)",
+                            live.profile))
+
+
+def memory_lines(live: LiveResult, sites: int = 8) -> list[str]:
+    """Where an idle connection's bytes go (bench.live_memory), when the RSS goal was missed."""
+    if not live.memory:
+        return []
+    lines = [f"### Where an idle live connection's bytes go (RSS goal {RSS_GOAL_KIB} KiB missed)", "",
+             f"Each transport alone, {live.memory[0]['connections']:,} connections on one worker "
+             "with tracemalloc on (`python -m bench.live_memory <transport> --trace`): the bytes "
+             "Python's allocators traced per connection against the RSS per connection "
+             "of the pass above, then the allocation sites that grew most (tracemalloc's own "
+             "records inflate the RSS of a traced run, so the pass's RSS is the one shown). What "
+             "tracemalloc does not see is mostly each greenlet's: its saved C stack beyond what "
+             "Python allocates, and the Python frame area it maps.", ""]
+    for found in live.memory:
+        rss = live.rss_kib_per_connection.get(found["kind"], float("nan"))
+        lines += [f"**{found['kind']}**: traced {fmt(found['traced_kib'], 1)} KiB of "
+                  f"{fmt(rss, 1)} KiB RSS per connection"
+                  + (f" ({len(found['failed'])} failed to open)" if found["failed"] else ""), "",
+                  *table(["bytes / connection", "blocks / connection", "allocated at"],
+                         [[fmt(size, 0), fmt(count, 1), f"`{site.removeprefix(ROOT)}`"]
+                          for size, count, site in found["sites"][:sites]]), ""]
+    return lines

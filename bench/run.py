@@ -23,11 +23,12 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench import chart, dataset, pg, report
+from bench import chart, dataset, live_memory, pg, report
 from bench.expo_push import run_expo
 from bench.hotpath import run_hotpath
 from bench.js_client import run_client_bench
 from bench.live import LiveConfig, LiveResult, run_live
+from bench.live_report import RSS_GOAL_KIB
 from bench.mentions import run_mentions
 from bench.profile import PySpy
 from bench.push import run_push
@@ -37,6 +38,7 @@ from bench.simulate import PassResult, SimConfig, simulate
 from bench.topology import run_topology
 
 SIM_DB = "bench_sim"
+MEMORY_DB = "bench_live_memory"
 SEARCH_FACTORS = (0.75, 0.5, 0.3, 0.2)
 
 
@@ -172,6 +174,21 @@ def run_live_bench(args: argparse.Namespace, b: Backends, world: dataset.World) 
                         server.admin_url)
 
 
+MEMORY_CONNECTIONS = 1_000  # per transport, for the breakdown that explains an RSS miss
+
+
+def live_memory_breakdowns(b: Backends) -> list[dict]:
+    """Where an idle connection's bytes go, each transport alone on one worker with tracemalloc
+    on (bench.live_memory): the profile that explains a miss of the RSS goal."""
+    url = pg.database_url(b.pg_admin_url, MEMORY_DB)
+    found = []
+    for kind in ("sse", "ws", "long-poll"):
+        pg.recreate_database(b.pg_admin_url, MEMORY_DB)
+        migrate(url, b.redis_url)
+        found.append(live_memory.breakdown(kind, MEMORY_CONNECTIONS, url, b.redis_url))
+    return found
+
+
 def bench_command(argv: list[str] | None) -> str:
     """The command that made this run, as the report quotes it."""
     given = sys.argv[1:] if argv is None else argv
@@ -206,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             run.passes, run.search = run_simulator(args, b, world, worker_class)
         if "live" not in skip:
             run.live = run_live_bench(args, b, world)
+            if run.live.rss_kib_per_connection.get("all", 0) > RSS_GOAL_KIB:
+                run.live.memory = live_memory_breakdowns(b)
         if "client" not in skip:
             run.client = run_client_bench(b.pg_admin_url, b.redis_url, args.client_count, args.client_seconds,
                                           args.client_writes_per_second, workers=args.workers)
