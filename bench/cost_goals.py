@@ -53,7 +53,7 @@ def _200_path(sc: Any) -> list[list[str]]:
         rows.append(_missing(label, "scaling"))
     else:
         ok, figures = verdict_up_to(sc.write_cost)
-        rows.append([label, f"with / without the flag statement, median of the write "
+        rows.append([label, f"with / without the flagging trigger, median of the write "
                             f"transaction: {figures}", _verdict(ok)])
     return rows
 

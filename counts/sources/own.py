@@ -139,7 +139,6 @@ def send_message(cur, conversation_id: UUID, sender_id: UUID, body: str,
     if named:
         conversations.insert_mentions(cur, conversation_id, seq, named)
     conversations.mark_read(cur, conversation_id, sender_id, seq, sender_read)
-    conversations.flag_unread(cur, conversation_id, sender_id)  # the counts query finds it
     recipients = [uid for uid in levels if uid != str(sender_id)]
     alerted = [uid for uid in recipients if levels[uid] == "all" or (
         levels[uid] == "mentions" and (everyone or uid in named))]

@@ -148,6 +148,32 @@ def test_deleting_and_leaving_never_leave_an_unflagged_unread(write, pg):
     assert unflagged_unread(pg) == []
 
 
+def test_a_writer_that_does_not_know_the_flag_still_flags(write, pg):
+    """An older worker during a rolling deploy: its message and its pointer moved back are plain
+    statements of the version before migration 0009, and the triggers flag all the same."""
+    alice, bob, carol = (uuid.uuid4() for _ in range(3))
+    room, _ = write(own.create_conversation, [alice, bob, carol])
+    write(own.send_message, room, alice, "m")
+    write(own.mark_read, room, bob, None)
+    write(own.mark_read, room, carol, None)
+    assert (flag(pg, room, bob), flag(pg, room, carol)) == (False, False)
+    with pg.cursor() as cur:  # the old send_message's statements, without a flag
+        cur.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = %s "
+                    "RETURNING last_seq", (str(room),))
+        seq = cur.fetchone()[0]
+        cur.execute("INSERT INTO messages (conversation_id, seq, id, sender_id, body) "
+                    "VALUES (%s, %s, %s, %s, 'old')", (str(room), seq, str(uuid.uuid4()), str(alice)))
+    assert (flag(pg, room, bob), flag(pg, room, carol)) == (True, True)
+    write(own.mark_read, room, bob, None)
+    with pg.cursor() as cur:  # the old mark-unread-from: the pointer alone moves back
+        cur.execute("UPDATE conversation_members SET last_read_seq = 0 "
+                    "WHERE conversation_id = %s AND user_id = %s", (str(room), str(bob)))
+    assert flag(pg, room, bob) is True
+    assert unflagged_unread(pg) == []
+    with pg.cursor() as cur:
+        assert reads.unread_counts(cur, [bob])[bob]["total"] == 2
+
+
 def test_concurrent_sends_reads_and_joins_keep_the_flag_and_the_counts(database_url, pg):
     users = [uuid.uuid4() for _ in range(6)]
     joiners = [uuid.uuid4() for _ in range(4)]

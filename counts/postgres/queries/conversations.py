@@ -48,15 +48,6 @@ MEMBER_IDS = "SELECT user_id FROM conversation_members WHERE conversation_id = %
 
 MEMBER_LEVELS = "SELECT user_id, notify FROM conversation_members WHERE conversation_id = %s"
 
-# A new message may be unread for every other member (invariant 17). Only the members who were
-# caught up change: one already flagged stays flagged until they read to the end, so a message
-# writes the rows of the members who read to the end since the previous one, not every member
-# (amortized: one row write per read-to-the-end move, whatever the message rate).
-FLAG_UNREAD = """
-UPDATE conversation_members SET may_have_unread = true
-WHERE conversation_id = %s AND NOT may_have_unread AND user_id <> %s
-"""
-
 
 def create_conversation(cur, conversation_id: UUID, member_ids: list[UUID],
                         parent_id: UUID | None = None, root_seq: int | None = None) -> None:
@@ -115,6 +106,8 @@ def member_levels(cur, conversation_id: UUID) -> dict[str, str]:
     return {str(user_id): notify for user_id, notify in cur.fetchall()}
 
 
+# Also flags the members who were caught up as may_have_unread (invariant 17): a trigger of
+# migrations/own/0009 does, so that every writer's message does, whatever its version.
 NEXT_SEQ = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq"
 
 MEMBER_READ_STATE = """
@@ -200,12 +193,6 @@ WHERE conversation_id = %(conversation_id)s AND last_read_seq < %(seq)s
 """
 
 MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE conversation_id = %s AND id = %s"
-
-
-def flag_unread(cur, conversation_id: UUID, sender_id: UUID) -> int:
-    """Flag a new message's recipients as may-have-unread; how many rows changed."""
-    cur.execute(FLAG_UNREAD, (str(conversation_id), str(sender_id)))
-    return cur.rowcount
 
 
 def next_seq(cur, conversation_id: UUID) -> int | None:

@@ -18,13 +18,13 @@ RETURNING last_read_seq
 
 # The one write that moves a read pointer back, on purpose (Slack's, Mattermost's, Stream's
 # "mark unread from here"): `from_seq` becomes unread; already unread, nothing moves.
-# A pointer moved back leaves a message after it (the one it was before): may_have_unread.
+# A pointer moved back leaves a message after it: a trigger of migrations/own/0009 sets
+# may_have_unread (invariant 17).
 _UNREAD_POSITION = "LEAST(m.last_read_seq, %(from_seq)s - 1)"
 MARK_UNREAD_FROM = f"""
 UPDATE conversation_members m
 SET last_read_seq = {_UNREAD_POSITION},
-    unread_mentions = {RECOUNT_MENTIONS.format(position=_UNREAD_POSITION)},
-    may_have_unread = m.may_have_unread OR {_UNREAD_POSITION} < m.last_read_seq
+    unread_mentions = {RECOUNT_MENTIONS.format(position=_UNREAD_POSITION)}
 WHERE m.conversation_id = %(conversation_id)s AND m.user_id = %(user_id)s
 RETURNING m.last_read_seq
 """  # noqa: S608 - composed of constants
