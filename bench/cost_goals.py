@@ -60,13 +60,20 @@ def _200_path(sc: Any) -> list[list[str]]:
 
 def _bumps(topo: Any) -> list[list[str]]:
     rows = []
+    # What explains a miss: the bump's time on the server itself (its script, INFO commandstats,
+    # the topology section) against the wall time; the py-spy profile of the caller is in the
+    # scaling section.
+    cost = topo.costs.get("bump, per user (10,000)") if topo is not None else None
+    server = (f"; Redis's own time running the script: {_fmt(cost.server_us * 10, 1)} ms a "
+              f"10,000-user bump, {_fmt(cost.server_us, 2)} us a user") if cost else ""
     for topology, goal in BUMP_GOALS_MS.items():
         label = f"10,000-user bump p99 <= {goal:g} ms, {topology} (issue 20)"
         timing = topo.bumps.get(topology) if topo is not None else None
         if timing is None:
             rows.append(_missing(label, "topology"))
         else:
-            rows.append([label, f"{_fmt(timing.p99, 2)} ms (p50 {_fmt(timing.p50, 2)} ms)",
+            rows.append([label, f"{_fmt(timing.p99, 2)} ms (p50 {_fmt(timing.p50, 2)} ms"
+                                f"{server if topology == 'one server' else ''})",
                          _verdict(timing.p99 <= goal)])
     return rows
 
