@@ -6,30 +6,16 @@ import os
 import pytest
 
 from counts.app import create_app
-from counts.postgres import migrations
-from counts.postgres.pool import Database
-from tests.support.environment import ADMIN_URL, settings_for
-from tests.support.postgres import throwaway_database
+from tests.support.environment import settings_for
 from tests.support.services import Gunicorn
-from tests.support.supabase_chat import Chat, attached_env, attached_settings, drop_roles, run_suffix
+from tests.support.supabase_chat import attached_env, attached_settings, example_database
 
 
 @pytest.fixture(scope="session")
 def chat():
     """The example on a database of this run's own: counts' schema, then the app's files."""
-    suffix = run_suffix()
-    try:
-        with throwaway_database(f"counts_test_attached_{os.getpid()}") as url:
-            db = Database(url, timeout=10, pool_size=1, schema="counts")
-            try:
-                migrations.upgrade(db, "attached", "counts")
-            finally:
-                db.close()
-            made = Chat(url, suffix)
-            made.load()
-            yield made
-    finally:
-        drop_roles(ADMIN_URL, suffix)
+    with example_database(f"counts_test_attached_{os.getpid()}") as made:
+        yield made
 
 
 @pytest.fixture

@@ -8,12 +8,8 @@ import re
 
 import pytest
 
-from counts.postgres import migrations
-from counts.postgres.pool import Database
 from tests.support.docs import DOCS
-from tests.support.environment import ADMIN_URL
-from tests.support.postgres import throwaway_database
-from tests.support.supabase_chat import Chat, drop_roles, run_suffix
+from tests.support.supabase_chat import example_database
 
 HEADING = "### Counts by what is unread, not by memberships"
 ROOM = "00000000-0000-4000-8000-000000000001"
@@ -41,30 +37,19 @@ def recipe() -> tuple[str, str, str]:
 
 @pytest.fixture(scope="module")
 def flagged_chat():
-    suffix = run_suffix()
-    try:
-        with throwaway_database(f"counts_test_flag_recipe_{os.getpid()}") as url:
-            db = Database(url, timeout=10, pool_size=1, schema="counts")
-            try:
-                migrations.upgrade(db, "attached", "counts")
-            finally:
-                db.close()
-            chat = Chat(url, suffix)
-            chat.load()
-            schema, update, read_trigger = recipe()
-            with chat.admin() as conn, conn.cursor() as cur:
-                cur.execute(schema)
-                cur.execute(read_trigger)
-                # The app adds the UPDATE to its message trigger, after the lock it takes.
-                cur.execute("SELECT pg_get_functiondef('public.counts_bump_new_messages'::regproc)")
-                lock = ("perform public.lock_conversations(array(select m.conversation_id "
-                        "from new_messages m));")
-                function = cur.fetchone()[0]
-                assert lock in function
-                cur.execute(function.replace(lock, f"{lock}\n{update}", 1))
-            yield chat
-    finally:
-        drop_roles(ADMIN_URL, suffix)
+    with example_database(f"counts_test_flag_recipe_{os.getpid()}") as chat:
+        schema, update, read_trigger = recipe()
+        with chat.admin() as conn, conn.cursor() as cur:
+            cur.execute(schema)
+            cur.execute(read_trigger)
+            # The app adds the UPDATE to its message trigger, after the lock it takes.
+            cur.execute("SELECT pg_get_functiondef('public.counts_bump_new_messages'::regproc)")
+            lock = ("perform public.lock_conversations(array(select m.conversation_id "
+                    "from new_messages m));")
+            function = cur.fetchone()[0]
+            assert lock in function
+            cur.execute(function.replace(lock, f"{lock}\n{update}", 1))
+        yield chat
 
 
 def flags(cur) -> dict[str, bool]:

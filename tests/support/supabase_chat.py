@@ -15,7 +15,10 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from tests.support.environment import COMMON, REDIS_URL
+from counts.postgres import migrations
+from counts.postgres.pool import Database
+from tests.support.environment import ADMIN_URL, COMMON, REDIS_URL
+from tests.support.postgres import throwaway_database
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supabase-chat"
 FILES = ("local-supabase.sql", "schema.sql", "triggers.sql", "grants.sql")
@@ -192,6 +195,25 @@ def drop_roles(admin_url: str, suffix: str) -> None:
 def run_suffix() -> str:
     """A suffix no other run on the cluster has."""
     return uuid.uuid4().hex[:10]
+
+
+@contextmanager
+def example_database(name: str):
+    """The example on a brand-new database `name`: counts' schema, then the app's files, with
+    roles of a run of its own (dropped afterwards); yields its Chat."""
+    suffix = run_suffix()
+    try:
+        with throwaway_database(name) as url:
+            db = Database(url, timeout=10, pool_size=1, schema="counts")
+            try:
+                migrations.upgrade(db, "attached", "counts")
+            finally:
+                db.close()
+            chat = Chat(url, suffix)
+            chat.load()
+            yield chat
+    finally:
+        drop_roles(ADMIN_URL, suffix)
 
 
 def attached_env(chat: Chat, **extra: str) -> dict[str, str]:
